@@ -1,0 +1,198 @@
+"""The wire contract: model names, tensor names, dtypes, shapes and class order.
+
+This module is the single source of truth shared by the client, the model-repository rendering
+and the tests. It must stay dependency-free (standard library only): the light client imports it.
+No tensor name or dtype is written anywhere else.
+
+Shapes use -1 for a variable dimension. For slice models (``max_batch_size > 0``) the shapes
+exclude the batch (slice) axis, as in Triton's ``config.pbtxt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CLASS_NAMES",
+    "ENSEMBLE",
+    "GRU_FUSION",
+    "LESION_SEG",
+    "LUNG_SEG",
+    "PIPELINE",
+    "SLICE_BATCH",
+    "SLICE_CLASSIFIER",
+    "SLICE_ENCODER",
+    "SLICE_MODELS",
+    "STEPWISE_NAMES",
+    "TOP_K",
+    "ModelSpec",
+    "TensorSpec",
+    "all_models",
+]
+
+#: Jin et al. 4-class order (index = class id).
+CLASS_NAMES: tuple[str, ...] = ("non-pneumonia", "CAP", "influenza", "COVID-19")
+#: CoviDet stepwise outputs: DL#1 viral pneumonia vs control, DL#2 COVID-19 vs other viral.
+STEPWISE_NAMES: tuple[str, ...] = ("viral_pneumonia", "covid_given_viral")
+#: Jin et al. task-specific top-K fusion.
+TOP_K = 3
+#: Maximum slices per execution of a slice model (the dynamic batcher's max batch).
+SLICE_BATCH = 32
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor of a model."""
+
+    name: str
+    #: Triton data type name without the ``TYPE_`` prefix: FP32, INT16, INT32, UINT8, BOOL, BYTES.
+    dtype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+    doc: str = ""
+
+    @property
+    def numpy_dtype(self) -> str:
+        """The numpy dtype string used on the wire for this tensor."""
+        return _NUMPY_DTYPES[self.dtype]
+
+
+_NUMPY_DTYPES = {
+    "FP32": "float32",
+    "FP16": "float16",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+    "BYTES": "object",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One Triton model: its name, its tensors and whether it batches slices."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    #: 0 = no Triton batching (one request = one scan); > 0 = slices batched by the dynamic batcher.
+    max_batch_size: int = 0
+    #: Registered architecture served by this model (None for Python-only steps).
+    architecture: str | None = None
+    doc: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def input(self, name: str) -> TensorSpec:
+        return _find(self.inputs, name, self.name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _find(self.outputs, name, self.name)
+
+
+def _find(specs: tuple[TensorSpec, ...], name: str, model: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    valid = ", ".join(s.name for s in specs)
+    raise KeyError(f"model {model!r} has no tensor {name!r}; valid names: {valid}")
+
+
+# --- slice models (dynamic batching; batch axis = slices) -----------------------------------------
+# Spatial dims are -1 here; the rendered config takes them from the checkpoint's preprocessing
+# record, so input sizes are never written twice.
+
+LUNG_SEG = ModelSpec(
+    name="lung_seg",
+    architecture="lung_unet",
+    max_batch_size=SLICE_BATCH,
+    inputs=(TensorSpec("IMAGE", "FP32", (1, -1, -1), doc="HU clipped at -1024, /255"),),
+    outputs=(TensorSpec("LUNG_PROB", "FP32", (1, -1, -1), doc="P(lung) = 1 - softmax[0]"),),
+    doc="2D U-Net lung segmentation (Jin et al.), per slice",
+)
+
+SLICE_CLASSIFIER = ModelSpec(
+    name="slice_classifier",
+    architecture="resnet152_cls",
+    max_batch_size=SLICE_BATCH,
+    inputs=(TensorSpec("IMAGE", "FP32", (3, -1, -1), doc="(mask*255, mask*slice, slice)/255"),),
+    outputs=(TensorSpec("CLASS_PROBS", "FP32", (len(CLASS_NAMES),), doc="softmax over CLASS_NAMES"),),
+    doc="4-class slice classifier (Jin et al. ResNet-152), per slice",
+)
+
+SLICE_ENCODER = ModelSpec(
+    name="slice_encoder",
+    architecture="resnext50_ws_gn",
+    max_batch_size=SLICE_BATCH,
+    inputs=(TensorSpec("IMAGE", "FP32", (3, -1, -1), doc="same input as slice_classifier"),),
+    outputs=(TensorSpec("FEATURES", "FP32", (-1,), doc="pooled slice features for the GRU"),),
+    doc="CoviDet ResNeXt-50 32x4d + weight standardization + GroupNorm slice encoder",
+)
+
+LESION_SEG = ModelSpec(
+    name="lesion_seg",
+    architecture="deeplabv3plus_densenet121",
+    max_batch_size=SLICE_BATCH,
+    inputs=(TensorSpec("IMAGE", "FP32", (1, -1, -1), doc="lung-window HU scaled to [0, 1]"),),
+    outputs=(TensorSpec("LESION_PROB", "FP32", (1, -1, -1), doc="P(lesion) per pixel"),),
+    doc="DeepLabV3+ (DenseNet-121 encoder) lesion segmentation, per slice",
+)
+
+SLICE_MODELS: tuple[ModelSpec, ...] = (LUNG_SEG, SLICE_CLASSIFIER, SLICE_ENCODER, LESION_SEG)
+
+# --- per-scan models (no Triton batching; one request = one scan) ---------------------------------
+
+GRU_FUSION = ModelSpec(
+    name="gru_fusion",
+    architecture="gru_fusion",
+    max_batch_size=0,
+    inputs=(TensorSpec("FEATURES", "FP32", (-1, -1), doc="[slices, features] in slice order"),),
+    outputs=(
+        TensorSpec("P_VIRAL", "FP32", (1,), doc="DL#1 P(viral pneumonia)"),
+        TensorSpec("P_COVID_GIVEN_VIRAL", "FP32", (1,), doc="DL#2 P(COVID-19 | viral)"),
+    ),
+    doc="CoviDet GRU fusion of slice features into the stepwise scan result",
+)
+
+# Outputs of a scan diagnosis (the pipeline step and the public ensemble share them).
+_SCAN_OUTPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec("P_VIRAL", "FP32", (1,), doc="DL#1 P(viral pneumonia) vs control"),
+    TensorSpec("P_COVID_GIVEN_VIRAL", "FP32", (1,), doc="DL#2 P(COVID-19 | viral pneumonia)"),
+    TensorSpec("P_COVID_STEPWISE", "FP32", (1,), doc="P(viral) x P(COVID-19 | viral)"),
+    TensorSpec("CLASS_PROBS", "FP32", (len(CLASS_NAMES),), doc="Jin et al. top-K fused, CLASS_NAMES"),
+    TensorSpec("TOPK_SLICES", "INT32", (TOP_K,), doc="input slice indices locating the finding"),
+    TensorSpec("LUNG_VOLUME_ML", "FP32", (1,), doc="lung volume in mL from the input spacing"),
+    TensorSpec("LESION_VOLUME_ML", "FP32", (1,), doc="lesion volume in mL"),
+    TensorSpec("LESION_RATIO", "FP32", (1,), doc="lesion volume / lung volume"),
+    TensorSpec("N_SLICES_USED", "INT32", (1,), doc="slices fed to the classifiers"),
+    TensorSpec("LUNG_MASK", "UINT8", (-1, -1, -1), doc="S x H x W on the input grid; 0x0x0 unless asked"),
+    TensorSpec("LESION_MASK", "UINT8", (-1, -1, -1), doc="S x H x W on the input grid; 0x0x0 unless asked"),
+    TensorSpec("PROVENANCE", "BYTES", (1,), doc="JSON: model versions and checkpoint provenance"),
+)
+
+_SCAN_INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec("CT", "INT16", (-1, -1, -1), doc="HU volume, slices x rows x columns"),
+    TensorSpec("SPACING", "FP32", (3,), doc="voxel spacing in mm: slice, row, column"),
+    TensorSpec("RETURN_MASKS", "BOOL", (1,), optional=True, doc="return LUNG_MASK/LESION_MASK"),
+)
+
+PIPELINE = ModelSpec(
+    name="covidet_pipeline",
+    max_batch_size=0,
+    inputs=_SCAN_INPUTS,
+    outputs=_SCAN_OUTPUTS,
+    doc="BLS step: windowing, slice fan-out to the slice models, selection, fusion, statistics",
+)
+
+ENSEMBLE = ModelSpec(
+    name="covidet",
+    max_batch_size=0,
+    inputs=_SCAN_INPUTS,
+    outputs=_SCAN_OUTPUTS,
+    doc="Public entry point: the covidet ensemble",
+)
+
+
+def all_models() -> tuple[ModelSpec, ...]:
+    """Every model of the repository, public ensemble last."""
+    return (*SLICE_MODELS, GRU_FUSION, PIPELINE, ENSEMBLE)
