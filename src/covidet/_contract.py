@@ -148,8 +148,9 @@ GRU_FUSION = ModelSpec(
     max_batch_size=0,
     inputs=(TensorSpec("FEATURES", "FP32", (-1, -1), doc="[slices, features] in slice order"),),
     outputs=(
-        TensorSpec("P_VIRAL", "FP32", (1,), doc="DL#1 P(viral pneumonia)"),
-        TensorSpec("P_COVID_GIVEN_VIRAL", "FP32", (1,), doc="DL#2 P(COVID-19 | viral)"),
+        TensorSpec(
+            "STEPWISE_PROBS", "FP32", (len(STEPWISE_NAMES),), doc="DL#1, DL#2 in STEPWISE_NAMES order"
+        ),
     ),
     doc="CoviDet GRU fusion of slice features into the stepwise scan result",
 )

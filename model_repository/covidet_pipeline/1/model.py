@@ -1,0 +1,64 @@
+"""Triton Python-backend model `covidet_pipeline`: the per-scan BLS orchestrator.
+
+All logic lives in `covidet.serving.ScanPipeline`; this file only adapts tensors. Slices go to the
+slice models as async BLS requests of at most SLICE_BATCH slices, so slices of concurrent scans
+share the slice models' dynamic batches and scans of any length work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from covidet import _contract as C
+from covidet.serving import PipelineConfig, ScanPipeline, classify_error
+
+_SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
+_CT, _SPACING, _RETURN_MASKS = (spec.name for spec in C.PIPELINE.inputs)
+
+
+async def _bls(model: str, x: np.ndarray) -> np.ndarray:
+    spec = _SPECS[model]
+    request = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(spec.inputs[0].name, x)],
+        requested_output_names=[spec.outputs[0].name],
+    )
+    response = await request.async_exec()
+    if response.has_error():
+        raise RuntimeError(f"{model}: {response.error().message()}")
+    return pb_utils.get_output_tensor_by_name(response, spec.outputs[0].name).as_numpy()
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        text = (version_dir / params.get("pipeline_config", "pipeline.json")).read_text()
+        self.pipeline = ScanPipeline(PipelineConfig.from_json(text), _bls)
+        self.logger = pb_utils.Logger
+
+    async def execute(self, requests: list) -> list:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def _one(self, request) -> object:
+        try:
+            ct = pb_utils.get_input_tensor_by_name(request, _CT).as_numpy()
+            spacing = pb_utils.get_input_tensor_by_name(request, _SPACING).as_numpy()
+            flag = pb_utils.get_input_tensor_by_name(request, _RETURN_MASKS)
+            masks = bool(flag is not None and flag.as_numpy().reshape(-1)[:1].any())
+            outputs = await self.pipeline.run(ct, spacing, return_masks=masks)
+        except Exception as exc:
+            code, message = classify_error(exc)
+            # No patient data in logs: the message names shapes and rules, never pixel values.
+            self.logger.log_warn(f"covidet_pipeline: request failed ({code}): {message}")
+            err = pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
+            return pb_utils.InferenceResponse(error=err)
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, arr) for name, arr in outputs.items()]
+        )

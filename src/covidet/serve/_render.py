@@ -1,0 +1,305 @@
+"""Render the Triton model repository for a deployment profile.
+
+One source of truth: tensor names, dtypes and ranks come from `covidet._contract`; spatial sizes,
+feature widths and provenance from the checkpoints' metadata. `model.py` files are copied from the
+source `model_repository/`; ONNX files (cpu), checkpoint references (gpu-torch) and TensorRT plans
+(gpu) are generated. Every field of every `config.pbtxt` carries a comment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from covidet import __version__
+from covidet import _contract as C
+
+__all__ = [
+    "PROFILES",
+    "RenderError",
+    "checkpoint_metadata",
+    "default_checkpoints",
+    "render_repository",
+    "source_repository",
+]
+
+PROFILES = ("cpu", "gpu", "gpu-torch")
+#: The Python file that serves all four slice models.
+_SLICE_TEMPLATE = "slice_model"
+#: Instances of the per-scan orchestrator: several scans overlap while slices are batched.
+PIPELINE_INSTANCES = 4
+
+
+class RenderError(RuntimeError):
+    """The repository cannot be rendered (missing checkpoint, unknown profile, no TensorRT...)."""
+
+
+def source_repository() -> Path:
+    """The `model_repository/` with the `model.py` sources (wheel: packaged copy; checkout: root)."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "_model_repository", here.parent.parent / "model_repository"):
+        if (candidate / _SLICE_TEMPLATE / "1" / "model.py").is_file():
+            return candidate
+    raise RenderError(f"model_repository sources not found next to {here}; reinstall covidet")
+
+
+def default_checkpoints() -> Path:
+    """The demo checkpoints shipped with the package (trained on phantoms by `train-demo`)."""
+    return Path(__file__).resolve().parent.parent / "checkpoints" / "demo"
+
+
+def checkpoint_metadata(checkpoints: Path) -> dict[str, dict[str, Any]]:
+    """Metadata JSON of each model's checkpoint, keyed by contract model name."""
+    metas: dict[str, dict[str, Any]] = {}
+    for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
+        path = checkpoints / f"{spec.name}.json"
+        if not path.is_file():
+            raise RenderError(
+                f"checkpoint metadata {path} is missing: expected {spec.name}.pt and "
+                f"{spec.name}.json in {checkpoints} (run `covidet train-demo` to create them)"
+            )
+        meta = json.loads(path.read_text())
+        if meta.get("architecture") != spec.architecture:
+            raise RenderError(
+                f"{path}: architecture {meta.get('architecture')!r} does not match the "
+                f"{spec.name} model, which serves {spec.architecture!r}"
+            )
+        metas[spec.name] = meta
+    return metas
+
+
+# --- config.pbtxt text -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Config:
+    lines: list[str]
+
+    def field(self, text: str, comment: str) -> None:
+        self.lines.append(f"{text}  # {comment}")
+
+    def raw(self, text: str) -> None:
+        self.lines.append(text)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _dims(dims: Iterable[int]) -> str:
+    return "[ " + ", ".join(str(d) for d in dims) + " ]"
+
+
+def _tensors(cfg: _Config, kind: str, specs: Iterable[C.TensorSpec], dims: Mapping[str, tuple]) -> None:
+    for spec in specs:
+        cfg.raw(f"{kind} {{")
+        cfg.field(f'  name: "{spec.name}"', spec.doc or "tensor name from covidet._contract")
+        cfg.field(f"  data_type: TYPE_{spec.dtype}", "wire dtype from covidet._contract")
+        what = "per slice (batch axis excluded)" if kind == "input" or kind == "output" else ""
+        cfg.field(f"  dims: {_dims(dims.get(spec.name, spec.dims))}", f"shape {what}".strip())
+        if spec.optional:
+            cfg.field("  optional: true", "requests may omit it")
+        cfg.raw("}")
+
+
+def _parameters(cfg: _Config, params: Mapping[str, str]) -> None:
+    for key, value in params.items():
+        cfg.raw("parameters {")
+        cfg.field(f'  key: "{key}"', "read by model.py in initialize()")
+        cfg.field(f'  value: {{ string_value: "{value}" }}', "")
+        cfg.raw("}")
+
+
+def _header(cfg: _Config, spec: C.ModelSpec, *, backend: str | None, platform: str | None) -> None:
+    cfg.raw(f"# {spec.doc}")
+    cfg.raw(f"# Rendered by covidet {__version__} from covidet._contract; do not edit by hand.")
+    cfg.field(f'name: "{spec.name}"', "model name = folder name")
+    if backend:
+        cfg.field(f'backend: "{backend}"', "Triton backend that runs the model")
+    if platform:
+        cfg.field(f'platform: "{platform}"', "engine format")
+    cfg.field(
+        f"max_batch_size: {spec.max_batch_size}",
+        "slices per execution (dynamic batcher)" if spec.max_batch_size else "one request = one scan",
+    )
+
+
+def _slice_dims(spec: C.ModelSpec, meta: Mapping[str, Any]) -> dict[str, tuple]:
+    """Concrete per-slice shapes from the checkpoint metadata (no size written twice)."""
+    h, w = meta["preprocessing"]["input_size"]
+    dims: dict[str, tuple] = {}
+    for t in (*spec.inputs, *spec.outputs):
+        if len(t.dims) == 3:
+            dims[t.name] = (t.dims[0], h, w)
+        elif t.dims == (-1,):
+            dims[t.name] = (int(meta["extra"]["feature_dim"]),)
+    return dims
+
+
+def _slice_config(spec: C.ModelSpec, meta: Mapping[str, Any], profile: str, params: dict) -> str:
+    cfg = _Config([])
+    trt = profile == "gpu"
+    _header(cfg, spec, backend=None if trt else "python", platform="tensorrt_plan" if trt else None)
+    dims = _slice_dims(spec, meta)
+    _tensors(cfg, "input", spec.inputs, dims)
+    _tensors(cfg, "output", spec.outputs, dims)
+    cfg.raw("dynamic_batching {")
+    cfg.field("  preferred_batch_size: [ 16, 32 ]", "full batches first")
+    cfg.field("  max_queue_delay_microseconds: 2000", "wait up to 2 ms for slices of other scans")
+    cfg.raw("}")
+    cfg.raw("instance_group {")
+    cfg.field("  count: 1", "one instance; ONNX Runtime / CUDA use the cores / GPU fully")
+    cfg.field(f"  kind: {'KIND_CPU' if profile == 'cpu' else 'KIND_GPU'}", "where it runs")
+    cfg.raw("}")
+    _parameters(cfg, params)
+    return cfg.text()
+
+
+def _scan_config(spec: C.ModelSpec, profile: str, params: dict, instances: int) -> str:
+    cfg = _Config([])
+    _header(cfg, spec, backend="python", platform=None)
+    _tensors(cfg, "input", spec.inputs, {})
+    _tensors(cfg, "output", spec.outputs, {})
+    cfg.raw("instance_group {")
+    cfg.field(f"  count: {instances}", "scans processed concurrently")
+    kind = "KIND_CPU" if profile == "cpu" or spec is C.PIPELINE else "KIND_GPU"
+    cfg.field(f"  kind: {kind}", "where it runs")
+    cfg.raw("}")
+    _parameters(cfg, params)
+    return cfg.text()
+
+
+def _ensemble_config() -> str:
+    cfg = _Config([])
+    spec = C.ENSEMBLE
+    cfg.raw(f"# {spec.doc}")
+    cfg.raw(f"# Rendered by covidet {__version__} from covidet._contract; do not edit by hand.")
+    cfg.field(f'name: "{spec.name}"', "the public entry point")
+    cfg.field('platform: "ensemble"', "Triton ensemble of the models below")
+    cfg.field("max_batch_size: 0", "one request = one scan")
+    _tensors(cfg, "input", spec.inputs, {})
+    _tensors(cfg, "output", spec.outputs, {})
+    cfg.raw("ensemble_scheduling {")
+    cfg.field("  max_inflight_requests: 16", "bounds memory held by in-flight scans")
+    cfg.raw("  step {")
+    cfg.field(f'    model_name: "{C.PIPELINE.name}"', "the per-scan BLS orchestrator")
+    cfg.field("    model_version: -1", "latest version")
+    for t in C.PIPELINE.inputs:
+        cfg.raw(f'    input_map {{ key: "{t.name}" value: "{t.name}" }}')
+    for t in C.PIPELINE.outputs:
+        cfg.raw(f'    output_map {{ key: "{t.name}" value: "{t.name}" }}')
+    cfg.raw("  }")
+    cfg.raw("}")
+    return cfg.text()
+
+
+# --- artefacts -------------------------------------------------------------------------------------
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export_onnx(stem: Path, spec: C.ModelSpec, out: Path) -> None:
+    """Checkpoint -> ONNX (verified against PyTorch), cached by checkpoint hash and version."""
+    key = f"{_sha(stem.with_suffix('.pt'))}:{__version__}:{spec.name}"
+    stamp = out.with_suffix(".key")
+    if out.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return
+    from covidet.export import export_onnx
+    from covidet.models import load_checkpoint
+
+    model, meta = load_checkpoint(stem)
+    tmp = out.with_suffix(".tmp.onnx")
+    export_onnx(model, meta, tmp)
+    _rename_io(tmp, spec)
+    os.replace(tmp, out)
+    stamp.write_text(key)
+
+
+def _rename_io(path: Path, spec: C.ModelSpec) -> None:
+    """Give the ONNX graph the contract's tensor names (TensorRT plans keep them)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    renames = {graph.input[0].name: spec.inputs[0].name, graph.output[0].name: spec.outputs[0].name}
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    graph.input[0].name = spec.inputs[0].name
+    graph.output[0].name = spec.outputs[0].name
+    onnx.save(model, str(path))
+
+
+def _build_plan(onnx_path: Path, plan: Path, meta: Mapping[str, Any], cache: Path) -> None:
+    from covidet.export import build_tensorrt_engine
+
+    build_tensorrt_engine(
+        onnx_path,
+        plan,
+        max_batch=C.SLICE_BATCH,
+        input_hw=tuple(meta["preprocessing"]["input_size"]),
+        fp16=True,
+        timing_cache=cache,
+    )
+
+
+def render_repository(
+    profile: str = "cpu",
+    out_dir: Path | str = Path("build/model_repository"),
+    checkpoints: Path | str | None = None,
+    *,
+    threads: int | None = None,
+) -> Path:
+    """Write a complete Triton model repository for `profile` into `out_dir` and return it."""
+    if profile not in PROFILES:
+        raise RenderError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    ckpt = Path(checkpoints) if checkpoints else default_checkpoints()
+    out = Path(out_dir).resolve()
+    src = source_repository()
+    metas = checkpoint_metadata(ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = threads or (os.cpu_count() or 1)
+
+    for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
+        vdir = out / spec.name / "1"
+        vdir.mkdir(parents=True, exist_ok=True)
+        stem = (ckpt / spec.name).resolve()
+        template = _SLICE_TEMPLATE if spec in C.SLICE_MODELS else spec.name
+        (vdir / "checkpoint.json").write_text(json.dumps(metas[spec.name], indent=2))
+        if profile == "cpu" or profile == "gpu":
+            _export_onnx(stem, spec, vdir / "model.onnx")
+        if profile == "cpu":
+            params = {"runtime": "onnxruntime", "model_file": "model.onnx",
+                      "intra_op_threads": str(threads)}  # fmt: skip
+        else:
+            params = {"runtime": "torch", "checkpoint": str(stem), "device": "cuda", "fp16": "true"}
+        if profile == "gpu" and spec in C.SLICE_MODELS:
+            _build_plan(vdir / "model.onnx", vdir / "model.plan", metas[spec.name],
+                        out / ".trt_timing.cache")  # fmt: skip
+            (vdir / "model.py").unlink(missing_ok=True)
+            text = _slice_config(spec, metas[spec.name], profile, {})
+        else:
+            shutil.copy2(src / template / "1" / "model.py", vdir / "model.py")
+            if spec in C.SLICE_MODELS:
+                text = _slice_config(spec, metas[spec.name], profile, params)
+            else:
+                text = _scan_config(spec, profile, params, instances=1)
+        (out / spec.name / "config.pbtxt").write_text(text)
+
+    pdir = out / C.PIPELINE.name / "1"
+    pdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / C.PIPELINE.name / "1" / "model.py", pdir / "model.py")
+    (pdir / "pipeline.json").write_text(json.dumps({"models": metas}, indent=2))
+    (out / C.PIPELINE.name / "config.pbtxt").write_text(
+        _scan_config(C.PIPELINE, profile, {"pipeline_config": "pipeline.json"}, PIPELINE_INSTANCES)
+    )
+    (out / C.ENSEMBLE.name / "1").mkdir(parents=True, exist_ok=True)
+    (out / C.ENSEMBLE.name / "config.pbtxt").write_text(_ensemble_config())
+    return out

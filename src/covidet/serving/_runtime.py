@@ -1,0 +1,140 @@
+"""Slice-model runtimes: ONNX Runtime (cpu profile) and PyTorch (gpu-torch profile).
+
+Both run one batch of slices (a numpy array) and return the model's single output. They are used
+by the Triton slice models' ``model.py`` and, in-process, by the evaluation and the baselines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from covidet import _contract as C
+
+__all__ = [
+    "InProcessModels",
+    "OnnxRunner",
+    "Runner",
+    "TorchRunner",
+    "make_runner",
+]
+
+
+class Runner(Protocol):
+    """Runs one batch through one model."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxRunner:
+    """ONNX Runtime on the CPU with explicit thread settings and full graph optimisation."""
+
+    def __init__(
+        self, model_file: str | Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1
+    ) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = inter_op_threads
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(
+            str(model_file), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata: dict[str, Any] = json.loads(meta["covidet"]) if "covidet" in meta else {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: x})[0]
+        return np.asarray(out)
+
+
+class TorchRunner:
+    """PyTorch eager on CUDA (FP16, channels-last) or CPU, from a covidet checkpoint."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        device: str = "cuda",
+        fp16: bool = True,
+        channels_last: bool = True,
+    ) -> None:
+        import torch
+
+        from covidet.export import fold_weight_standardization, serving_module
+        from covidet.models import load_checkpoint
+
+        model, meta = load_checkpoint(checkpoint, map_location="cpu")
+        self.metadata = meta.to_json() if hasattr(meta, "to_json") else {}
+        module = serving_module(fold_weight_standardization(model), meta.architecture).eval()
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if (fp16 and self.device.type == "cuda") else torch.float32
+        module = module.to(self.device, self.dtype)
+        self.channels_last = channels_last and self.device.type == "cuda"
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+        self._torch = torch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self.device, self.dtype, non_blocking=True)
+            if self.channels_last and t.ndim == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            out = self.module(t)
+            return out.float().cpu().numpy()
+
+
+def make_runner(parameters: Mapping[str, str], version_dir: Path) -> Runner:
+    """Build the runner a slice model's config asks for (``runtime`` parameter)."""
+    runtime = parameters.get("runtime", "onnxruntime")
+    if runtime == "onnxruntime":
+        threads = int(parameters.get("intra_op_threads", "0") or 0)
+        return OnnxRunner(version_dir / parameters.get("model_file", "model.onnx"),
+                          intra_op_threads=threads)
+    if runtime == "torch":
+        return TorchRunner(
+            parameters["checkpoint"],
+            device=parameters.get("device", "cuda"),
+            fp16=parameters.get("fp16", "true") == "true",
+        )
+    raise ValueError(f"unknown runtime {runtime!r}; expected 'onnxruntime' or 'torch'")
+
+
+class InProcessModels:
+    """The repository's models run in-process: an `InferFn` for `ScanPipeline` without a server.
+
+    This is the 'batched ONNX Runtime, no server' baseline and the engine of the evaluation.
+    """
+
+    def __init__(self, repository: Path, *, threads: int | None = None) -> None:
+        threads = threads or (os.cpu_count() or 1)
+        self.runners: dict[str, Runner] = {}
+        for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
+            self.runners[spec.name] = OnnxRunner(
+                repository / spec.name / "1" / "model.onnx", intra_op_threads=threads
+            )
+        gru = self.runners[C.GRU_FUSION.name]
+        # The GRU graph takes a batch of sequences; one scan is a batch of one.
+        self.runners[C.GRU_FUSION.name] = lambda x: gru(x[np.newaxis])[0]
+        # One worker: the runners already use all cores; a queue keeps batches from thrashing.
+        self._pool = ThreadPoolExecutor(max_workers=1)
+
+    async def infer(self, model: str, x: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.runners[model], x)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,290 @@
+"""Train the demo checkpoints on synthetic phantoms (`covidet train-demo`).
+
+The demo models have the papers' topologies at reduced width. They are trained here, on CPU, on
+phantoms generated from a seed, with the SAME preprocessing functions the server runs, so that the
+committed checkpoints are reproducible: `covidet train-demo --seed 0` rewrites them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from covidet import __version__
+from covidet import _contract as C
+from covidet import pipeline as P
+from covidet.models import CheckpointMeta, build_model, save_checkpoint
+from covidet.phantom import Phantom, make_phantom
+
+__all__ = ["DemoData", "main_train_demo", "make_demo_data", "train_all"]
+
+VARIANT = "demo"
+#: Phantom in-plane sizes cycled through during training, so the models see several resolutions.
+_SIZES = (256, 384, 512, 320)
+
+
+def _provenance(seed: int) -> str:
+    return (
+        f"demo: trained on synthetic phantoms by `covidet train-demo --seed {seed}` "
+        f"(covidet {__version__}); NOT a diagnostic model"
+    )
+
+
+@dataclass
+class DemoData:
+    phantoms: list[Phantom]
+
+
+def make_demo_data(n_per_class: int, n_slices: int, seed: int) -> DemoData:
+    rng = np.random.default_rng(seed)
+    phantoms = []
+    i = 0
+    for rep in range(n_per_class):
+        for kind in C.CLASS_NAMES:
+            size = _SIZES[i % len(_SIZES)]
+            s = int(rng.integers(max(8, n_slices // 2), n_slices + 1))
+            phantoms.append(make_phantom(kind, n_slices=s, size=size, seed=seed * 100_003 + i))
+            i += 1
+    return DemoData(phantoms)
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def _fit(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, np.ndarray], torch.Tensor],
+    n: int,
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    name: str,
+    log: Callable[[str], None],
+) -> None:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * ((n + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        losses = []
+        for idx in _batches(n, batch, rng):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model, idx)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+        log(f"{name}: epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} "
+            f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    model.eval()
+
+
+def _downsample_mask(mask: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    t = torch.from_numpy(mask.astype(np.float32))[:, None]
+    return (F.interpolate(t, size=tuple(size), mode="area")[:, 0].numpy() > 0.5).astype(np.int64)
+
+
+def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum()
+    return 1 - (2 * inter + 1) / (p.sum() + target.sum() + 1)
+
+
+def train_lung(data: DemoData, rec: dict, seed: int, log: Callable[[str], None]) -> nn.Module:
+    xs, ys = [], []
+    size = rec["input_size"]
+    for ph in data.phantoms:
+        xs.append(P.lung_input(ph.hu, rec))
+        lung = _downsample_mask(ph.lung_mask, size)
+        # Jin et al.'s U-Net has 3 classes (background, two lungs) merged to binary lung.
+        side = np.zeros_like(lung)
+        side[..., size[1] // 2 :] = 1
+        ys.append(lung * (1 + side))
+    x = torch.from_numpy(np.concatenate(xs))
+    y = torch.from_numpy(np.concatenate(ys))
+    torch.manual_seed(seed)
+    model = build_model("lung_unet", VARIANT)
+
+    def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
+        return F.cross_entropy(m(x[idx]), y[idx])
+
+    _fit(model, loss, len(x), epochs=4, batch=32, lr=1e-2, seed=seed, name="lung_seg", log=log)
+    return model
+
+
+def train_lesion(data: DemoData, rec: dict, seed: int, log: Callable[[str], None]) -> nn.Module:
+    xs, ys = [], []
+    size = rec["input_size"]
+    for ph in data.phantoms:
+        keep = ph.lung_mask.reshape(ph.lung_mask.shape[0], -1).any(axis=1)
+        if not keep.any():
+            continue
+        xs.append(P.lesion_input(ph.hu[keep], rec))
+        ys.append(_downsample_mask(ph.lesion_mask[keep], size).astype(np.float32))
+    x = torch.from_numpy(np.concatenate(xs))
+    y = torch.from_numpy(np.concatenate(ys))[:, None]
+    torch.manual_seed(seed)
+    model = build_model("deeplabv3plus_densenet121", VARIANT)
+
+    def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
+        logits = m(x[idx])
+        return F.binary_cross_entropy_with_logits(logits, y[idx]) + _soft_dice(logits, y[idx])
+
+    _fit(model, loss, len(x), epochs=5, batch=16, lr=5e-3, seed=seed, name="lesion_seg", log=log)
+    return model
+
+
+def _jin_slices(data: DemoData, rec: dict) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Per phantom: the classifier input of the selected slices, slice labels, scan label."""
+    inputs, slice_labels, labels = [], [], []
+    for ph in data.phantoms:
+        sel = P.select_slices(ph.lung_mask, rec)
+        inputs.append(P.classifier_input(ph.hu, ph.lung_mask, sel, rec).astype(np.float16))
+        lesion_px = ph.lesion_mask[sel.indices].reshape(len(sel.indices), -1).sum(axis=1)
+        lung_px = ph.lung_mask[sel.indices].reshape(len(sel.indices), -1).sum(axis=1)
+        # A slice shows the scan's disease only where it has lesion; otherwise non-pneumonia.
+        has = lesion_px > 0.002 * np.maximum(lung_px, 1)
+        slice_labels.append(np.where(has, ph.label, 0).astype(np.int64))
+        labels.append(ph.label)
+    return inputs, slice_labels, labels
+
+
+def train_classifier(
+    jin: tuple[list[np.ndarray], list[np.ndarray], list[int]], seed: int, log: Callable[[str], None]
+) -> nn.Module:
+    x = torch.from_numpy(np.concatenate(jin[0]))
+    y = torch.from_numpy(np.concatenate(jin[1]))
+    torch.manual_seed(seed)
+    model = build_model("resnet152_cls", VARIANT)
+
+    def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
+        return F.cross_entropy(m(x[idx].float()), y[idx])
+
+    _fit(model, loss, len(x), epochs=6, batch=32, lr=3e-3, seed=seed, name="classifier", log=log)
+    return model
+
+
+class _StepwiseNet(nn.Module):
+    """Encoder + GRU trained together; an auxiliary slice head speeds up the encoder's training."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.encoder = build_model("resnext50_ws_gn", VARIANT)
+        dim = int(self.encoder.feature_dim)
+        self.gru = build_model("gru_fusion", VARIANT, feature_dim=dim)
+        self.aux = nn.Linear(dim, len(C.CLASS_NAMES))
+
+
+def train_stepwise(
+    jin: tuple[list[np.ndarray], list[np.ndarray], list[int]], seed: int, log: Callable[[str], None]
+) -> tuple[nn.Module, nn.Module]:
+    seqs, slice_labels, labels = jin
+    viral = {C.CLASS_NAMES.index("influenza"), C.CLASS_NAMES.index("COVID-19")}
+    covid = C.CLASS_NAMES.index("COVID-19")
+    net = _StepwiseNet(seed)
+
+    def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
+        total = torch.zeros(())
+        for i in idx:
+            x = torch.from_numpy(seqs[i]).float()
+            feats = m.encoder(x)
+            probs = m.gru(feats[None])[0]  # [2] probabilities (DL#1, DL#2)
+            is_viral = float(labels[i] in viral)
+            total = total + F.binary_cross_entropy(probs[0], torch.tensor(is_viral))
+            if is_viral:  # DL#2 is defined on viral pneumonia only
+                target = torch.tensor(float(labels[i] == covid))
+                total = total + F.binary_cross_entropy(probs[1], target)
+            total = total + 0.5 * F.cross_entropy(m.aux(feats), torch.from_numpy(slice_labels[i]))
+        return total / len(idx)
+
+    _fit(net, loss, len(seqs), epochs=12, batch=4, lr=3e-3, seed=seed, name="stepwise", log=log)
+    return net.encoder, net.gru
+
+
+def _meta(model_name: str, rec: dict, seed: int, extra: dict[str, Any]) -> CheckpointMeta:
+    spec = {s.name: s for s in C.all_models()}[model_name]
+    names = {
+        C.LUNG_SEG.name: ["background", "lung_a", "lung_b"],
+        C.SLICE_CLASSIFIER.name: list(C.CLASS_NAMES),
+        C.SLICE_ENCODER.name: [],
+        C.GRU_FUSION.name: list(C.STEPWISE_NAMES),
+        C.LESION_SEG.name: ["lesion"],
+    }[model_name]
+    return CheckpointMeta(
+        architecture=str(spec.architecture),
+        variant=VARIANT,
+        version="1",
+        preprocessing=rec,
+        class_names=names,
+        ws_convention="biased_var_eps_in_sqrt" if model_name == C.SLICE_ENCODER.name else None,
+        provenance=_provenance(seed),
+        trained=True,
+        sha256="",
+        extra=extra,
+    )
+
+
+def train_all(
+    out: Path, *, seed: int = 0, n_per_class: int = 12, n_slices: int = 48,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:  # fmt: skip
+    """Train every demo model and write `<model>.pt` + `<model>.json` into `out`."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    recs = P.default_records()
+    t0 = time.perf_counter()
+    data = make_demo_data(n_per_class, n_slices, seed)
+    log(f"{len(data.phantoms)} phantoms generated ({time.perf_counter() - t0:.0f} s)")
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+
+    def save(name: str, model: nn.Module, rec: dict, extra: dict[str, Any]) -> None:
+        stem = out / name
+        save_checkpoint(model, _meta(name, rec, seed, extra), stem)
+        written[name] = stem
+
+    save(C.LUNG_SEG.name, train_lung(data, recs[C.LUNG_SEG.name], seed, log),
+         recs[C.LUNG_SEG.name], {})  # fmt: skip
+    save(C.LESION_SEG.name, train_lesion(data, recs[C.LESION_SEG.name], seed + 1, log),
+         recs[C.LESION_SEG.name], {})  # fmt: skip
+    jin = _jin_slices(data, recs[C.SLICE_CLASSIFIER.name])
+    save(C.SLICE_CLASSIFIER.name, train_classifier(jin, seed + 2, log),
+         recs[C.SLICE_CLASSIFIER.name], {})  # fmt: skip
+    encoder, gru = train_stepwise(jin, seed + 3, log)
+    dim = int(encoder.feature_dim)
+    save(C.SLICE_ENCODER.name, encoder, recs[C.SLICE_ENCODER.name], {"feature_dim": dim})
+    save(C.GRU_FUSION.name, gru, recs[C.GRU_FUSION.name], {"feature_dim": dim})
+    log(f"demo checkpoints written to {out} ({time.perf_counter() - t0:.0f} s)")
+    return written
+
+
+def main_train_demo(argv: Sequence[str] | None = None) -> int:
+    from covidet.serve._render import default_checkpoints
+
+    parser = argparse.ArgumentParser(prog="covidet train-demo", description=__doc__)
+    parser.add_argument("--out", type=Path, default=default_checkpoints(),
+                        help="output folder (default: the package's demo checkpoints)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-class", type=int, default=12, help="phantoms per class")
+    parser.add_argument("--slices", type=int, default=48, help="max slices per phantom")
+    args = parser.parse_args(argv)
+    written = train_all(args.out, seed=args.seed, n_per_class=args.per_class, n_slices=args.slices)
+    print(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
+    return 0
