@@ -1,0 +1,97 @@
+"""Top-K fusion (Jin et al.), stepwise probability (CoviDet), volumes and Dice."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from covidet.pipeline._errors import ScanValidationError
+
+__all__ = [
+    "FusionResult",
+    "LesionStats",
+    "dice",
+    "lesion_statistics",
+    "stepwise_covid",
+    "topk_fusion",
+    "volume_ml",
+]
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    class_probs: np.ndarray  # [4], sums to 1
+    topk: np.ndarray  # [k] positions into the N classified slices
+
+
+def topk_fusion(slice_probs: np.ndarray, k: int = 3) -> FusionResult:
+    """Jin et al. task-specific fusion of per-slice 4-class probabilities [N, 4].
+
+    Pneumonia classes (1..3): mean of the class's top-k slice probabilities (k = min(k, N));
+    non-pneumonia (0): mean over all slices; then normalised to sum 1. ``topk`` = the k slices
+    most probable for the predicted pneumonia class (argmax of the fused classes 1..3), by
+    descending probability; with fewer than k slices the last one is repeated.
+    """
+    p = np.asarray(slice_probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
+        raise ValueError(f"slice_probs must be [N>=1, classes], got shape {p.shape}")
+    kk = min(k, p.shape[0])
+    top = -np.sort(-p[:, 1:], axis=0)[:kk]
+    scores = np.concatenate([[p[:, 0].mean()], top.mean(axis=0)])
+    probs = scores / scores.sum()
+    cls = 1 + int(np.argmax(probs[1:]))
+    order = np.argsort(-p[:, cls], kind="stable")[:kk]
+    if kk < k:
+        order = np.concatenate([order, np.full(k - kk, order[-1])])
+    return FusionResult(class_probs=probs.astype(np.float32), topk=order.astype(np.int64))
+
+
+def stepwise_covid(p_viral: float, p_covid_given_viral: float) -> float:
+    """CoviDet stepwise P(COVID-19) = P(viral pneumonia) x P(COVID-19 | viral)."""
+    for name, v in (("p_viral", p_viral), ("p_covid_given_viral", p_covid_given_viral)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {v}")
+    return float(p_viral * p_covid_given_viral)
+
+
+def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
+    if len(spacing) != 3:
+        raise ScanValidationError(f"spacing must have 3 values (slice, row, column mm), got {spacing}")
+    for axis, v in zip(("slice", "row", "column"), spacing, strict=True):
+        if not (math.isfinite(v) and v > 0):
+            raise ScanValidationError(
+                f"{axis} spacing must be a finite positive number of mm, got {v}"
+            )
+    return float(spacing[0]), float(spacing[1]), float(spacing[2])
+
+
+def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
+    """Volume of the non-zero voxels in mL (1 mL = 1000 mm^3)."""
+    dz, dy, dx = _check_spacing(spacing)
+    return float(np.count_nonzero(mask)) * dz * dy * dx / 1000.0
+
+
+@dataclass(frozen=True)
+class LesionStats:
+    lung_ml: float
+    lesion_ml: float
+    ratio: float
+
+
+def lesion_statistics(
+    lung_mask: np.ndarray, lesion_mask: np.ndarray, spacing: Sequence[float]
+) -> LesionStats:
+    """Lung and lesion volumes (lesion restricted to lung) and their ratio (0 without lung)."""
+    lung_ml = volume_ml(lung_mask, spacing)
+    lesion_ml = volume_ml((lesion_mask > 0) & (lung_mask > 0), spacing)
+    return LesionStats(lung_ml, lesion_ml, lesion_ml / lung_ml if lung_ml > 0 else 0.0)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two masks (1.0 when both are empty)."""
+    a, b = a > 0, b > 0
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total

@@ -1,0 +1,85 @@
+"""Windowing and resizing of CT slices (Jin et al. and our lesion model), on the CPU with torch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["chunks", "lesion_input", "lung_input", "prob_to_mask", "resize_slices"]
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    """Split ``n`` slices into consecutive batches of at most ``size``."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def resize_slices(
+    x: np.ndarray, size: Sequence[int], *, antialias: bool = True, mode: str = "bilinear"
+) -> np.ndarray:
+    """Resize [N,C,H,W] or [N,H,W] float slices to ``size`` (bilinear, align_corners=False)."""
+    squeeze = x.ndim == 3
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if squeeze:
+        t = t[:, None]
+    out_hw = (int(size[0]), int(size[1]))
+    if tuple(t.shape[-2:]) != out_hw:
+        down = t.shape[-2] > out_hw[0] or t.shape[-1] > out_hw[1]
+        t = F.interpolate(
+            t, size=out_hw, mode=mode, align_corners=False, antialias=antialias and down
+        )
+    out = t.numpy()
+    return out[:, 0] if squeeze else out
+
+
+#: Slices converted to float at a time: bounds the float copies of a 512x512 scan to ~32 MB.
+_CHUNK = 32
+
+
+def _per_chunk(
+    n: int, shape: tuple[int, ...], dtype: type, fn: Callable[[slice], np.ndarray]
+) -> np.ndarray:
+    out = np.empty((n, *shape), dtype)
+    for part in chunks(n, _CHUNK):
+        out[part] = fn(part)
+    return out
+
+
+def lung_input(hu: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+    """Jin et al. lung U-Net input: ``max(HU, hu_min) / divisor``, resized; [N,1,h,w] float32."""
+    lo, div = float(record["hu_min"]), float(record["divisor"])
+    h, w = record["input_size"]
+
+    def one(part: slice) -> np.ndarray:
+        x = np.maximum(hu[part].astype(np.float32), lo) / div
+        return resize_slices(x[:, None], (h, w))
+
+    return _per_chunk(hu.shape[0], (1, h, w), np.float32, one)
+
+
+def lesion_input(hu: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+    """Lesion model input: lung window scaled to [0, 1], resized; [N,1,h,w] float32."""
+    lo, hi = (float(v) for v in record["hu_window"])
+    h, w = record["input_size"]
+
+    def one(part: slice) -> np.ndarray:
+        x = (np.clip(hu[part].astype(np.float32), lo, hi) - lo) / (hi - lo)
+        return resize_slices(x[:, None], (h, w))
+
+    return _per_chunk(hu.shape[0], (1, h, w), np.float32, one)
+
+
+def prob_to_mask(prob: np.ndarray, out_hw: Sequence[int], threshold: float = 0.5) -> np.ndarray:
+    """Up-sample per-slice probabilities onto the input grid and threshold; uint8 [N,H,W]."""
+    p = prob[:, 0] if prob.ndim == 4 else prob
+    hw = (int(out_hw[0]), int(out_hw[1]))
+
+    def one(part: slice) -> np.ndarray:
+        return resize_slices(p[part], hw, antialias=False) > threshold
+
+    return _per_chunk(p.shape[0], hw, np.uint8, one)

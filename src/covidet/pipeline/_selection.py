@@ -1,0 +1,86 @@
+"""Lung-mask clean-up, Jin et al. slice selection and classifier input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from covidet.pipeline._errors import NoLungError
+from covidet.pipeline._preprocess import resize_slices
+
+__all__ = ["SliceSelection", "classifier_input", "clean_lung_mask", "select_slices"]
+
+
+def clean_lung_mask(mask: np.ndarray, *, keep: int = 2, min_fraction: float = 0.05) -> np.ndarray:
+    """Keep the ``keep`` largest 3D components (each >= min_fraction of the largest), fill holes.
+
+    Holes (vessels, dense lesions inside the lung) are filled slice by slice, so they count as lung.
+    """
+    labels, n = ndimage.label(mask > 0)
+    if n == 0:
+        return np.zeros_like(mask, dtype=np.uint8)
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:keep]
+    order = order[sizes[order] >= min_fraction * sizes[order[0]]]
+    kept = np.isin(labels, order + 1)
+    for z in np.flatnonzero(kept.reshape(kept.shape[0], -1).any(axis=1)):
+        kept[z] = ndimage.binary_fill_holes(kept[z])
+    return kept.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SliceSelection:
+    """Selected input slice indices (ascending) and the lung's 3D bounding box (half-open)."""
+
+    indices: np.ndarray
+    bbox: tuple[int, int, int, int, int, int]
+    n_valid: int
+
+
+def select_slices(lung_mask: np.ndarray, record: Mapping[str, Any]) -> SliceSelection:
+    """Jin et al.: slices with more than `min_lung_pixels` lung pixels, `n_slices` of them.
+
+    The pixel threshold is defined at 512x512 (``reference_pixels``) and scaled by the in-plane
+    area for other sizes. stride = max(n_valid // n_slices, 1); take valid[0::stride][:n_slices].
+    """
+    s, h, w = lung_mask.shape
+    counts = lung_mask.reshape(s, -1).sum(axis=1, dtype=np.int64)
+    threshold = float(record["min_lung_pixels"]) * (h * w) / float(record["reference_pixels"])
+    valid = np.flatnonzero(counts > threshold)
+    if valid.size == 0:
+        raise NoLungError(
+            "no lung found in the scan: no slice has more than "
+            f"{threshold:.0f} lung pixels (of {h}x{w}); check that the volume is a chest CT in "
+            "Hounsfield units (air = -1000) with slices along the first axis"
+        )
+    n = int(record["n_slices"])
+    stride = max(valid.size // n, 1)
+    indices = valid[0::stride][:n].astype(np.int64)
+    zs = np.flatnonzero(counts > 0)
+    ys = np.flatnonzero(lung_mask.any(axis=(0, 2)))
+    xs = np.flatnonzero(lung_mask.any(axis=(0, 1)))
+    bbox = (int(zs[0]), int(zs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)
+    return SliceSelection(indices=indices, bbox=bbox, n_valid=int(valid.size))
+
+
+def classifier_input(
+    hu: np.ndarray, lung_mask: np.ndarray, selection: SliceSelection, record: Mapping[str, Any]
+) -> np.ndarray:
+    """Jin et al. 3-channel slices (mask*255, mask*slice, slice) cropped to the lung box, /255.
+
+    slice = clip(HU, lo, hi) * 255 / (hi - lo), minus the slice minimum, to uint8.
+    Returns float32 [N, 3, h, w].
+    """
+    lo, hi = (float(v) for v in record["hu_window"])
+    _, _, y0, y1, x0, x1 = selection.bbox
+    idx = selection.indices
+    s = np.clip(hu[idx, y0:y1, x0:x1].astype(np.float32), lo, hi) * (255.0 / (hi - lo))
+    s -= s.reshape(len(idx), -1).min(axis=1)[:, None, None]
+    s8 = np.clip(s, 0, 255).astype(np.uint8)
+    m = (lung_mask[idx, y0:y1, x0:x1] > 0).astype(np.uint8)
+    channels = np.stack([m * np.uint8(255), m * s8, s8], axis=1).astype(np.float32)
+    return resize_slices(channels, record["input_size"]) / np.float32(255.0)

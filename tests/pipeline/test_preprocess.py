@@ -1,0 +1,68 @@
+"""Windowing, resizing, mask up-sampling, chunking and request validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from covidet import pipeline as P
+
+RECS = P.default_records()
+
+
+def test_lung_input_jin_window() -> None:
+    hu = np.array([[[-2000, -1024], [0, 255]]], np.int16)
+    rec = dict(RECS["lung_seg"], input_size=[2, 2])
+    x = P.lung_input(hu, rec)
+    np.testing.assert_allclose(x[0, 0], [[-1024 / 255, -1024 / 255], [0.0, 1.0]], rtol=1e-6)
+
+
+def test_lesion_input_window() -> None:
+    hu = np.array([[[-1500, -1200], [-450, 1000]]], np.int16)
+    x = P.lesion_input(hu, dict(RECS["lesion_seg"], input_size=[2, 2]))
+    np.testing.assert_allclose(x[0, 0], [[0.0, 0.0], [0.5, 1.0]], rtol=1e-6)
+
+
+def test_resize_shapes_and_chunking_of_long_scans() -> None:
+    hu = np.zeros((70, 64, 48), np.int16)  # more than one internal chunk, non-square
+    x = P.lung_input(hu, dict(RECS["lung_seg"], input_size=[32, 32]))
+    assert x.shape == (70, 1, 32, 32) and x.dtype == np.float32
+
+
+def test_mask_upsampling_round_trip() -> None:
+    yy, xx = np.mgrid[0:256, 0:256]
+    disk = ((yy - 128) ** 2 + (xx - 100) ** 2 < 60**2).astype(np.float32)[None]
+    small = P.resize_slices(disk, (64, 64))
+    back = P.prob_to_mask(small, (256, 256))
+    assert back.shape == (1, 256, 256) and back.dtype == np.uint8
+    assert P.dice(back, disk) > 0.97
+
+
+def test_chunks() -> None:
+    assert P.chunks(70, 32) == [slice(0, 32), slice(32, 64), slice(64, 70)]
+    assert P.chunks(0, 32) == []
+    with pytest.raises(ValueError):
+        P.chunks(3, 0)
+
+
+@pytest.mark.parametrize(
+    ("ct", "spacing", "message"),
+    [
+        (np.zeros((4, 32), np.int16), [1, 1, 1], "3D volume"),
+        (np.zeros((1, 32, 32), np.float32), [1, 1, 1], "int16"),
+        (np.zeros((0, 32, 32), np.int16), [1, 1, 1], "no slices"),
+        (np.zeros((1, 8, 32), np.int16), [1, 1, 1], "between 16 and 2048"),
+        (np.zeros((1, 32, 32), np.int16), [1, 1], "3 values"),
+        (np.zeros((1, 32, 32), np.int16), [1, 0, 1], "row spacing"),
+        (np.zeros((1, 32, 32), np.int16), [float("nan"), 1, 1], "slice spacing"),
+        (np.zeros((1, 32, 32), np.int16), [100, 1, 1], "implausible"),
+        (np.full((1, 32, 32), 20000, np.int16), [1, 1, 1], "Hounsfield"),
+    ],
+)
+def test_validate_scan_messages(ct: np.ndarray, spacing: list[float], message: str) -> None:
+    with pytest.raises(P.ScanValidationError, match=message):
+        P.validate_scan(ct, np.asarray(spacing, np.float32))
+
+
+def test_validate_scan_accepts_a_chest_ct() -> None:
+    P.validate_scan(np.full((3, 32, 32), -1000, np.int16), np.array([1, 0.7, 0.7], np.float32))

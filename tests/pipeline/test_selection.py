@@ -1,0 +1,89 @@
+"""Jin et al. slice selection, lung-mask clean-up and classifier input (hand-computed cases)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from covidet import pipeline as P
+
+REC = P.default_records()["slice_classifier"]
+
+
+def _mask_with_valid(n_valid: int, s: int = 200, offset: int = 10) -> np.ndarray:
+    m = np.zeros((s, 64, 64), np.uint8)
+    # 64x64 grid: threshold = 500 * 4096 / 262144 = 7.8 pixels -> a 4x4 square (16 px) is valid
+    m[offset : offset + n_valid, 10:14, 10:14] = 1
+    return m
+
+
+@pytest.mark.parametrize(
+    ("n_valid", "expected"),
+    [
+        (100, list(range(10, 10 + 70, 2))),  # stride 100 // 35 = 2 -> 0, 2, ..., 68
+        (20, list(range(10, 30))),  # fewer than 35 -> all of them
+        (70, list(range(10, 80, 2))),  # stride 2 -> exactly 35
+        (71, list(range(10, 80, 2))),  # stride 2, first 35
+        (105, list(range(10, 115, 3))),  # stride 3
+    ],
+)
+def test_selection_stride_rule(n_valid: int, expected: list[int]) -> None:
+    sel = P.select_slices(_mask_with_valid(n_valid), REC)
+    assert sel.indices.tolist() == expected
+    assert sel.n_valid == n_valid
+
+
+def test_threshold_scales_with_in_plane_area() -> None:
+    m = np.zeros((3, 512, 512), np.uint8)
+    m[0, :20, :25] = 1  # 500 pixels: not > 500
+    m[1, :20, :26] = 1  # 520 pixels
+    m[2, :1, :1] = 1
+    sel = P.select_slices(m, REC)
+    assert sel.indices.tolist() == [1]
+    assert sel.bbox == (0, 3, 0, 20, 0, 26)
+
+
+def test_no_lung_raises_a_clear_error() -> None:
+    with pytest.raises(P.NoLungError, match="no lung found"):
+        P.select_slices(np.zeros((5, 64, 64), np.uint8), REC)
+
+
+def test_clean_lung_mask_drops_small_blobs_and_fills_holes() -> None:
+    m = np.zeros((10, 64, 64), np.uint8)
+    m[1:9, 5:30, 5:25] = 1
+    m[1:9, 5:30, 35:55] = 1
+    m[4, 15:18, 10:13] = 0  # a vessel-like hole
+    m[0, 60:62, 60:62] = 1  # a small blob (trachea-like)
+    out = P.clean_lung_mask(m)
+    assert out[4, 16, 11] == 1
+    assert out[0, 60, 60] == 0
+    assert out.sum() == 2 * 8 * 25 * 20
+
+
+def test_classifier_input_channels_follow_jin() -> None:
+    hu = np.full((1, 40, 40), -1200, np.int16)
+    hu[0, 10:30, 10:30] = 500  # inside the lung box: max of the window
+    mask = np.zeros_like(hu, dtype=np.uint8)
+    mask[0, 10:30, 10:30] = 1
+    rec = dict(REC, input_size=[20, 20])
+    sel = P.select_slices(np.repeat(mask, 1, axis=0), dict(rec, min_lung_pixels=0))
+    x = P.classifier_input(hu, mask, sel, rec)
+    assert x.shape == (1, 3, 20, 20)
+    # cropped to the lung box: the whole crop is lung, slice = 255 (max of window), min 255 -> 0
+    # after min-subtraction everything is 0 except the mask channel
+    np.testing.assert_allclose(x[0, 0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[0, 2], 0.0, atol=1e-6)
+
+
+def test_classifier_input_window_and_min_subtraction() -> None:
+    hu = np.full((1, 32, 32), -1200, np.int16)
+    hu[0, 0, 0] = 500  # one bright voxel -> 255 after scaling; background -1200 -> 0
+    hu[0, 1, 1] = -350  # (-350 clipped) * 255/1700 - (-1200*255/1700) = 127.5
+    mask = np.ones_like(hu, dtype=np.uint8)
+    rec = dict(REC, input_size=[32, 32], min_lung_pixels=0)
+    sel = P.select_slices(mask, rec)
+    x = P.classifier_input(hu, mask, sel, rec)
+    assert x[0, 2, 0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert x[0, 2, 1, 1] == pytest.approx(127 / 255, abs=1e-6)
+    assert x[0, 2, 5, 5] == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(x[0, 1], x[0, 2])  # mask = 1 -> mask*slice = slice

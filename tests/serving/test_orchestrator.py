@@ -1,0 +1,113 @@
+"""ScanPipeline logic with stand-in slice models (no Triton, no ONNX): batching, outputs, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from covidet import _contract as C
+from covidet import pipeline as P
+from covidet.serving import PipelineConfig, ScanPipeline, classify_error
+
+
+def _volume(s: int = 40, n: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """Air, a body ellipse at 40 HU, two lung ellipsoids at -850 HU; returns (ct, lung truth)."""
+    z, y, x = np.mgrid[0:s, 0:n, 0:n].astype(np.float32)
+    ct = np.full((s, n, n), -1000, np.int16)
+    body = ((y - n / 2) / (0.42 * n)) ** 2 + ((x - n / 2) / (0.47 * n)) ** 2 < 1
+    ct[body] = 40
+    lung = np.zeros((s, n, n), np.uint8)
+    for cx in (0.3 * n, 0.7 * n):
+        e = ((z - s / 2) / (0.45 * s)) ** 2 + ((y - n / 2) / (0.3 * n)) ** 2 + (
+            (x - cx) / (0.15 * n)
+        ) ** 2 < 1
+        lung |= e.astype(np.uint8)
+    ct[lung > 0] = -850
+    return ct, lung
+
+
+class FakeModels:
+    """Deterministic stand-ins with the served models' input/output shapes; records batch sizes."""
+
+    def __init__(self, feature_dim: int = 8) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.feature_dim = feature_dim
+
+    async def infer(self, model: str, x: np.ndarray) -> np.ndarray:
+        self.calls.append((model, x.shape[0]))
+        await asyncio.sleep(0)
+        if model == C.LUNG_SEG.name:  # input = max(HU, -1024) / 255: lung HU -850 -> -3.33
+            return ((x > -3.6) & (x < -2.5)).astype(np.float32)
+        if model == C.LESION_SEG.name:
+            return np.zeros_like(x)
+        if model == C.SLICE_CLASSIFIER.name:
+            probs = np.tile(np.array([0.1, 0.1, 0.1, 0.7], np.float32), (x.shape[0], 1))
+            probs[:, 3] += np.linspace(0, 0.01, x.shape[0], dtype=np.float32)  # distinct top-K
+            return probs / probs.sum(axis=1, keepdims=True)
+        if model == C.SLICE_ENCODER.name:
+            return np.ones((x.shape[0], self.feature_dim), np.float32)
+        if model == C.GRU_FUSION.name:
+            assert x.ndim == 2
+            return np.array([0.8, 0.5], np.float32)
+        raise KeyError(model)
+
+
+def _config(slice_batch: int = 8) -> PipelineConfig:
+    records = P.default_records()
+    return PipelineConfig(
+        models={name: {"preprocessing": rec, "architecture": name} for name, rec in records.items()},
+        slice_batch=slice_batch,
+    )
+
+
+def test_outputs_follow_the_contract_and_masks_only_when_asked() -> None:
+    ct, truth = _volume()
+    fake = FakeModels()
+    pipe = ScanPipeline(_config(), fake.infer)
+    spacing = np.array([2.5, 0.8, 0.8], np.float32)
+    out = asyncio.run(pipe.run(ct, spacing, return_masks=False))
+    assert set(out) == {t.name for t in C.PIPELINE.outputs}
+    for spec in C.PIPELINE.outputs:
+        assert out[spec.name].dtype == np.dtype(spec.numpy_dtype), spec.name
+        if -1 not in spec.dims:
+            assert out[spec.name].shape == spec.dims, spec.name
+    assert out["LUNG_MASK"].shape == (0, 0, 0)
+    assert out["P_COVID_STEPWISE"][0] == pytest.approx(0.8 * 0.5)
+    assert C.CLASS_NAMES[int(np.argmax(out["CLASS_PROBS"]))] == "COVID-19"
+    assert json.loads(out["PROVENANCE"][0].decode())  # provenance travels with every answer
+
+    masked = asyncio.run(pipe.run(ct, spacing, return_masks=True))
+    lung = masked["LUNG_MASK"]
+    assert lung.shape == ct.shape  # masks refer to the input's own voxel grid
+    assert P.dice(lung, truth) > 0.95
+    expected_ml = lung.sum() * 2.5 * 0.8 * 0.8 / 1000
+    assert masked["LUNG_VOLUME_ML"][0] == pytest.approx(expected_ml, rel=1e-5)
+    assert set(masked["TOPK_SLICES"].tolist()) <= set(np.flatnonzero(lung.any(axis=(1, 2))))
+
+
+def test_slices_are_split_into_bounded_batches() -> None:
+    ct, _ = _volume(s=50)
+    fake = FakeModels()
+    asyncio.run(ScanPipeline(_config(slice_batch=8), fake.infer).run(ct, np.ones(3, np.float32)))
+    lung_batches = [n for m, n in fake.calls if m == C.LUNG_SEG.name]
+    assert sum(lung_batches) == 50 and max(lung_batches) <= 8
+    assert all(n <= 8 for m, n in fake.calls if m != C.GRU_FUSION.name)
+
+
+def test_no_lung_is_an_input_error() -> None:
+    ct = np.full((10, 64, 64), -1000, np.int16)
+    pipe = ScanPipeline(_config(), FakeModels().infer)
+    with pytest.raises(ValueError, match="no lung"):
+        asyncio.run(pipe.run(ct, np.ones(3, np.float32)))
+
+
+def test_bad_spacing_is_an_input_error_and_maps_to_invalid_arg() -> None:
+    ct, _ = _volume(s=4)
+    pipe = ScanPipeline(_config(), FakeModels().infer)
+    with pytest.raises(ValueError) as info:
+        asyncio.run(pipe.run(ct, np.array([1.0, -1.0, 1.0], np.float32)))
+    assert classify_error(info.value)[0] == "INVALID_ARG"
+    assert classify_error(RuntimeError("boom"))[0] == "INTERNAL"
