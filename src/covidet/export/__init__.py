@@ -1,0 +1,30 @@
+"""Export: checkpoint -> ONNX (verified against PyTorch) -> TensorRT engine (on GPU nodes)."""
+
+from __future__ import annotations
+
+from covidet.export._onnx import (
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    ExportError,
+    ExportReport,
+    example_input,
+    export_onnx,
+    fold_weight_standardization,
+    serving_module,
+    verify_onnx,
+)
+from covidet.export._tensorrt import build_tensorrt_engine, tensorrt_available
+
+__all__ = [
+    "ONNX_INPUT",
+    "ONNX_OUTPUT",
+    "ExportError",
+    "ExportReport",
+    "build_tensorrt_engine",
+    "example_input",
+    "export_onnx",
+    "fold_weight_standardization",
+    "serving_module",
+    "tensorrt_available",
+    "verify_onnx",
+]
