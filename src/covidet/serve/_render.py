@@ -91,6 +91,11 @@ class _Config:
         return "\n".join(self.lines) + "\n"
 
 
+def _config_dtype(wire: str) -> str:
+    """Model-config enum of a wire dtype (the wire's BYTES is TYPE_STRING in config.pbtxt)."""
+    return "TYPE_STRING" if wire == "BYTES" else f"TYPE_{wire}"
+
+
 def _dims(dims: Iterable[int]) -> str:
     return "[ " + ", ".join(str(d) for d in dims) + " ]"
 
@@ -99,7 +104,7 @@ def _tensors(cfg: _Config, kind: str, specs: Iterable[C.TensorSpec], dims: Mappi
     for spec in specs:
         cfg.raw(f"{kind} {{")
         cfg.field(f'  name: "{spec.name}"', spec.doc or "tensor name from covidet._contract")
-        cfg.field(f"  data_type: TYPE_{spec.dtype}", "wire dtype from covidet._contract")
+        cfg.field(f"  data_type: {_config_dtype(spec.dtype)}", "wire dtype from covidet._contract")
         what = "per slice (batch axis excluded)" if kind == "input" or kind == "output" else ""
         cfg.field(f"  dims: {_dims(dims.get(spec.name, spec.dims))}", f"shape {what}".strip())
         if spec.optional:
@@ -184,8 +189,9 @@ def _ensemble_config() -> str:
     cfg.field("max_batch_size: 0", "one request = one scan")
     _tensors(cfg, "input", spec.inputs, {})
     _tensors(cfg, "output", spec.outputs, {})
+    # (Triton 2.51, the PyPI build, has no ensemble max_inflight_requests: memory is bounded by
+    # the pipeline's instance count and its per-chunk processing instead.)
     cfg.raw("ensemble_scheduling {")
-    cfg.field("  max_inflight_requests: 16", "bounds memory held by in-flight scans")
     cfg.raw("  step {")
     cfg.field(f'    model_name: "{C.PIPELINE.name}"', "the per-scan BLS orchestrator")
     cfg.field("    model_version: -1", "latest version")

@@ -29,6 +29,8 @@ from covidet.phantom import Phantom, make_phantom
 __all__ = ["DemoData", "main_train_demo", "make_demo_data", "train_all"]
 
 VARIANT = "demo"
+#: Multiplies every model's epoch count (``--quick`` smoke runs use a small value).
+_EPOCH_SCALE = [1.0]
 #: Phantom in-plane sizes cycled through during training, so the models see several resolutions.
 _SIZES = (256, 384, 512, 320)
 
@@ -75,6 +77,7 @@ def _fit(
     name: str,
     log: Callable[[str], None],
 ) -> None:
+    epochs = max(1, round(epochs * _EPOCH_SCALE[0]))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -90,7 +93,7 @@ def _fit(
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         log(f"{name}: epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} "
             f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
     model.eval()
@@ -284,7 +287,9 @@ def main_train_demo(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-class", type=int, default=12, help="phantoms per class")
     parser.add_argument("--slices", type=int, default=48, help="max slices per phantom")
+    parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale all epoch counts")
     args = parser.parse_args(argv)
+    _EPOCH_SCALE[0] = args.epoch_scale
     written = train_all(args.out, seed=args.seed, n_per_class=args.per_class, n_slices=args.slices)
     print(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
     return 0

@@ -1,0 +1,145 @@
+"""The `covidet` command line: serve, diagnose, demo, phantom, export, train-demo, evaluate-demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from covidet import _contract as C
+from covidet.errors import CovidetError
+
+__all__ = ["main"]
+
+#: subcommand -> (module, function, help). Heavy modules are imported only when used.
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("covidet.serve", "serve_main", "render the model repository and run Triton"),
+    "demo": ("covidet._demo", "main_demo", "diagnose phantom DICOM series end to end"),
+    "phantom": ("covidet.phantom", "main_phantom", "write synthetic chest CT phantoms"),
+    "export": ("covidet.cli", "_export_main", "export checkpoints to ONNX / TensorRT"),
+    "train-demo": ("covidet.train", "main_train_demo", "train the demo checkpoints on phantoms"),
+    "evaluate-demo": ("covidet.train", "main_evaluate_demo", "measure Dice/accuracy on phantoms"),
+}
+
+
+def _load(name: str) -> Callable[[list[str]], int]:
+    module, func, _ = _COMMANDS[name]
+    try:
+        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+    except ImportError as exc:
+        raise CovidetError(
+            f"`covidet {name}` is not available in this installation ({exc.name} is missing): "
+            "install the server extra, pip install 'covidet[server]'"
+        ) from exc
+
+
+def _table(d: Any) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"{d.source} ({d.n_slices} slices)", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("predicted (4-class, top-K)", d.predicted_class)
+    for name in C.CLASS_NAMES:
+        t.add_row(f"  P({name})", f"{d.class_probs[name]:.3f}")
+    t.add_row("DL#1 P(viral pneumonia)", f"{d.p_viral:.3f}")
+    t.add_row("DL#2 P(COVID-19 | viral)", f"{d.p_covid_given_viral:.3f}")
+    t.add_row("stepwise P(COVID-19)", f"{d.p_covid_stepwise:.3f}")
+    t.add_row("lung volume", f"{d.lung_volume_ml:.0f} mL")
+    t.add_row("lesion volume", f"{d.lesion_volume_ml:.1f} mL")
+    t.add_row("lesion / lung", f"{d.lesion_ratio:.4f}")
+    t.add_row("top-K slices", ", ".join(str(i) for i in d.topk_slices))
+    t.add_row("latency", f"{d.latency_s:.2f} s")
+    kinds = sorted({str(v.get("provenance")) for v in d.provenance.values()})
+    t.add_row("models", "; ".join(kinds))
+    return t
+
+
+def _diagnose_main(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from covidet.client import Client
+
+    p = argparse.ArgumentParser(prog="covidet diagnose", description="Diagnose CT scans.")
+    p.add_argument("paths", nargs="+", help="DICOM folders/files or NIfTI files")
+    p.add_argument("--url", action="append", default=None,
+                   help="server URL (repeat for fail-over; default 127.0.0.1:8001)")  # fmt: skip
+    p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per scan")
+    p.add_argument("--json", action="store_true", help="print JSON, no table")
+    p.add_argument("--masks-out", type=Path, default=None, help="save masks as .npz here")
+    args = p.parse_args(argv)
+    console = Console(stderr=args.json)
+    results = []
+    with Client(args.url or ["127.0.0.1:8001"], protocol=args.protocol,
+                timeout_s=args.timeout) as client:  # fmt: skip
+        with Progress(console=console, disable=len(args.paths) < 2 or args.json) as progress:
+            task = progress.add_task("diagnosing", total=len(args.paths))
+            for path in args.paths:
+                d = client.diagnose(path, return_masks=args.masks_out is not None)
+                results.append(d)
+                if args.masks_out is not None:
+                    import numpy as np
+
+                    args.masks_out.mkdir(parents=True, exist_ok=True)
+                    out = args.masks_out / (Path(path).name.replace(".nii.gz", "") + "_masks.npz")
+                    np.savez_compressed(out, lung=d.lung_mask, lesion=d.lesion_mask)
+                if not args.json:
+                    console.print(_table(d))
+                progress.advance(task)
+    if args.json:
+        print(json.dumps([d.to_dict() for d in results], indent=2))
+    return 0
+
+
+def _export_main(argv: list[str]) -> int:
+    from covidet.serve._render import PROFILES, render_repository
+
+    p = argparse.ArgumentParser(prog="covidet export",
+                                description="Export checkpoints (ONNX verified against PyTorch; "
+                                "TensorRT plans with --profile gpu, on a GPU node).")  # fmt: skip
+    p.add_argument("--profile", default="cpu", choices=PROFILES)
+    p.add_argument("--checkpoints", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("build/model_repository"))
+    args = p.parse_args(argv)
+    repo = render_repository(args.profile, args.out, args.checkpoints)
+    print(f"model repository for profile {args.profile}: {repo}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="covidet",
+        description="covidet: COVID-19 chest-CT inference on Triton (research software, not a "
+        "medical device).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("diagnose", help="diagnose scans through a running server", add_help=False)
+    for name, (_, _, help_) in _COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "diagnose":
+            return _diagnose_main(rest)
+        if command not in _COMMANDS:
+            parser.parse_args(argv)  # prints the usage error
+            return 2
+        return int(_load(command)(rest) or 0)
+    except CovidetError as exc:
+        print(f"covidet {command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

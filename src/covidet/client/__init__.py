@@ -1,0 +1,38 @@
+"""The covidet client: light (no torch, no onnxruntime), gRPC or HTTP.
+
+    from covidet.client import Client
+    with Client("127.0.0.1:8001") as c:
+        d = c.diagnose("path/to/dicom_folder")
+        print(d.predicted_class, d.p_covid_stepwise, d.lesion_ratio)
+"""
+
+from __future__ import annotations
+
+from covidet.client._result import Diagnosis
+from covidet.client._sync import Client, diagnose
+from covidet.client._volume import Volume, VolumeError, load_volume
+from covidet.errors import (
+    CovidetError,
+    InvalidInputError,
+    ModelNotFoundError,
+    NoLungFoundError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnavailableError,
+)
+
+__all__ = [
+    "Client",
+    "CovidetError",
+    "Diagnosis",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "NoLungFoundError",
+    "RequestTimeoutError",
+    "ServerError",
+    "ServerUnavailableError",
+    "Volume",
+    "VolumeError",
+    "diagnose",
+    "load_volume",
+]

@@ -1,0 +1,98 @@
+"""The request/response core shared by the sync (and async) clients, and error translation."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import numpy as np
+
+from covidet import _contract as C
+from covidet.errors import (
+    CovidetError,
+    InvalidInputError,
+    ModelNotFoundError,
+    NoLungFoundError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnavailableError,
+)
+
+__all__ = ["build_inputs", "requested_outputs", "translate_error"]
+
+#: gRPC message limit: a 1000 x 512 x 512 int16 volume is 500 MiB, masks as much again.
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+def _module(protocol: str) -> Any:
+    if protocol == "grpc":
+        import tritonclient.grpc as mod
+    elif protocol == "http":
+        import tritonclient.http as mod
+    else:
+        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+    return mod
+
+
+def build_inputs(
+    hu: np.ndarray, spacing: tuple[float, float, float], return_masks: bool, protocol: str
+) -> list[Any]:
+    """InferInputs for the `covidet` ensemble, names and dtypes from the contract."""
+    mod = _module(protocol)
+    arrays = {
+        "CT": np.ascontiguousarray(hu, dtype=np.int16),
+        "SPACING": np.asarray(spacing, dtype=np.float32).reshape(3),
+        "RETURN_MASKS": np.array([bool(return_masks)]),
+    }
+    inputs = []
+    for spec, arr in zip(C.ENSEMBLE.inputs, arrays.values(), strict=True):
+        inp = mod.InferInput(spec.name, list(arr.shape), spec.dtype)
+        if protocol == "http":
+            inp.set_data_from_numpy(arr, binary_data=True)
+        else:
+            inp.set_data_from_numpy(arr)
+        inputs.append(inp)
+    return inputs
+
+
+def requested_outputs(return_masks: bool, protocol: str) -> list[Any]:
+    mod = _module(protocol)
+    outs = []
+    for spec in C.ENSEMBLE.outputs:
+        if spec.dtype == "UINT8" and not return_masks:
+            continue
+        if protocol == "http":
+            outs.append(mod.InferRequestedOutput(spec.name, binary_data=True))
+        else:
+            outs.append(mod.InferRequestedOutput(spec.name))
+    return outs
+
+
+def translate_error(exc: BaseException) -> CovidetError:
+    """Map a tritonclient / transport exception to covidet's hierarchy (use ``raise ... from``)."""
+    if isinstance(exc, CovidetError):
+        return exc
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, InferenceServerException):
+        status = str(exc.status() or "")
+        msg = str(exc.message() or exc)
+        low = msg.lower()
+        if "no lung found" in low:
+            return NoLungFoundError(msg)
+        if "INVALID_ARGUMENT" in status or status == "400" or "invalid argument" in low[:40]:
+            return InvalidInputError(msg)
+        if "NOT_FOUND" in status or status == "404" or "unknown model" in low or "is not found" in low:
+            return ModelNotFoundError(f"{msg} — check the model name, or that the server finished loading")
+        if "DEADLINE_EXCEEDED" in status or "timed out" in low or "timeout" in low:
+            return RequestTimeoutError(f"{msg} — retry, or raise timeout_s for long scans")
+        if "UNAVAILABLE" in status or status in ("502", "503") or "failed to connect" in low or "connection refused" in low:
+            return ServerUnavailableError(f"{msg} — is the server running? retry or try another URL")
+        if "RESOURCE_EXHAUSTED" in status or status == "413":
+            return InvalidInputError(f"{msg} — the request is larger than the server accepts")
+        return ServerError(f"server error ({status or 'no status'}): {msg}")
+    if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)):
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return RequestTimeoutError(f"request timed out: {exc}")
+        return ServerUnavailableError(f"cannot reach the server: {exc} — is it running? retry or try another URL")
+    return ServerError(f"unexpected client error {type(exc).__name__}: {exc}")

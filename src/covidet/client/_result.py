@@ -1,0 +1,84 @@
+"""The typed result of a diagnosis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from covidet import _contract as C
+
+__all__ = ["Diagnosis", "parse_outputs"]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One scan's answer. Field ``x`` comes from the contract's output tensor ``X``."""
+
+    p_viral: float
+    p_covid_given_viral: float
+    p_covid_stepwise: float
+    class_probs: dict[str, float]
+    topk_slices: tuple[int, ...]
+    lung_volume_ml: float
+    lesion_volume_ml: float
+    lesion_ratio: float
+    n_slices_used: int
+    provenance: dict[str, Any]
+    lung_mask: np.ndarray | None = field(default=None, repr=False)
+    lesion_mask: np.ndarray | None = field(default=None, repr=False)
+    latency_s: float = 0.0
+    source: str = ""
+    n_slices: int = 0
+
+    @property
+    def predicted_class(self) -> str:
+        return max(self.class_probs, key=self.class_probs.__getitem__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (no masks)."""
+        return {
+            "source": self.source,
+            "n_slices": self.n_slices,
+            "predicted_class": self.predicted_class,
+            "class_probs": self.class_probs,
+            "p_viral": self.p_viral,
+            "p_covid_given_viral": self.p_covid_given_viral,
+            "p_covid_stepwise": self.p_covid_stepwise,
+            "topk_slices": list(self.topk_slices),
+            "lung_volume_ml": self.lung_volume_ml,
+            "lesion_volume_ml": self.lesion_volume_ml,
+            "lesion_ratio": self.lesion_ratio,
+            "n_slices_used": self.n_slices_used,
+            "latency_s": self.latency_s,
+            "provenance": self.provenance,
+        }
+
+
+def parse_outputs(
+    as_numpy: Callable[[str], np.ndarray | None], *, latency_s: float, source: str, n_slices: int
+) -> Diagnosis:
+    """Build a `Diagnosis` from a result's ``as_numpy(name)`` (tritonclient gRPC or HTTP)."""
+    values: dict[str, Any] = {}
+    for spec in C.ENSEMBLE.outputs:
+        arr = as_numpy(spec.name)
+        key = spec.name.lower()
+        if arr is None:
+            values[key] = None
+        elif spec.name == "CLASS_PROBS":
+            values[key] = {n: float(p) for n, p in zip(C.CLASS_NAMES, arr.reshape(-1), strict=True)}
+        elif spec.name == "TOPK_SLICES":
+            values[key] = tuple(int(i) for i in arr.reshape(-1))
+        elif spec.name == "PROVENANCE":
+            raw = arr.reshape(-1)[0]
+            values[key] = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+        elif spec.dtype == "UINT8":
+            values[key] = arr if arr.size else None
+        elif spec.dtype == "INT32":
+            values[key] = int(arr.reshape(-1)[0])
+        else:
+            values[key] = float(arr.reshape(-1)[0])
+    return Diagnosis(**values, latency_s=latency_s, source=source, n_slices=n_slices)

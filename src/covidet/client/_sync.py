@@ -1,0 +1,149 @@
+"""The synchronous client: gRPC or HTTP, timeouts, retries with backoff, fail-over across URLs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from covidet import _contract as C
+from covidet.client._core import GRPC_MAX_MESSAGE_BYTES, build_inputs, requested_outputs, translate_error
+from covidet.client._result import Diagnosis, parse_outputs
+from covidet.client._volume import Volume, load_volume
+from covidet.errors import CovidetError, InvalidInputError
+
+__all__ = ["Client", "diagnose"]
+
+
+def _protocol_for(url: str, protocol: str | None) -> str:
+    if protocol:
+        return protocol
+    if url.startswith(("http://", "https://")) or url.rsplit(":", 1)[-1] == "8000":
+        return "http"
+    return "grpc"
+
+
+def _strip_scheme(url: str) -> str:
+    for scheme in ("http://", "https://", "grpc://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :]
+    return url
+
+
+class Client:
+    """covidet client. ``url`` may be a list: servers are tried in order (fail-over)."""
+
+    def __init__(
+        self,
+        url: str | list[str] = "127.0.0.1:8001",
+        *,
+        protocol: str | None = None,
+        timeout_s: float = 300.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise InvalidInputError("at least one server URL is needed")
+        self.protocol = _protocol_for(self.urls[0], protocol)
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, url: str) -> Any:
+        if url not in self._clients:
+            target = _strip_scheme(url)
+            if self.protocol == "grpc":
+                import tritonclient.grpc as grpcclient
+
+                self._clients[url] = grpcclient.InferenceServerClient(
+                    target,
+                    channel_args=[
+                        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+                        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+                    ],
+                )
+            else:
+                import tritonclient.http as httpclient
+
+                self._clients[url] = httpclient.InferenceServerClient(
+                    target, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+                )
+        return self._clients[url]
+
+    def _call(self, fn: Any) -> Any:
+        """Run ``fn(client)`` with retries (retryable errors only) and fail-over across URLs."""
+        last: CovidetError | None = None
+        for attempt in range(self.retries + 1):
+            for url in self.urls:
+                try:
+                    return fn(self._client(url))
+                except Exception as exc:
+                    err = translate_error(exc)
+                    if not err.retryable:
+                        raise err from exc
+                    last = err
+            if attempt < self.retries:
+                time.sleep(self.backoff_s * 2**attempt)
+        assert last is not None
+        raise last
+
+    def is_ready(self, model: str = C.ENSEMBLE.name) -> bool:
+        try:
+            return bool(self._call(lambda c: c.is_model_ready(model)))
+        except CovidetError:
+            return False
+
+    def diagnose(
+        self,
+        source: Any,
+        *,
+        spacing: Any = None,
+        return_masks: bool = False,
+        model: str = C.ENSEMBLE.name,
+    ) -> Diagnosis:
+        """Diagnose one scan: a numpy HU volume (with ``spacing``), a NIfTI file or DICOM folder."""
+        vol: Volume = load_volume(source, spacing)
+        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol)
+        outputs = requested_outputs(return_masks, self.protocol)
+
+        def infer(client: Any) -> Any:
+            if self.protocol == "grpc":
+                return client.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            return client.infer(model, inputs, outputs=outputs, timeout=int(self.timeout_s * 1e6))
+
+        t0 = time.perf_counter()
+        result = self._call(infer)
+        latency = time.perf_counter() - t0
+        return parse_outputs(result.as_numpy, latency_s=latency, source=vol.source, n_slices=vol.n_slices)
+
+    def diagnose_many(self, sources: Iterable[Any], **kwargs: Any) -> Iterator[Diagnosis]:
+        for source in sources:
+            yield self.diagnose(source, **kwargs)
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            try:
+                c.close()
+            except Exception:  # closing is best effort
+                pass
+        self._clients.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def diagnose(source: Any, *, url: str | list[str] = "127.0.0.1:8001", **kwargs: Any) -> Diagnosis:
+    """One-shot convenience: ``covidet.client.diagnose("scan_folder/")``."""
+    client_kw = {k: kwargs.pop(k) for k in ("protocol", "timeout_s", "retries", "backoff_s") if k in kwargs}
+    with Client(url, **client_kw) as client:
+        return client.diagnose(source, **kwargs)
+
+
+_ = np  # numpy is part of the accepted input types

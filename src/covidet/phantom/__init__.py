@@ -1,0 +1,29 @@
+"""Synthetic chest-CT phantoms with ground truth, and writers to NIfTI and DICOM."""
+
+from __future__ import annotations
+
+from covidet.phantom._generate import Phantom, make_phantom, make_phantom_set
+from covidet.phantom._write import (
+    nifti_affine,
+    write_dicom_series,
+    write_nifti,
+    write_phantom_nifti,
+)
+
+__all__ = [
+    "Phantom",
+    "main_phantom",
+    "make_phantom",
+    "make_phantom_set",
+    "nifti_affine",
+    "write_dicom_series",
+    "write_nifti",
+    "write_phantom_nifti",
+]
+
+
+def main_phantom(argv: list[str] | None = None) -> int:
+    """`covidet phantom`: write phantoms as DICOM series and/or NIfTI."""
+    from covidet.phantom._cli import main
+
+    return main(argv)

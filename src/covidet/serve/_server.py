@@ -1,0 +1,180 @@
+"""Start, watch and stop a Triton server process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from covidet import _contract as C
+from covidet.errors import ServerStartError
+from covidet.serve._binary import find_tritonserver
+
+__all__ = ["TritonServer", "free_port", "free_ports"]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (bound to port 0, then released)."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+class TritonServer:
+    """A Triton server process serving ``model_repository``; a context manager."""
+
+    def __init__(
+        self,
+        model_repository: Path | str,
+        *,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+        log_file: Path | str | None = None,
+        log_verbose: int = 0,
+        model_control_mode: str = "none",
+        exit_timeout_s: int = 30,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.host = host
+        self.extra_args = list(extra_args)
+        self.log_verbose = log_verbose
+        self.model_control_mode = model_control_mode
+        self.exit_timeout_s = exit_timeout_s
+        if log_file is None:
+            fd, name = tempfile.mkstemp(prefix="covidet-triton-", suffix=".log")
+            os.close(fd)
+            log_file = name
+        self.log_file = Path(log_file)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def command(self) -> list[str]:
+        binary = find_tritonserver()
+        cmd = [
+            str(binary.executable),
+            f"--model-repository={self.model_repository}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--log-verbose={self.log_verbose}",
+            # CT volumes are ~150 MB: room for a few in flight
+            "--pinned-memory-pool-byte-size=536870912",
+            "--backend-config=python,shm-default-byte-size=67108864",
+            "--backend-config=python,shm-growth-byte-size=67108864",
+            "--strict-readiness=true",
+        ]
+        if self.model_control_mode == "explicit":
+            cmd.append("--load-model=*")
+        if binary.backend_dir:
+            cmd.append(f"--backend-directory={binary.backend_dir}")
+        return cmd + self.extra_args
+
+    def start(self) -> TritonServer:
+        binary = find_tritonserver()
+        env = {**os.environ, **binary.env}
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        return self
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def _get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (urllib.error.URLError, OSError):
+            return 0
+
+    def is_ready(self, model: str | None = C.ENSEMBLE.name) -> bool:
+        if self._get("/v2/health/ready") != 200:
+            return False
+        return model is None or self._get(f"/v2/models/{model}/ready") == 200
+
+    def wait_ready(self, model: str | None = C.ENSEMBLE.name, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ServerStartError(
+                    f"Triton exited (code {code}) before becoming ready; log {self.log_file}:\n"
+                    + self.log_tail()
+                )
+            if self.is_ready(model):
+                return
+            time.sleep(0.25)
+        raise ServerStartError(
+            f"Triton not ready after {timeout:.0f} s; log {self.log_file}:\n" + self.log_tail()
+        )
+
+    def stop(self, grace_s: float = 30.0) -> int | None:
+        """SIGTERM (Triton finishes in-flight requests), then SIGKILL after ``grace_s``."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
