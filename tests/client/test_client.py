@@ -1,0 +1,116 @@
+"""Client core: error translation, retries and fail-over, result parsing, staying light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from covidet import _contract as C
+from covidet.client import (
+    Client,
+    InvalidInputError,
+    ModelNotFoundError,
+    NoLungFoundError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnavailableError,
+)
+from covidet.client._core import translate_error
+from covidet.client._result import parse_outputs
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        ("StatusCode.INVALID_ARGUMENT", "spacing must be positive", InvalidInputError),
+        ("400", "unexpected shape for input 'CT'", InvalidInputError),
+        ("StatusCode.INVALID_ARGUMENT", "no lung found in the scan", NoLungFoundError),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'x' is not found", ModelNotFoundError),
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", ServerUnavailableError),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", RequestTimeoutError),
+        ("StatusCode.INTERNAL", "boom", ServerError),
+    ],
+)
+def test_translate_error(status: str, message: str, expected: type) -> None:
+    err = translate_error(InferenceServerException(message, status=status))
+    assert type(err) is expected
+    assert message.split()[0] in str(err)
+
+
+def test_connection_errors_are_retryable() -> None:
+    err = translate_error(ConnectionRefusedError("refused"))
+    assert isinstance(err, ServerUnavailableError) and err.retryable
+
+
+class _Fake:
+    def __init__(self, errors: list[BaseException]) -> None:
+        self.errors, self.calls = errors, 0
+
+    def __call__(self, client: object) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return f"ok from {client}"
+
+
+def _client(monkeypatch: pytest.MonkeyPatch, urls: list[str], retries: int = 2) -> Client:
+    c = Client(urls, protocol="grpc", retries=retries, backoff_s=0.0)
+    monkeypatch.setattr(c, "_client", lambda url: url)
+    return c
+
+
+def test_fail_over_to_the_next_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _Fake([InferenceServerException("down", status="StatusCode.UNAVAILABLE")])
+    assert _client(monkeypatch, ["a:1", "b:2"])._call(fake) == "ok from b:2"
+
+
+def test_retries_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    errors = [InferenceServerException("down", status="StatusCode.UNAVAILABLE") for _ in range(9)]
+    fake = _Fake(errors)
+    with pytest.raises(ServerUnavailableError):
+        _client(monkeypatch, ["a:1", "b:2"], retries=2)._call(fake)
+    assert fake.calls == 6  # 3 rounds x 2 URLs
+
+
+def test_input_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _Fake([InferenceServerException("bad", status="StatusCode.INVALID_ARGUMENT")])
+    with pytest.raises(InvalidInputError):
+        _client(monkeypatch, ["a:1", "b:2"])._call(fake)
+    assert fake.calls == 1
+
+
+def test_parse_outputs() -> None:
+    values = {
+        "P_VIRAL": np.array([0.9], np.float32),
+        "P_COVID_GIVEN_VIRAL": np.array([0.8], np.float32),
+        "P_COVID_STEPWISE": np.array([0.72], np.float32),
+        "CLASS_PROBS": np.array([0.1, 0.1, 0.2, 0.6], np.float32),
+        "TOPK_SLICES": np.array([4, 9, 2], np.int32),
+        "LUNG_VOLUME_ML": np.array([4000.0], np.float32),
+        "LESION_VOLUME_ML": np.array([400.0], np.float32),
+        "LESION_RATIO": np.array([0.1], np.float32),
+        "N_SLICES_USED": np.array([35], np.int32),
+        "LUNG_MASK": np.zeros((0, 0, 0), np.uint8),
+        "PROVENANCE": np.array([json.dumps({"lung_seg": {"trained": True}}).encode()], dtype=object),
+    }
+    assert set(values) | {"LESION_MASK"} == {t.name for t in C.ENSEMBLE.outputs}
+    d = parse_outputs(values.get, latency_s=0.5, source="x", n_slices=80)
+    assert d.predicted_class == "COVID-19" and d.topk_slices == (4, 9, 2)
+    assert d.lung_mask is None and d.lesion_mask is None and d.n_slices_used == 35
+    assert d.provenance["lung_seg"]["trained"] is True
+    assert json.dumps(d.to_dict())
+
+
+def test_client_imports_no_heavy_dependencies() -> None:
+    code = (
+        "import sys, covidet.client, covidet.cli; "
+        "bad = [m for m in ('torch', 'onnxruntime', 'scipy', 'covidet.models', 'covidet.serving') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -1,0 +1,125 @@
+"""End to end: the real Triton server, real gRPC/HTTP, real DICOM, the demo models on phantoms."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from covidet import _contract as C
+from covidet import pipeline as P
+from covidet.client import Client, InvalidInputError, ModelNotFoundError, NoLungFoundError
+from covidet.phantom import make_phantom, write_dicom_series
+
+pytestmark = pytest.mark.e2e
+
+VIRAL = {"influenza", "COVID-19"}
+
+
+def _client(server: Any, protocol: str) -> Client:
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    return Client(url, protocol=protocol, timeout_s=600)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("kind", C.CLASS_NAMES)
+def test_each_class_is_diagnosed_with_accurate_masks(
+    covidet_server: Any, phantoms: dict[str, Any], kind: str, protocol: str
+) -> None:
+    ph = phantoms[kind]
+    with _client(covidet_server, protocol) as client:
+        d = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
+    assert d.lung_mask is not None and d.lung_mask.shape == ph.hu.shape
+    assert P.dice(d.lung_mask, ph.lung_mask) >= 0.90
+    if ph.lesion_mask.any():
+        assert P.dice(d.lesion_mask, ph.lesion_mask) >= 0.70
+    assert d.predicted_class == kind
+    assert (d.p_viral > 0.5) == (kind in VIRAL)
+    if kind in VIRAL:
+        assert (d.p_covid_given_viral > 0.5) == (kind == "COVID-19")
+    assert d.p_covid_stepwise == pytest.approx(d.p_viral * d.p_covid_given_viral, rel=1e-5)
+    assert sum(d.class_probs.values()) == pytest.approx(1.0, abs=1e-5)
+    voxel_ml = float(np.prod(ph.spacing)) / 1000
+    assert d.lung_volume_ml == pytest.approx(d.lung_mask.sum() * voxel_ml, rel=1e-4)
+    assert d.lesion_ratio == pytest.approx(d.lesion_volume_ml / d.lung_volume_ml, rel=1e-4)
+    assert len(d.topk_slices) == C.TOP_K and all(0 <= i < ph.hu.shape[0] for i in d.topk_slices)
+    assert all(v["trained"] and "synthetic phantoms" in v["provenance"] for v in d.provenance.values())
+
+
+def test_masks_are_returned_only_when_asked(covidet_server: Any, phantoms: dict[str, Any]) -> None:
+    ph = phantoms["CAP"]
+    with _client(covidet_server, "grpc") as client:
+        d = client.diagnose(ph.hu, spacing=ph.spacing)
+    assert d.lung_mask is None and d.lesion_mask is None
+    assert d.lung_volume_ml > 0
+
+
+def test_dicom_series_with_shuffled_file_names(covidet_server: Any, tmp_path: Path) -> None:
+    ph = make_phantom("COVID-19", n_slices=40, size=256, seed=60_001)
+    write_dicom_series(ph, tmp_path / "series", shuffle_filenames=True)
+    with _client(covidet_server, "grpc") as client:
+        from_dicom = client.diagnose(tmp_path / "series", return_masks=True)
+        from_array = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
+    assert from_dicom.n_slices == 40
+    np.testing.assert_array_equal(from_dicom.lung_mask, from_array.lung_mask)
+    assert from_dicom.lesion_ratio == pytest.approx(from_array.lesion_ratio, rel=1e-5)
+
+
+@pytest.mark.parametrize(("n_slices", "size"), [(1, 128), (1000, 64)])
+def test_any_scan_length_works(covidet_server: Any, n_slices: int, size: int) -> None:
+    ph = make_phantom("influenza", n_slices=n_slices, size=size, seed=60_002)
+    if n_slices == 1:  # a single mid-chest slice
+        mid = make_phantom("influenza", n_slices=80, size=size, seed=60_002)
+        ph.hu, ph.lung_mask = mid.hu[40:41], mid.lung_mask[40:41]
+    with _client(covidet_server, "grpc") as client:
+        d = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
+    assert d.lung_mask.shape == ph.hu.shape
+    assert P.dice(d.lung_mask, ph.lung_mask) > 0.8
+
+
+def test_slices_of_concurrent_scans_share_batches(covidet_server: Any) -> None:
+    import tritonclient.grpc as grpcclient
+
+    scans = [make_phantom(k, n_slices=12, size=128, seed=61_000 + i)
+             for i, k in enumerate(C.CLASS_NAMES * 3)]  # fmt: skip
+    stats = grpcclient.InferenceServerClient(covidet_server.grpc_url)
+
+    def counts() -> tuple[int, int]:
+        s = stats.get_inference_statistics(model_name=C.LUNG_SEG.name, as_json=True)
+        m = s["model_stats"][0]
+        return int(m["inference_stats"]["success"].get("count", 0)), int(m.get("execution_count", 0))
+
+    req0, exe0 = counts()
+
+    def one(ph: Any) -> None:
+        with _client(covidet_server, "grpc") as client:
+            client.diagnose(ph.hu, spacing=ph.spacing)
+
+    with ThreadPoolExecutor(len(scans)) as pool:
+        list(pool.map(one, scans))
+    req1, exe1 = counts()
+    requests, executions = req1 - req0, exe1 - exe0
+    assert requests == len(scans)  # one 12-slice request per scan
+    assert executions < requests, f"{executions} executions for {requests} requests: no batching"
+
+
+def test_no_lung_is_a_clear_invalid_argument(covidet_server: Any, phantoms: dict[str, Any]) -> None:
+    air = np.full((8, 64, 64), -1000, np.int16)
+    for protocol in ("grpc", "http"):
+        with _client(covidet_server, protocol) as client:
+            with pytest.raises(NoLungFoundError, match="no lung found"):
+                client.diagnose(air, spacing=(1.0, 1.0, 1.0))
+            with pytest.raises(InvalidInputError, match="spacing"):
+                client.diagnose(air, spacing=(1.0, -1.0, 1.0))
+            ph = phantoms["non-pneumonia"]  # the server keeps serving
+            assert client.diagnose(ph.hu, spacing=ph.spacing).lung_volume_ml > 0
+
+
+def test_unknown_model_is_reported(covidet_server: Any, phantoms: dict[str, Any]) -> None:
+    ph = phantoms["non-pneumonia"]
+    with _client(covidet_server, "grpc") as client:
+        with pytest.raises(ModelNotFoundError):
+            client.diagnose(ph.hu[:4], spacing=ph.spacing, model="no_such_model")

@@ -1,0 +1,83 @@
+"""ONNX export of every architecture, verified against PyTorch; WS folding; TensorRT message."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from covidet.export import (
+    ExportError,
+    build_tensorrt_engine,
+    export_onnx,
+    fold_weight_standardization,
+    tensorrt_available,
+)
+from covidet.models import CheckpointMeta, build_model
+from covidet.pipeline import default_records
+
+RECS = default_records()
+CASES = [
+    ("lung_unet", dict(RECS["lung_seg"], input_size=[64, 64]), {}),
+    ("resnet152_cls", dict(RECS["slice_classifier"], input_size=[64, 64]), {}),
+    ("resnext50_ws_gn", dict(RECS["slice_encoder"], input_size=[64, 64]), {"feature_dim": 256}),
+    ("gru_fusion", RECS["gru_fusion"], {"feature_dim": 256}),
+    ("deeplabv3plus_densenet121", dict(RECS["lesion_seg"], input_size=[64, 64]), {}),
+]
+
+
+def _meta(arch: str, rec: dict, extra: dict, variant: str = "demo") -> CheckpointMeta:
+    return CheckpointMeta(arch, variant, "1", rec, [], None, "test", False, "", extra)
+
+
+@pytest.mark.parametrize(("arch", "rec", "extra"), CASES)
+def test_demo_export_matches_pytorch(tmp_path: Path, arch: str, rec: dict, extra: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, "demo").eval()
+    report = export_onnx(model, _meta(arch, rec, extra), tmp_path / "m.onnx")
+    assert report.max_abs_error < 1e-4
+    assert len(report.checked_shapes) == 2 and report.checked_shapes[0][0] != report.checked_shapes[1][0]
+
+
+@pytest.mark.parametrize("arch", ["lung_unet", "gru_fusion"])
+def test_full_export_matches_pytorch(tmp_path: Path, arch: str) -> None:
+    rec = dict(RECS["lung_seg"], input_size=[32, 32]) if arch == "lung_unet" else RECS["gru_fusion"]
+    extra = {"feature_dim": 2048} if arch == "gru_fusion" else {}
+    model = build_model(arch, "full").eval()
+    report = export_onnx(model, _meta(arch, rec, extra, "full"), tmp_path / "m.onnx")
+    assert report.max_abs_error < 1e-4
+
+
+@pytest.mark.skipif(os.environ.get("COVIDET_SLOW") != "1", reason="set COVIDET_SLOW=1 (minutes)")
+@pytest.mark.parametrize(("arch", "rec", "extra"), CASES)
+def test_full_size_export_matches_pytorch(tmp_path: Path, arch: str, rec: dict, extra: dict) -> None:
+    extra = {"feature_dim": 2048} if "feature_dim" in extra else {}
+    model = build_model(arch, "full").eval()
+    assert export_onnx(model, _meta(arch, rec, extra, "full"), tmp_path / "m.onnx").max_abs_error < 1e-3
+
+
+def test_export_fails_loudly_above_tolerance(tmp_path: Path) -> None:
+    model = build_model("gru_fusion", "demo").eval()
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_onnx(model, _meta("gru_fusion", RECS["gru_fusion"], {"feature_dim": 256}),
+                    tmp_path / "m.onnx", atol=-1.0)  # fmt: skip
+
+
+@pytest.mark.parametrize("convention", ["biased_var_eps_in_sqrt", "unbiased_std_plus_eps"])
+def test_fold_weight_standardization(convention: str) -> None:
+    torch.manual_seed(0)
+    model = build_model("resnext50_ws_gn", "demo", ws_convention=convention).eval()
+    folded = fold_weight_standardization(model)
+    assert not any(type(m).__name__ == "WSConv2d" for m in folded.modules())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and a GPU are present")
+def test_tensorrt_without_gpu_gives_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="TensorRT is not available here"):
+        build_tensorrt_engine(tmp_path / "m.onnx", tmp_path / "m.plan", input_hw=(64, 64))
+    assert not (tmp_path / "m.plan").exists()

@@ -1,0 +1,70 @@
+"""The rendered model repository: valid Triton configs from the contract and the checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from covidet import _contract as C
+from covidet.export import tensorrt_available
+from covidet.serve._render import RenderError, render_repository
+
+_TYPES = {v: k for k, v in model_config_pb2.DataType.items()}
+
+
+def _config(repo: Path, name: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def _dtype(wire: str) -> str:
+    return "TYPE_STRING" if wire == "BYTES" else f"TYPE_{wire}"
+
+
+def test_cpu_repository_follows_the_contract(repository: Path) -> None:
+    for spec in C.all_models():
+        cfg = _config(repository, spec.name)
+        assert cfg.name == spec.name and cfg.max_batch_size == spec.max_batch_size
+        got = [(t.name, _TYPES[t.data_type]) for t in cfg.input]
+        assert got == [(t.name, _dtype(t.dtype)) for t in spec.inputs]
+        assert [t.name for t in cfg.output] == [t.name for t in spec.outputs]
+        assert all(line.startswith(("#", "}", " ", "input", "output", "instance", "dynamic",
+                                    "parameters", "ensemble", "  ")) or "#" in line
+                   for line in (repository / spec.name / "config.pbtxt").read_text().splitlines())  # fmt: skip
+    for spec in C.SLICE_MODELS:
+        cfg = _config(repository, spec.name)
+        assert cfg.dynamic_batching.max_queue_delay_microseconds > 0
+        assert (repository / spec.name / "1" / "model.onnx").is_file()
+        meta = json.loads((repository / spec.name / "1" / "checkpoint.json").read_text())
+        if len(spec.inputs[0].dims) == 3:
+            assert list(cfg.input[0].dims[1:]) == meta["preprocessing"]["input_size"]
+    ens = _config(repository, C.ENSEMBLE.name)
+    assert ens.platform == "ensemble"
+    assert [s.model_name for s in ens.ensemble_scheduling.step] == [C.PIPELINE.name]
+    optional = [t.name for t in ens.input if t.optional]
+    assert optional == [t.name for t in C.ENSEMBLE.inputs if t.optional]
+
+
+def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
+    repo = render_repository("gpu-torch", tmp_path / "repo")
+    cfg = _config(repo, C.LUNG_SEG.name)
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params["runtime"] == "torch" and params["device"] == "cuda"
+    assert Path(params["checkpoint"]).with_suffix(".pt").is_file()
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+@pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and a GPU are present")
+def test_gpu_profile_needs_tensorrt(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="TensorRT is not available here"):
+        render_repository("gpu", tmp_path / "repo")
+
+
+def test_unknown_profile_and_missing_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="choose one of cpu, gpu, gpu-torch"):
+        render_repository("tpu", tmp_path)
+    with pytest.raises(RenderError, match="train-demo"):
+        render_repository("cpu", tmp_path / "r", tmp_path / "empty")

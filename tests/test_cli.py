@@ -1,0 +1,49 @@
+"""The `covidet` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from covidet.cli import main
+from covidet.phantom import make_phantom, write_dicom_series
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "covidet.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_the_commands() -> None:
+    run = _run("--help")
+    assert run.returncode == 0
+    for cmd in ("serve", "diagnose", "demo", "phantom", "export", "train-demo", "evaluate-demo"):
+        assert cmd in run.stdout
+
+
+def test_phantom_command_writes_dicom(tmp_path: Path) -> None:
+    assert main(["phantom", "--kind", "CAP", "--slices", "3", "--size", "32", "--out", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "CAP" / "dicom").glob("*.dcm"))) == 3
+
+
+def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
+    write_dicom_series(make_phantom("CAP", n_slices=2, size=32), tmp_path)
+    run = _run("diagnose", str(tmp_path), "--url", "127.0.0.1:9", "--json")
+    assert run.returncode == 2
+    assert "cannot reach" in run.stderr or "retry" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.e2e
+def test_diagnose_json_and_table(covidet_server: Any, tmp_path: Path) -> None:
+    write_dicom_series(make_phantom("COVID-19", n_slices=40, size=128, seed=70_000), tmp_path / "a")
+    run = _run("diagnose", str(tmp_path / "a"), "--url", covidet_server.grpc_url, "--json")
+    assert run.returncode == 0, run.stderr
+    (result,) = json.loads(run.stdout)
+    assert result["n_slices"] == 40 and set(result["class_probs"]) >= {"COVID-19"}
+    table = _run("diagnose", str(tmp_path / "a"), "--url", covidet_server.http_url, "--protocol", "http")
+    assert table.returncode == 0 and "stepwise P(COVID-19)" in table.stdout
