@@ -149,7 +149,10 @@ GRU_FUSION = ModelSpec(
     inputs=(TensorSpec("FEATURES", "FP32", (-1, -1), doc="[slices, features] in slice order"),),
     outputs=(
         TensorSpec(
-            "STEPWISE_PROBS", "FP32", (len(STEPWISE_NAMES),), doc="DL#1, DL#2 in STEPWISE_NAMES order"
+            "STEPWISE_PROBS",
+            "FP32",
+            (len(STEPWISE_NAMES),),
+            doc="DL#1, DL#2 in STEPWISE_NAMES order",
         ),
     ),
     doc="CoviDet GRU fusion of slice features into the stepwise scan result",

@@ -88,7 +88,7 @@ def _diagnose_main(argv: list[str]) -> int:
 
                     args.masks_out.mkdir(parents=True, exist_ok=True)
                     out = args.masks_out / (Path(path).name.replace(".nii.gz", "") + "_masks.npz")
-                    np.savez_compressed(out, lung=d.lung_mask, lesion=d.lesion_mask)
+                    np.savez_compressed(out, lung=np.asarray(d.lung_mask), lesion=np.asarray(d.lesion_mask))
                 if not args.json:
                     console.print(_table(d))
                 progress.advance(task)

@@ -43,7 +43,10 @@ def test_full_variants_have_the_papers_sizes() -> None:
     assert 22e6 < params["resnext50_ws_gn"] < 24e6  # ResNeXt-50 32x4d without fc
     assert 13e6 < params["lung_unet"] < 14e6
     unet = build_model("lung_unet", "full")
-    assert unet.inc.double_conv[0].out_channels == 64 and unet.down4.maxpool_conv[1].double_conv[0].out_channels == 512
+    assert (
+        unet.inc.double_conv[0].out_channels == 64
+        and unet.down4.maxpool_conv[1].double_conv[0].out_channels == 512
+    )
     assert unet.up1.up.align_corners and unet.outpred.out_channels == 3
     rx = build_model("resnext50_ws_gn", "full")
     assert rx.layer1[0].conv2.groups == 32 and rx.layer1[0].conv2.out_channels == 128

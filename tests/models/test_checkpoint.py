@@ -55,7 +55,9 @@ def test_metadata_fields_are_checked(tmp_path: Path) -> None:
     del meta["provenance"]
     meta["colour"] = "red"
     (tmp_path / "u.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"missing fields \['provenance'\], unknown fields \['colour'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"missing fields \['provenance'\], unknown fields \['colour'\]"
+    ):
         load_checkpoint(tmp_path / "u")
 
 

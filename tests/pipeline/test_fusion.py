@@ -71,7 +71,9 @@ def test_lesion_statistics_restricts_lesion_to_lung() -> None:
 
 
 def test_dice() -> None:
-    a = np.zeros((10, 10)); a[:5] = 1  # noqa: E702
-    b = np.zeros((10, 10)); b[:4] = 1  # noqa: E702
+    a = np.zeros((10, 10))
+    a[:5] = 1
+    b = np.zeros((10, 10))
+    b[:4] = 1
     assert P.dice(a, b) == pytest.approx(2 * 40 / 90)
     assert P.dice(np.zeros(3), np.zeros(3)) == 1.0

@@ -31,7 +31,7 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         arrays, responses = [], [None] * len(requests)
-        for i, request in enumerate(requests):
+        for request in requests:
             tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
             arrays.append(tensor.as_numpy())
         sizes = [a.shape[0] for a in arrays]

@@ -1,9 +1,9 @@
 """The covidet client: light (no torch, no onnxruntime), gRPC or HTTP.
 
-    from covidet.client import Client
-    with Client("127.0.0.1:8001") as c:
-        d = c.diagnose("path/to/dicom_folder")
-        print(d.predicted_class, d.p_covid_stepwise, d.lesion_ratio)
+from covidet.client import Client
+with Client("127.0.0.1:8001") as c:
+    d = c.diagnose("path/to/dicom_folder")
+    print(d.predicted_class, d.p_covid_stepwise, d.lesion_ratio)
 """
 
 from __future__ import annotations

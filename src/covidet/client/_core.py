@@ -39,7 +39,7 @@ def build_inputs(
 ) -> list[Any]:
     """InferInputs for the `covidet` ensemble, names and dtypes from the contract."""
     mod = _module(protocol)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "CT": np.ascontiguousarray(hu, dtype=np.int16),
         "SPACING": np.asarray(spacing, dtype=np.float32).reshape(3),
         "RETURN_MASKS": np.array([bool(return_masks)]),
@@ -86,7 +86,12 @@ def translate_error(exc: BaseException) -> CovidetError:
             return ModelNotFoundError(f"{msg} — check the model name, or that the server finished loading")
         if "DEADLINE_EXCEEDED" in status or "timed out" in low or "timeout" in low:
             return RequestTimeoutError(f"{msg} — retry, or raise timeout_s for long scans")
-        if "UNAVAILABLE" in status or status in ("502", "503") or "failed to connect" in low or "connection refused" in low:
+        if (
+            "UNAVAILABLE" in status
+            or status in ("502", "503")
+            or "failed to connect" in low
+            or "connection refused" in low
+        ):
             return ServerUnavailableError(f"{msg} — is the server running? retry or try another URL")
         if "RESOURCE_EXHAUSTED" in status or status == "413":
             return InvalidInputError(f"{msg} — the request is larger than the server accepts")
@@ -94,5 +99,7 @@ def translate_error(exc: BaseException) -> CovidetError:
     if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)):
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return RequestTimeoutError(f"request timed out: {exc}")
-        return ServerUnavailableError(f"cannot reach the server: {exc} — is it running? retry or try another URL")
+        return ServerUnavailableError(
+            f"cannot reach the server: {exc} — is it running? retry or try another URL"
+        )
     return ServerError(f"unexpected client error {type(exc).__name__}: {exc}")

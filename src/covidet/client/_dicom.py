@@ -87,12 +87,16 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None) -> Vol
     first = items[0][1]
     modality = str(getattr(first, "Modality", ""))
     if modality != "CT" and str(getattr(first, "SOPClassUID", "")) not in _CT_STORAGE:
-        raise NotCTError(f"{root}: series modality is {modality or 'unknown'!r}, not CT; covidet reads chest CT only")
+        raise NotCTError(
+            f"{root}: series modality is {modality or 'unknown'!r}, not CT; covidet reads chest CT only"
+        )
     orient = np.array([float(v) for v in first.ImageOrientationPatient])
     shape = (int(first.Rows), int(first.Columns))
     for f, h in items:
         if (int(h.Rows), int(h.Columns)) != shape:
-            raise SeriesGeometryError(f"{f}: slice size {h.Rows}x{h.Columns} differs from {shape[0]}x{shape[1]}")
+            raise SeriesGeometryError(
+                f"{f}: slice size {h.Rows}x{h.Columns} differs from {shape[0]}x{shape[1]}"
+            )
         if not np.allclose([float(v) for v in h.ImageOrientationPatient], orient, atol=1e-4):
             raise SeriesGeometryError(f"{f}: ImageOrientationPatient differs from the series' first slice")
     normal = np.cross(orient[:3], orient[3:])

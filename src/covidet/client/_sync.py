@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 
 from covidet import _contract as C
-from covidet.client._core import GRPC_MAX_MESSAGE_BYTES, build_inputs, requested_outputs, translate_error
+from covidet.client._core import (
+    GRPC_MAX_MESSAGE_BYTES,
+    build_inputs,
+    requested_outputs,
+    translate_error,
+)
 from covidet.client._result import Diagnosis, parse_outputs
 from covidet.client._volume import Volume, load_volume
 from covidet.errors import CovidetError, InvalidInputError

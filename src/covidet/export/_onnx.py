@@ -44,13 +44,19 @@ class ExportReport:
 def fold_weight_standardization(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose WSConv2d layers are plain Conv2d with standardized weights."""
     model = copy.deepcopy(model)
-    for name, module in list(model.named_modules()):
+    for _, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, WSConv2d):
                 conv = nn.Conv2d(
-                    child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                    child.padding, child.dilation, child.groups, bias=child.bias is not None,
-                )  # fmt: skip
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,  # type: ignore[arg-type]
+                    child.stride,  # type: ignore[arg-type]
+                    child.padding,  # type: ignore[arg-type]
+                    child.dilation,  # type: ignore[arg-type]
+                    child.groups,
+                    bias=child.bias is not None,
+                )
                 with torch.no_grad():
                     conv.weight.copy_(standardize_weight(child.weight, child.ws_convention))
                     if child.bias is not None:
@@ -152,7 +158,8 @@ def export_onnx(
     else:
         axes = {ONNX_INPUT: {0: "slices"}, ONNX_OUTPUT: {0: "slices"}}
     torch.onnx.export(
-        module, (example_input(meta, 1 if meta.architecture == "gru_fusion" else 2),), str(out_path), input_names=[ONNX_INPUT],
+        module, (example_input(meta, 1 if meta.architecture == "gru_fusion" else 2),), str(out_path),
+        input_names=[ONNX_INPUT],
         output_names=[ONNX_OUTPUT], dynamic_axes=axes, opset_version=opset, dynamo=False,
     )  # fmt: skip
     proto = onnx.load(str(out_path))

@@ -55,8 +55,11 @@ class CheckpointMeta:
         if data.pop("format", FORMAT) != FORMAT:
             raise CheckpointError(f"unsupported checkpoint format; expected {FORMAT!r}")
         names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # fmt: skip
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing, unknown = required - set(data), set(data) - names
         if missing or unknown:
             raise CheckpointError(
@@ -118,9 +121,7 @@ def load_checkpoint(
     meta_path, pt = stem.with_suffix(".json"), stem.with_suffix(".pt")
     for p in (meta_path, pt):
         if not p.is_file():
-            raise CheckpointError(
-                f"checkpoint file {p} not found (a checkpoint is <stem>.pt + <stem>.json)"
-            )
+            raise CheckpointError(f"checkpoint file {p} not found (a checkpoint is <stem>.pt + <stem>.json)")
     try:
         meta = CheckpointMeta.from_json(json.loads(meta_path.read_text()))
     except json.JSONDecodeError as exc:
@@ -135,9 +136,10 @@ def load_checkpoint(
     if key_map is not None:
         state = key_map(state)
     try:
-        model = build_model(
-            meta.architecture, meta.variant, **model_kwargs(meta.architecture, meta.extra)
-        )
+        kwargs = dict(meta.extra)
+        if meta.ws_convention:
+            kwargs["ws_convention"] = meta.ws_convention
+        model = build_model(meta.architecture, meta.variant, **model_kwargs(meta.architecture, kwargs))
     except KeyError as exc:
         raise CheckpointError(f"{meta_path}: {exc.args[0]}") from exc
     load_state_strict(model, state, str(pt))

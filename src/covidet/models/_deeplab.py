@@ -43,9 +43,7 @@ class DenseLayer(nn.Module):
 
 class Transition(nn.Sequential):
     def __init__(self, cin: int, cout: int, pool: bool) -> None:
-        super().__init__(
-            nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False)
-        )
+        super().__init__(nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False))
         if pool:
             self.append(nn.AvgPool2d(2, stride=2))
 

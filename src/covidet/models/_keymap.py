@@ -59,9 +59,7 @@ def jin_resnet152_key_map(state: StateDict) -> StateDict:
         else:
             unknown.append(key)
     if unknown:
-        raise CheckpointError(
-            f"unexpected keys in the Jin classifier checkpoint: {sorted(unknown)[:10]}"
-        )
+        raise CheckpointError(f"unexpected keys in the Jin classifier checkpoint: {sorted(unknown)[:10]}")
     for key, value in aliases.items():
         twin = out.get(key)
         if twin is None:
@@ -97,9 +95,7 @@ def jin_lung_unet_key_map(state: StateDict) -> StateDict:
         else:
             unknown.append(key)
     if unknown:
-        raise CheckpointError(
-            f"unexpected keys in the Jin lung U-Net checkpoint: {sorted(unknown)[:10]}"
-        )
+        raise CheckpointError(f"unexpected keys in the Jin lung U-Net checkpoint: {sorted(unknown)[:10]}")
     return out
 
 

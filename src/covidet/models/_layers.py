@@ -25,9 +25,7 @@ def standardize_weight(w: torch.Tensor, convention: str, eps: float = 1e-5) -> t
     if convention == "unbiased_std_plus_eps":
         std = w.std(dim=dims, keepdim=True, unbiased=True)
         return (w - mean) / (std + eps)
-    raise ValueError(
-        f"unknown weight-standardization convention {convention!r}; use {WS_CONVENTIONS}"
-    )
+    raise ValueError(f"unknown weight-standardization convention {convention!r}; use {WS_CONVENTIONS}")
 
 
 class WSConv2d(nn.Conv2d):

@@ -35,9 +35,7 @@ def _builder(name: str) -> Callable[..., nn.Module]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
-            f"unknown architecture {name!r}; valid names: {', '.join(list_models())}"
-        ) from None
+        raise KeyError(f"unknown architecture {name!r}; valid names: {', '.join(list_models())}") from None
 
 
 def model_kwargs(name: str, extra: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from torch import nn
 from covidet.models._layers import WS_CONVENTIONS, WSConv2d, group_norm
 from covidet.models._registry import register_model
 
-__all__ = ["ResNet", "ResNeXtWSGN"]
+__all__ = ["ResNeXtWSGN", "ResNet"]
 
 Norm = Callable[[int], nn.Module]
 Conv = Callable[..., nn.Conv2d]

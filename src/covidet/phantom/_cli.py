@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         base = args.out / kind
         if args.format in ("dicom", "both"):
             files = write_dicom_series(ph, base / "dicom")
-            print(f"{kind}: {len(files)} DICOM files in {base / 'dicom'} (lesion ratio {ph.lesion_ratio:.3f})")
+            print(
+                f"{kind}: {len(files)} DICOM files in {base / 'dicom'} (lesion ratio {ph.lesion_ratio:.3f})"
+            )
         if args.format in ("nifti", "both"):
             paths = write_phantom_nifti(ph, base / "nifti")
             print(f"{kind}: {paths['ct']} + lung/lesion truth (lesion ratio {ph.lesion_ratio:.3f})")

@@ -105,7 +105,11 @@ def _lesion_blobs(kind: str, rng: np.random.Generator, an: _Anatomy) -> list[_Bl
             if side == 1:
                 angle = np.pi - angle if rng.random() < 0.5 else angle
             c = place(side, zn, float(rng.uniform(0.7, 0.9)), angle)
-            axes = (float(rng.uniform(20, 36)), float(rng.uniform(18, 30)), float(rng.uniform(15, 26)))
+            axes = (
+                float(rng.uniform(20, 36)),
+                float(rng.uniform(18, 30)),
+                float(rng.uniform(15, 26)),
+            )
             core = float(rng.uniform(-250, -100)) if rng.random() < 0.3 else None
             blobs.append(_Blob(c, axes, float(rng.uniform(-680, -420)), core))
     elif kind == "CAP":  # unilateral lobar/segmental consolidation with air bronchograms
@@ -132,7 +136,7 @@ def _vessels(rng: np.random.Generator, an: _Anatomy) -> list[tuple[np.ndarray, n
     """Straight vessel segments from each hilum outwards: (start zyx mm, end zyx mm, radius mm)."""
     segs = []
     for side in (-1, 1):
-        cx, cy, ax, ay = an.lung_geometry(side, 0.55)
+        _, cy, _, _ = an.lung_geometry(side, 0.55)
         hilum = np.array([(0.5 - 0.5) * an.z_extent, cy, side * (an.lung_cx - 0.55 * an.lung_ax)])
         for _ in range(14):
             zn = float(rng.uniform(0.25, 0.85))
@@ -245,7 +249,7 @@ def make_phantom(
         lesion[k] = les_sl
     hu += noise_rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
     np.clip(hu, -1024, 3071, out=hu)
-    meta = {"n_lesions": len(blobs), "fov_mm": fov_mm, "z_extent_mm": z_extent_mm}
+    meta: dict[str, object] = {"n_lesions": len(blobs), "fov_mm": fov_mm, "z_extent_mm": z_extent_mm}
     return Phantom(
         hu=np.rint(hu).astype(np.int16),
         lung_mask=lung,

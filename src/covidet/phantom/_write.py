@@ -37,7 +37,10 @@ def write_nifti(volume: np.ndarray, path: str | Path, spacing: tuple[float, floa
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)), nifti_affine(volume.shape, spacing))
+    img = nib.Nifti1Image(
+        np.ascontiguousarray(volume.transpose(2, 1, 0)),
+        nifti_affine((volume.shape[0], volume.shape[1], volume.shape[2]), spacing),
+    )
     img.header.set_xyzt_units("mm")
     nib.save(img, str(path))
     return path
@@ -64,15 +67,14 @@ def write_dicom_series(
     shuffle_filenames: bool = False,
 ) -> list[Path]:
     """One CT Image Storage file per slice; geometry in LPS, slice 0 most superior."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.dataset import Dataset
+    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     s, h, w = phantom.hu.shape
     dz, dy, dx = phantom.spacing
-    origin = _origin(phantom.hu.shape, phantom.spacing)
+    origin = _origin((s, h, w), phantom.spacing)
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
     frame_uid = generate_uid()

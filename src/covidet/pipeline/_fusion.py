@@ -59,14 +59,10 @@ def stepwise_covid(p_viral: float, p_covid_given_viral: float) -> float:
 
 def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     if len(spacing) != 3:
-        raise ScanValidationError(
-            f"spacing must have 3 values (slice, row, column mm), got {spacing}"
-        )
+        raise ScanValidationError(f"spacing must have 3 values (slice, row, column mm), got {spacing}")
     for axis, v in zip(("slice", "row", "column"), spacing, strict=True):
         if not (math.isfinite(v) and v > 0):
-            raise ScanValidationError(
-                f"{axis} spacing must be a finite positive number of mm, got {v}"
-            )
+            raise ScanValidationError(f"{axis} spacing must be a finite positive number of mm, got {v}")
     return float(spacing[0]), float(spacing[1]), float(spacing[2])
 
 

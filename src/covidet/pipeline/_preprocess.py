@@ -30,9 +30,7 @@ def resize_slices(
     out_hw = (int(size[0]), int(size[1]))
     if tuple(t.shape[-2:]) != out_hw:
         down = t.shape[-2] > out_hw[0] or t.shape[-1] > out_hw[1]
-        t = F.interpolate(
-            t, size=out_hw, mode=mode, align_corners=False, antialias=antialias and down
-        )
+        t = F.interpolate(t, size=out_hw, mode=mode, align_corners=False, antialias=antialias and down)
     out = t.numpy()
     return out[:, 0] if squeeze else out
 
@@ -41,10 +39,8 @@ def resize_slices(
 _CHUNK = 32
 
 
-def _per_chunk(
-    n: int, shape: tuple[int, ...], dtype: type, fn: Callable[[slice], np.ndarray]
-) -> np.ndarray:
-    out = np.empty((n, *shape), dtype)
+def _per_chunk(n: int, shape: tuple[int, ...], dtype: type, fn: Callable[[slice], np.ndarray]) -> np.ndarray:
+    out: np.ndarray = np.empty((n, *shape), dtype)
     for part in chunks(n, _CHUNK):
         out[part] = fn(part)
     return out

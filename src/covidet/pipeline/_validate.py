@@ -7,7 +7,7 @@ import numpy as np
 from covidet.pipeline._errors import ScanValidationError
 from covidet.pipeline._fusion import _check_spacing
 
-__all__ = ["MAX_SLICES", "MAX_SPACING_MM", "MAX_SIZE", "MIN_SIZE", "validate_scan"]
+__all__ = ["MAX_SIZE", "MAX_SLICES", "MAX_SPACING_MM", "MIN_SIZE", "validate_scan"]
 
 MIN_SIZE = 16
 MAX_SIZE = 2048
@@ -35,9 +35,7 @@ def validate_scan(ct: np.ndarray, spacing: np.ndarray) -> None:
         )
     sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if sp.shape != (3,):
-        raise ScanValidationError(
-            f"SPACING must have 3 values (slice, row, column in mm), got {sp.shape[0]}"
-        )
+        raise ScanValidationError(f"SPACING must have 3 values (slice, row, column in mm), got {sp.shape[0]}")
     dz, dy, dx = _check_spacing(tuple(sp))
     if max(dz, dy, dx) > MAX_SPACING_MM:
         raise ScanValidationError(

@@ -33,8 +33,12 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in containers)")
-    parser.add_argument("--model-repository", type=Path, default=None,
-                        help="serve this repository as is (default: render one for --profile)")
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        help="serve this repository as is (default: render one for --profile)",
+    )
     parser.add_argument("--checkpoints", type=Path, default=None, help="checkpoint folder")
     parser.add_argument("--build-dir", type=Path, default=Path("build"))
     parser.add_argument("--ready-timeout", type=float, default=600.0)

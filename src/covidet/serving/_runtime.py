@@ -83,7 +83,7 @@ class TorchRunner:
         module = module.to(self.device, self.dtype)
         self.channels_last = channels_last and self.device.type == "cuda"
         if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.module = module
         self._torch = torch
 
@@ -102,8 +102,7 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path) -> Runner:
     runtime = parameters.get("runtime", "onnxruntime")
     if runtime == "onnxruntime":
         threads = int(parameters.get("intra_op_threads", "0") or 0)
-        return OnnxRunner(version_dir / parameters.get("model_file", "model.onnx"),
-                          intra_op_threads=threads)
+        return OnnxRunner(version_dir / parameters.get("model_file", "model.onnx"), intra_op_threads=threads)
     if runtime == "torch":
         return TorchRunner(
             parameters["checkpoint"],

@@ -51,7 +51,7 @@ def make_demo_data(n_per_class: int, n_slices: int, seed: int) -> DemoData:
     rng = np.random.default_rng(seed)
     phantoms = []
     i = 0
-    for rep in range(n_per_class):
+    for _ in range(n_per_class):
         for kind in C.CLASS_NAMES:
             size = _SIZES[i % len(_SIZES)]
             s = int(rng.integers(max(8, n_slices // 2), n_slices + 1))
@@ -184,15 +184,19 @@ def train_classifier(
     return model
 
 
+def _feature_dim(encoder: nn.Module) -> int:
+    return int(getattr(encoder, "feature_dim"))  # noqa: B009  (set by the architecture)
+
+
 class _StepwiseNet(nn.Module):
     """Encoder + GRU trained together; an auxiliary slice head speeds up the encoder's training."""
 
     def __init__(self, seed: int) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.encoder = build_model("resnext50_ws_gn", VARIANT)
-        dim = int(self.encoder.feature_dim)
-        self.gru = build_model("gru_fusion", VARIANT, feature_dim=dim)
+        self.encoder: nn.Module = build_model("resnext50_ws_gn", VARIANT)
+        dim = _feature_dim(self.encoder)
+        self.gru: nn.Module = build_model("gru_fusion", VARIANT, feature_dim=dim)
         self.aux = nn.Linear(dim, len(C.CLASS_NAMES))
 
 
@@ -204,7 +208,7 @@ def train_stepwise(
     covid = C.CLASS_NAMES.index("COVID-19")
     net = _StepwiseNet(seed)
 
-    def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
+    def loss(m: Any, idx: np.ndarray) -> torch.Tensor:
         total = torch.zeros(())
         for i in idx:
             x = torch.from_numpy(seqs[i]).float()
@@ -271,7 +275,7 @@ def train_all(
     save(C.SLICE_CLASSIFIER.name, train_classifier(jin, seed + 2, log),
          recs[C.SLICE_CLASSIFIER.name], {})  # fmt: skip
     encoder, gru = train_stepwise(jin, seed + 3, log)
-    dim = int(encoder.feature_dim)
+    dim = _feature_dim(encoder)
     save(C.SLICE_ENCODER.name, encoder, recs[C.SLICE_ENCODER.name], {"feature_dim": dim})
     save(C.GRU_FUSION.name, gru, recs[C.GRU_FUSION.name], {"feature_dim": dim})
     log(f"demo checkpoints written to {out} ({time.perf_counter() - t0:.0f} s)")
@@ -282,8 +286,12 @@ def main_train_demo(argv: Sequence[str] | None = None) -> int:
     from covidet.serve._render import default_checkpoints
 
     parser = argparse.ArgumentParser(prog="covidet train-demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=default_checkpoints(),
-                        help="output folder (default: the package's demo checkpoints)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_checkpoints(),
+        help="output folder (default: the package's demo checkpoints)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-class", type=int, default=12, help="phantoms per class")
     parser.add_argument("--slices", type=int, default=48, help="max slices per phantom")
