@@ -47,9 +47,21 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
     http, grpc, metrics = free_ports(3)
     console.print(f"starting Triton: gRPC 127.0.0.1:{grpc}, HTTP 127.0.0.1:{http}")
     table = Table(title=f"covidet demo: {args.slices}-slice {args.size}x{args.size} phantoms")
-    for col in ("series (truth)", "protocol", "predicted", *C.CLASS_NAMES, "P(viral)",
-                "P(COVID|viral)", "P(COVID) stepwise", "lung mL", "lesion mL", "ratio",
-                "true ratio", "top-K", "latency s"):  # fmt: skip
+    for col in (
+        "series (truth)",
+        "protocol",
+        "predicted",
+        *C.CLASS_NAMES,
+        "P(viral)",
+        "P(COVID|viral)",
+        "P(COVID) stepwise",
+        "lung mL",
+        "lesion mL",
+        "ratio",
+        "true ratio",
+        "top-K",
+        "latency s",
+    ):
         table.add_column(col, justify="right" if col not in ("series (truth)",) else "left")
     with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
         server.wait_ready(timeout=300)
@@ -62,13 +74,20 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
                 d = client.diagnose(folder)
                 latency = time.perf_counter() - t0
             table.add_row(
-                kind, protocol, d.predicted_class,
+                kind,
+                protocol,
+                d.predicted_class,
                 *(f"{d.class_probs[c]:.2f}" for c in C.CLASS_NAMES),
-                f"{d.p_viral:.2f}", f"{d.p_covid_given_viral:.2f}", f"{d.p_covid_stepwise:.2f}",
-                f"{d.lung_volume_ml:.0f}", f"{d.lesion_volume_ml:.0f}", f"{d.lesion_ratio:.3f}",
+                f"{d.p_viral:.2f}",
+                f"{d.p_covid_given_viral:.2f}",
+                f"{d.p_covid_stepwise:.2f}",
+                f"{d.lung_volume_ml:.0f}",
+                f"{d.lesion_volume_ml:.0f}",
+                f"{d.lesion_ratio:.3f}",
                 f"{ph.lesion_mask.sum() / max(ph.lung_mask.sum(), 1):.3f}",
-                ",".join(str(i) for i in d.topk_slices), f"{latency:.2f}",
-            )  # fmt: skip
+                ",".join(str(i) for i in d.topk_slices),
+                f"{latency:.2f}",
+            )
     console.print(table)
     console.print(
         "latency = wall time of one diagnose() call: DICOM read + transfer + the whole served "

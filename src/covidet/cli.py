@@ -23,6 +23,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("covidet.cli", "_export_main", "export checkpoints to ONNX / TensorRT"),
     "train-demo": ("covidet.train", "main_train_demo", "train the demo checkpoints on phantoms"),
     "evaluate-demo": ("covidet.train", "main_evaluate_demo", "measure Dice/accuracy on phantoms"),
+    "bench": ("covidet.bench", "main", "load-test a server (same as benchmarks/bench.py)"),
 }
 
 
@@ -67,8 +68,12 @@ def _diagnose_main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="covidet diagnose", description="Diagnose CT scans.")
     p.add_argument("paths", nargs="+", help="DICOM folders/files or NIfTI files")
-    p.add_argument("--url", action="append", default=None,
-                   help="server URL (repeat for fail-over; default 127.0.0.1:8001)")  # fmt: skip
+    p.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help="server URL (repeat for fail-over; default 127.0.0.1:8001)",
+    )
     p.add_argument("--protocol", choices=["grpc", "http"], default=None)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per scan")
     p.add_argument("--json", action="store_true", help="print JSON, no table")
@@ -76,8 +81,7 @@ def _diagnose_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     console = Console(stderr=args.json)
     results = []
-    with Client(args.url or ["127.0.0.1:8001"], protocol=args.protocol,
-                timeout_s=args.timeout) as client:  # fmt: skip
+    with Client(args.url or ["127.0.0.1:8001"], protocol=args.protocol, timeout_s=args.timeout) as client:
         with Progress(console=console, disable=len(args.paths) < 2 or args.json) as progress:
             task = progress.add_task("diagnosing", total=len(args.paths))
             for path in args.paths:
@@ -100,9 +104,11 @@ def _diagnose_main(argv: list[str]) -> int:
 def _export_main(argv: list[str]) -> int:
     from covidet.serve._render import PROFILES, render_repository
 
-    p = argparse.ArgumentParser(prog="covidet export",
-                                description="Export checkpoints (ONNX verified against PyTorch; "
-                                "TensorRT plans with --profile gpu, on a GPU node).")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="covidet export",
+        description="Export checkpoints (ONNX verified against PyTorch; "
+        "TensorRT plans with --profile gpu, on a GPU node).",
+    )
     p.add_argument("--profile", default="cpu", choices=PROFILES)
     p.add_argument("--checkpoints", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("build/model_repository"))

@@ -83,8 +83,7 @@ def test_any_scan_length_works(covidet_server: Any, n_slices: int, size: int) ->
 def test_slices_of_concurrent_scans_share_batches(covidet_server: Any) -> None:
     import tritonclient.grpc as grpcclient
 
-    scans = [make_phantom(k, n_slices=12, size=128, seed=61_000 + i)
-             for i, k in enumerate(C.CLASS_NAMES * 3)]  # fmt: skip
+    scans = [make_phantom(k, n_slices=12, size=128, seed=61_000 + i) for i, k in enumerate(C.CLASS_NAMES * 3)]
     stats = grpcclient.InferenceServerClient(covidet_server.grpc_url)
 
     def counts() -> tuple[int, int]:

@@ -61,8 +61,12 @@ def test_full_size_export_matches_pytorch(tmp_path: Path, arch: str, rec: dict, 
 def test_export_fails_loudly_above_tolerance(tmp_path: Path) -> None:
     model = build_model("gru_fusion", "demo").eval()
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        export_onnx(model, _meta("gru_fusion", RECS["gru_fusion"], {"feature_dim": 256}),
-                    tmp_path / "m.onnx", atol=-1.0)  # fmt: skip
+        export_onnx(
+            model,
+            _meta("gru_fusion", RECS["gru_fusion"], {"feature_dim": 256}),
+            tmp_path / "m.onnx",
+            atol=-1.0,
+        )
 
 
 @pytest.mark.parametrize("convention", ["biased_var_eps_in_sqrt", "unbiased_std_plus_eps"])

@@ -21,8 +21,9 @@ from covidet.models import (
 
 
 def _meta(arch: str, **extra: object) -> CheckpointMeta:
-    return CheckpointMeta(arch, "demo", "1", {"kind": "x", "input_size": [64, 64]}, ["a"], None,
-                          "test", False, "", dict(extra))  # fmt: skip
+    return CheckpointMeta(
+        arch, "demo", "1", {"kind": "x", "input_size": [64, 64]}, ["a"], None, "test", False, "", dict(extra)
+    )
 
 
 def test_round_trip_and_tamper_detection(tmp_path: Path) -> None:

@@ -24,8 +24,10 @@ def test_shapes_ranges_and_truth(kind: str) -> None:
 
 
 def test_lesion_burden_by_class() -> None:
-    ratios = {k: [make_phantom(k, n_slices=32, size=96, seed=s).lesion_ratio for s in range(5)]
-              for k in C.CLASS_NAMES}  # fmt: skip
+    ratios = {
+        k: [make_phantom(k, n_slices=32, size=96, seed=s).lesion_ratio for s in range(5)]
+        for k in C.CLASS_NAMES
+    }
     assert max(ratios["non-pneumonia"]) == 0
     for kind in ("CAP", "influenza", "COVID-19"):
         assert all(0.01 < r < 0.35 for r in ratios[kind]), (kind, ratios[kind])

@@ -153,15 +153,22 @@ def export_onnx(
     if meta.architecture == "gru_fusion":
         axes = {ONNX_INPUT: {0: "batch", 1: "slices"}, ONNX_OUTPUT: {0: "batch"}}
     elif meta.architecture in ("lung_unet", "deeplabv3plus_densenet121"):
-        axes = {ONNX_INPUT: {0: "slices", 2: "height", 3: "width"},
-                ONNX_OUTPUT: {0: "slices", 2: "height", 3: "width"}}  # fmt: skip
+        axes = {
+            ONNX_INPUT: {0: "slices", 2: "height", 3: "width"},
+            ONNX_OUTPUT: {0: "slices", 2: "height", 3: "width"},
+        }
     else:
         axes = {ONNX_INPUT: {0: "slices"}, ONNX_OUTPUT: {0: "slices"}}
     torch.onnx.export(
-        module, (example_input(meta, 1 if meta.architecture == "gru_fusion" else 2),), str(out_path),
+        module,
+        (example_input(meta, 1 if meta.architecture == "gru_fusion" else 2),),
+        str(out_path),
         input_names=[ONNX_INPUT],
-        output_names=[ONNX_OUTPUT], dynamic_axes=axes, opset_version=opset, dynamo=False,
-    )  # fmt: skip
+        output_names=[ONNX_OUTPUT],
+        dynamic_axes=axes,
+        opset_version=opset,
+        dynamo=False,
+    )
     proto = onnx.load(str(out_path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = "covidet", json.dumps(meta.to_json())

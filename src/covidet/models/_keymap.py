@@ -82,11 +82,13 @@ def jin_lung_unet_key_map(state: StateDict) -> StateDict:
     unknown = []
     rules = [
         (r"^inc\.(?:conv|double_conv)\.(.+)$", r"inc.double_conv.\1"),
-        (r"^down([1-4])\.(?:mpconv|maxpool_conv)\.1\.(?:conv|double_conv)\.(.+)$",
-         r"down\1.maxpool_conv.1.double_conv.\2"),
+        (
+            r"^down([1-4])\.(?:mpconv|maxpool_conv)\.1\.(?:conv|double_conv)\.(.+)$",
+            r"down\1.maxpool_conv.1.double_conv.\2",
+        ),
         (r"^up([1-4])\.conv\.(?:conv|double_conv)\.(.+)$", r"up\1.conv.double_conv.\2"),
         (r"^outpred\.(?:conv\.)?(weight|bias)$", r"outpred.\1"),
-    ]  # fmt: skip
+    ]
     for key, value in state.items():
         for pattern, repl in rules:
             if re.match(pattern, key):

@@ -45,9 +45,15 @@ class Bottleneck(nn.Module):
 
 class _ResNetBase(nn.Module):
     def __init__(
-        self, layers: Sequence[int], base: int, *, groups: int, width_per_group: int,
-        conv: Conv, norm: Norm,
-    ) -> None:  # fmt: skip
+        self,
+        layers: Sequence[int],
+        base: int,
+        *,
+        groups: int,
+        width_per_group: int,
+        conv: Conv,
+        norm: Norm,
+    ) -> None:
         super().__init__()
         self.conv1 = conv(3, base, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm(base)
@@ -61,8 +67,9 @@ class _ResNetBase(nn.Module):
             blocks = []
             for j in range(n):
                 stride = 2 if (j == 0 and i > 0) else 1
-                blocks.append(Bottleneck(cin, planes, stride, groups=groups, width=width,
-                                         conv=conv, norm=norm))  # fmt: skip
+                blocks.append(
+                    Bottleneck(cin, planes, stride, groups=groups, width=width, conv=conv, norm=norm)
+                )
                 cin = planes * Bottleneck.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -79,8 +86,7 @@ class ResNet(_ResNetBase):
     """ResNet with BatchNorm and a linear head ``fc``: [B,3,H,W] -> logits [B,n_classes]."""
 
     def __init__(self, layers: Sequence[int], base: int = 64, n_classes: int = 4) -> None:
-        super().__init__(layers, base, groups=1, width_per_group=64, conv=nn.Conv2d,
-                         norm=nn.BatchNorm2d)  # fmt: skip
+        super().__init__(layers, base, groups=1, width_per_group=64, conv=nn.Conv2d, norm=nn.BatchNorm2d)
         self.fc = nn.Linear(self.feature_dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,14 +97,26 @@ class ResNeXtWSGN(_ResNetBase):
     """ResNeXt with weight-standardized convs + GroupNorm: [B,3,H,W] -> features [B,F]."""
 
     def __init__(
-        self, layers: Sequence[int], base: int, *, groups: int, width_per_group: int,
-        gn_groups: int = 32, ws_convention: str = WS_CONVENTIONS[0],
-    ) -> None:  # fmt: skip
+        self,
+        layers: Sequence[int],
+        base: int,
+        *,
+        groups: int,
+        width_per_group: int,
+        gn_groups: int = 32,
+        ws_convention: str = WS_CONVENTIONS[0],
+    ) -> None:
         def conv(*args: object, **kwargs: object) -> nn.Conv2d:
             return WSConv2d(*args, ws_convention=ws_convention, **kwargs)
 
-        super().__init__(layers, base, groups=groups, width_per_group=width_per_group, conv=conv,
-                         norm=lambda c: group_norm(c, gn_groups))  # fmt: skip
+        super().__init__(
+            layers,
+            base,
+            groups=groups,
+            width_per_group=width_per_group,
+            conv=conv,
+            norm=lambda c: group_norm(c, gn_groups),
+        )
         self.ws_convention = ws_convention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +133,9 @@ def resnet152_cls(variant: str, n_classes: int = 4) -> ResNet:
 @register_model("resnext50_ws_gn")
 def resnext50_ws_gn(variant: str, ws_convention: str = WS_CONVENTIONS[0]) -> ResNeXtWSGN:
     if variant == "full":  # 32x4d
-        return ResNeXtWSGN([3, 4, 6, 3], 64, groups=32, width_per_group=4, gn_groups=32,
-                           ws_convention=ws_convention)  # fmt: skip
-    return ResNeXtWSGN([1, 1, 1, 1], 8, groups=4, width_per_group=16, gn_groups=8,
-                       ws_convention=ws_convention)  # fmt: skip
+        return ResNeXtWSGN(
+            [3, 4, 6, 3], 64, groups=32, width_per_group=4, gn_groups=32, ws_convention=ws_convention
+        )
+    return ResNeXtWSGN(
+        [1, 1, 1, 1], 8, groups=4, width_per_group=16, gn_groups=8, ws_convention=ws_convention
+    )

@@ -143,8 +143,9 @@ def _vessels(rng: np.random.Generator, an: _Anatomy) -> list[tuple[np.ndarray, n
             ex, ey, eax, eay = an.lung_geometry(side, zn)
             ang = float(rng.uniform(0, 2 * np.pi))
             rad = float(rng.uniform(0.55, 0.85))
-            end = np.array([(0.5 - zn) * an.z_extent, ey + rad * eay * np.sin(ang),
-                            ex + rad * eax * np.cos(ang)])  # fmt: skip
+            end = np.array(
+                [(0.5 - zn) * an.z_extent, ey + rad * eay * np.sin(ang), ex + rad * eax * np.cos(ang)]
+            )
             segs.append((hilum, end, float(rng.uniform(1.5, 3.5))))
     return segs
 
@@ -225,8 +226,11 @@ def make_phantom(
             dzn = (z - blob.center[0]) / blob.axes[0]
             if abs(dzn) >= 1:
                 continue
-            d = np.sqrt(dzn**2 + ((yy32 - blob.center[1]) / blob.axes[1]) ** 2
-                        + ((xx32 - blob.center[2]) / blob.axes[2]) ** 2)  # fmt: skip
+            d = np.sqrt(
+                dzn**2
+                + ((yy32 - blob.center[1]) / blob.axes[1]) ** 2
+                + ((xx32 - blob.center[2]) / blob.axes[2]) ** 2
+            )
             inside = (d < 1.0) & lung_sl
             if not inside.any():
                 continue
@@ -240,8 +244,10 @@ def make_phantom(
                 for j in range(3):
                     ang = j * 2.1 + blob.center[0] * 0.01
                     off = (np.cos(ang) * 0.5 * blob.axes[2], np.sin(ang) * 0.5 * blob.axes[1])
-                    tube = ((xx32 - blob.center[2] - off[0] * dzn) ** 2
-                            + (yy32 - blob.center[1] - off[1] * dzn) ** 2) < 2.5**2  # fmt: skip
+                    tube = (
+                        (xx32 - blob.center[2] - off[0] * dzn) ** 2
+                        + (yy32 - blob.center[1] - off[1] * dzn) ** 2
+                    ) < 2.5**2
                     sl[tube & inside & (d < 0.8)] = AIR + 100
             les_sl |= inside & (d < 0.85)
         hu[k] = sl

@@ -47,10 +47,16 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     repo = args.model_repository
     if repo is None:
         print(f"rendering the {args.profile} model repository...", flush=True)
-        repo = render_repository(args.profile, args.build_dir / f"model_repository-{args.profile}",
-                                 args.checkpoints)  # fmt: skip
-    server = TritonServer(repo, http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, host=args.host)  # fmt: skip
+        repo = render_repository(
+            args.profile, args.build_dir / f"model_repository-{args.profile}", args.checkpoints
+        )
+    server = TritonServer(
+        repo,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+    )
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

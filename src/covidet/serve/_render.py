@@ -282,13 +282,11 @@ def render_repository(
         if profile == "cpu" or profile == "gpu":
             _export_onnx(stem, spec, vdir / "model.onnx")
         if profile == "cpu":
-            params = {"runtime": "onnxruntime", "model_file": "model.onnx",
-                      "intra_op_threads": str(threads)}  # fmt: skip
+            params = {"runtime": "onnxruntime", "model_file": "model.onnx", "intra_op_threads": str(threads)}
         else:
             params = {"runtime": "torch", "checkpoint": str(stem), "device": "cuda", "fp16": "true"}
         if profile == "gpu" and spec in C.SLICE_MODELS:
-            _build_plan(vdir / "model.onnx", vdir / "model.plan", metas[spec.name],
-                        out / ".trt_timing.cache")  # fmt: skip
+            _build_plan(vdir / "model.onnx", vdir / "model.plan", metas[spec.name], out / ".trt_timing.cache")
             (vdir / "model.py").unlink(missing_ok=True)
             text = _slice_config(spec, metas[spec.name], profile, {})
         else:

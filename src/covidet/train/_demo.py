@@ -94,8 +94,10 @@ def _fit(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-        log(f"{name}: epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} "
-            f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        log(
+            f"{name}: epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
     model.eval()
 
 
@@ -250,9 +252,13 @@ def _meta(model_name: str, rec: dict, seed: int, extra: dict[str, Any]) -> Check
 
 
 def train_all(
-    out: Path, *, seed: int = 0, n_per_class: int = 12, n_slices: int = 48,
+    out: Path,
+    *,
+    seed: int = 0,
+    n_per_class: int = 12,
+    n_slices: int = 48,
     log: Callable[[str], None] = print,
-) -> dict[str, Path]:  # fmt: skip
+) -> dict[str, Path]:
     """Train every demo model and write `<model>.pt` + `<model>.json` into `out`."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recs = P.default_records()
@@ -267,13 +273,15 @@ def train_all(
         save_checkpoint(model, _meta(name, rec, seed, extra), stem)
         written[name] = stem
 
-    save(C.LUNG_SEG.name, train_lung(data, recs[C.LUNG_SEG.name], seed, log),
-         recs[C.LUNG_SEG.name], {})  # fmt: skip
-    save(C.LESION_SEG.name, train_lesion(data, recs[C.LESION_SEG.name], seed + 1, log),
-         recs[C.LESION_SEG.name], {})  # fmt: skip
+    save(C.LUNG_SEG.name, train_lung(data, recs[C.LUNG_SEG.name], seed, log), recs[C.LUNG_SEG.name], {})
+    save(
+        C.LESION_SEG.name,
+        train_lesion(data, recs[C.LESION_SEG.name], seed + 1, log),
+        recs[C.LESION_SEG.name],
+        {},
+    )
     jin = _jin_slices(data, recs[C.SLICE_CLASSIFIER.name])
-    save(C.SLICE_CLASSIFIER.name, train_classifier(jin, seed + 2, log),
-         recs[C.SLICE_CLASSIFIER.name], {})  # fmt: skip
+    save(C.SLICE_CLASSIFIER.name, train_classifier(jin, seed + 2, log), recs[C.SLICE_CLASSIFIER.name], {})
     encoder, gru = train_stepwise(jin, seed + 3, log)
     dim = _feature_dim(encoder)
     save(C.SLICE_ENCODER.name, encoder, recs[C.SLICE_ENCODER.name], {"feature_dim": dim})

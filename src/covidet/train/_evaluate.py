@@ -59,9 +59,11 @@ class EvaluationReport:
             "accuracy_dl1_viral": float(np.mean([(x.p_viral > 0.5) == (x.kind in _VIRAL) for x in s])),
             "accuracy_dl2_covid": float(
                 np.mean([(x.p_covid_given_viral > 0.5) == (x.kind == "COVID-19") for x in viral])
-            ) if viral else float("nan"),
+            )
+            if viral
+            else float("nan"),
             "seconds_per_scan": float(np.mean([x.seconds for x in s])),
-        }  # fmt: skip
+        }
 
 
 def score(ph: Phantom, out: dict[str, np.ndarray], seconds: float) -> ScanScore:

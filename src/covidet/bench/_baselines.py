@@ -1,0 +1,114 @@
+"""Baselines measured in the same run as the server, and FLOP accounting.
+
+(a) ``naive``: PyTorch eager, one slice at a time, in-process (how research code runs).
+(b) ``onnx``: the same ONNX models with ONNX Runtime, batched, in-process, no server — the floor.
+Both run the exact serving pipeline (`ScanPipeline`) with a different ``infer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covidet import _contract as C
+from covidet.bench._load import LevelResult, Sample, Scan
+from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+
+__all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx"]
+
+
+def _config(repository: Path) -> PipelineConfig:
+    return PipelineConfig.from_json((repository / C.PIPELINE.name / "1" / "pipeline.json").read_text())
+
+
+def _sequential(pipe: ScanPipeline, scans: Sequence[Scan], n: int, mode: str) -> LevelResult:
+    samples = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        scan = scans[i % len(scans)]
+        s0 = time.perf_counter()
+        asyncio.run(pipe.run(scan.hu, np.asarray(scan.spacing, np.float32)))
+        samples.append(Sample(s0, time.perf_counter() - s0, True, scan.hu.shape[0]))
+    return LevelResult(mode, 1, time.perf_counter() - t0, samples)
+
+
+def run_onnx(repository: Path, scans: Sequence[Scan], n: int) -> LevelResult:
+    """Baseline (b): ONNX Runtime, batched (32 slices), in-process."""
+    models = InProcessModels(repository)
+    try:
+        pipe = ScanPipeline(_config(repository), models.infer)
+        _sequential(pipe, scans, 1, "warmup")
+        return _sequential(pipe, scans, n, "onnx-inprocess")
+    finally:
+        models.close()
+
+
+def run_naive(checkpoints: Path, repository: Path, scans: Sequence[Scan], n: int) -> LevelResult:
+    """Baseline (a): PyTorch eager on the CPU, one slice per forward pass, in-process."""
+    from covidet.serving import TorchRunner
+
+    runners = {
+        spec.name: TorchRunner(checkpoints / spec.name, device="cpu", fp16=False)
+        for spec in (*C.SLICE_MODELS, C.GRU_FUSION)
+    }
+
+    async def infer(model: str, x: np.ndarray) -> np.ndarray:
+        if model == C.GRU_FUSION.name:
+            return runners[model](x[np.newaxis])[0]
+        return np.concatenate([runners[model](x[i : i + 1]) for i in range(x.shape[0])])
+
+    cfg = _config(repository)
+    pipe = ScanPipeline(PipelineConfig(models=cfg.models, slice_batch=1), infer)
+    return _sequential(pipe, scans, n, "naive-torch")
+
+
+def _model_flops(checkpoints: Path) -> dict[str, float]:
+    """FLOPs of one slice (one sequence step for the GRU) per model, counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from covidet.export import example_input, serving_module
+    from covidet.models import load_checkpoint
+
+    out = {}
+    for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
+        model, meta = load_checkpoint(checkpoints / spec.name)
+        module = serving_module(model, meta.architecture)
+        x = example_input(meta, 1, seq=35)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            module(x)
+        out[spec.name] = float(counter.get_total_flops())
+    return out
+
+
+def flops_per_scan(checkpoints: Path, scan: Scan, n_used: int = 35) -> dict[str, Any]:
+    """Model FLOPs of one scan: lung on every slice, classifiers on the selected slices, lesion
+    on the lung slices (approximated by all slices), GRU once (35-step sequence)."""
+    per = _model_flops(checkpoints)
+    s = scan.hu.shape[0]
+    total = (
+        per[C.LUNG_SEG.name] * s
+        + (per[C.SLICE_CLASSIFIER.name] + per[C.SLICE_ENCODER.name]) * min(n_used, s)
+        + per[C.LESION_SEG.name] * s
+        + per[C.GRU_FUSION.name]
+    )
+    return {"per_slice": per, "per_scan": total}
+
+
+def measure_peak_flops(seconds: float = 2.0) -> float:
+    """This machine's achievable FP32 FLOP/s: a large matmul in torch (all cores)."""
+    import torch
+
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    return 2.0 * n**3 * count / (time.perf_counter() - t0)

@@ -1,0 +1,317 @@
+"""`benchmarks/bench.py` / `covidet bench`: load-test a covidet server and compare with baselines."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from covidet import _contract as C
+from covidet.bench._load import (
+    DiagnoseFn,
+    LevelResult,
+    Scan,
+    run_closed_loop,
+    run_open_loop,
+    server_stats_delta,
+)
+
+__all__ = ["main"]
+
+
+def _scans(args: argparse.Namespace) -> list[Scan]:
+    if args.folder:
+        from covidet.client import load_volume
+
+        paths = sorted(p for p in Path(args.folder).iterdir() if p.is_dir() or p.name.endswith(".nii.gz"))
+        vols = [load_volume(p) for p in paths]
+        return [Scan(v.hu, v.spacing, v.source) for v in vols]
+    from covidet.phantom import make_phantom
+
+    return [
+        Scan(ph.hu, ph.spacing, f"{ph.kind}-{args.slices}x{args.size}")
+        for ph in (
+            make_phantom(C.CLASS_NAMES[i % 4], n_slices=args.slices, size=args.size, seed=900 + i)
+            for i in range(args.scans)
+        )
+    ]
+
+
+def _rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (Triton + Python-backend stubs)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        p = int(entry.name)
+        children.setdefault(int(fields.get("PPid", "0").strip()), []).append(p)
+        rss[p] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack.extend(children.get(p, []))
+    return total / 1024
+
+
+class _RssSampler:
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.pid:
+            self.peak = max(self.peak, _rss_mib(self.pid))
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> _RssSampler:
+        if self.pid:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.pid:
+            self._thread.join()
+
+
+def _make_fn(url: str, protocol: str, masks: bool) -> Callable[[], DiagnoseFn]:
+    from covidet.client import Client
+
+    def make() -> DiagnoseFn:
+        client = Client(url, protocol=protocol, timeout_s=600, retries=0)
+
+        def fn(scan: Scan) -> None:
+            client.diagnose(scan.hu, spacing=scan.spacing, return_masks=masks)
+
+        return fn
+
+    return make
+
+
+def _stats(url: str, protocol: str) -> dict[str, Any]:
+    if protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+
+        return dict(grpcclient.InferenceServerClient(url).get_inference_statistics(as_json=True))
+    import tritonclient.http as httpclient
+
+    return dict(httpclient.InferenceServerClient(url).get_inference_statistics())
+
+
+def _print(results: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in (
+        "mode",
+        "level",
+        "ok",
+        "errors",
+        "p50 s",
+        "p90 s",
+        "p99 s",
+        "scans/s",
+        "slices/s",
+        "peak RSS MiB",
+    ):
+        t.add_column(col, justify="right")
+    for r in results:
+        rss = r.get("peak_server_rss_mib")
+        t.add_row(
+            r["mode"],
+            f"{r['level']:g}",
+            str(r["ok"]),
+            str(r["errors"]),
+            f"{r['latency_p50_s']:.3f}",
+            f"{r['latency_p90_s']:.3f}",
+            f"{r['latency_p99_s']:.3f}",
+            f"{r['scans_per_s']:.3f}",
+            f"{r['slices_per_s']:.1f}",
+            f"{rss:.0f}" if rss else "-",
+        )
+    Console().print(t)
+    for r in results:
+        if r.get("server"):
+            s = Table(title=f"Triton per-model breakdown, {r['mode']} {r['level']:g}")
+            for col in ("model", "requests", "executions", "avg batch", "queue ms/req", "compute ms/req"):
+                s.add_column(col, justify="right")
+            for name, m in r["server"].items():
+                s.add_row(
+                    name,
+                    str(m["requests"]),
+                    str(m["executions"]),
+                    f"{m['avg_batch']:.1f}",
+                    f"{m['queue_ms_per_request']:.1f}",
+                    f"{m['compute_ms_per_request']:.1f}",
+                )
+            Console().print(s)
+
+
+def _plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mode in sorted({r["mode"] for r in results}):
+        rs = [r for r in results if r["mode"] == mode]
+        ax.plot([r["scans_per_s"] for r in rs], [r["latency_p50_s"] for r in rs], "o-", label=f"{mode} p50")
+        ax.plot([r["scans_per_s"] for r in rs], [r["latency_p99_s"] for r in rs], "x--", label=f"{mode} p99")
+    ax.set_xlabel("throughput (scans/s)")
+    ax.set_ylabel("latency per scan (s)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.py", description=__doc__)
+    p.add_argument("--url", default=None, help="server gRPC/HTTP address (default: start one)")
+    p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    p.add_argument("--profile", default="cpu", help="profile of the server started by bench")
+    p.add_argument("--concurrency", default="1,2,4", help="closed-loop levels, e.g. 1,2,4,8,16")
+    p.add_argument("--rate", default="", help="open-loop levels in scans/s, e.g. 0.5,1")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per level")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up scans before measuring")
+    p.add_argument("--slices", type=int, default=300)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--scans", type=int, default=4, help="distinct phantom scans in the workload")
+    p.add_argument("--folder", default=None, help="use the DICOM/NIfTI scans in this folder instead")
+    p.add_argument("--masks", action="store_true", help="request masks (more transfer)")
+    p.add_argument("--compare", default="", help="baselines: naive,onnx")
+    p.add_argument("--baseline-scans", type=int, default=3)
+    p.add_argument("--flops", action="store_true", help="report FLOPs per scan and achieved FLOP/s")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--csv", type=Path, default=None)
+    p.add_argument("--png", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    scans = _scans(args)
+    levels = [("closed", float(c)) for c in args.concurrency.split(",") if c]
+    levels += [("open", float(r)) for r in args.rate.split(",") if r]
+    report: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "workload": {
+            "scans": [s.name for s in scans],
+            "slices": scans[0].hu.shape[0],
+            "shape": list(scans[0].hu.shape),
+            "masks": args.masks,
+        },
+        "command": "bench.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "levels": [],
+        "baselines": [],
+    }
+    from covidet.serve._render import default_checkpoints, render_repository
+
+    tmp = tempfile.TemporaryDirectory()
+    repo = render_repository(args.profile if not args.url else "cpu", Path(tmp.name) / "repo")
+    server = None
+    url = args.url
+    try:
+        if url is None:
+            from covidet.serve import TritonServer, free_ports
+
+            http, grpc, metrics = free_ports(3)
+            server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+            server.start()
+            with console.status("starting Triton..."):
+                server.wait_ready(timeout=600)
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        make_fn = _make_fn(url, args.protocol, args.masks)
+        warm = make_fn()
+        for i in range(args.warmup):
+            warm(scans[i % len(scans)])
+        with Progress(console=console) as progress:
+            for mode, level in levels:
+                task = progress.add_task(f"{mode} {level:g}", total=args.duration)
+                t0 = time.perf_counter()
+
+                def tick(_: Any, task: Any = task, t0: float = t0) -> None:
+                    progress.update(task, completed=min(args.duration, time.perf_counter() - t0))
+
+                before = _stats(url, args.protocol)
+                with _RssSampler(server.pid if server else None) as rss:
+                    if mode == "closed":
+                        res: LevelResult = run_closed_loop(
+                            make_fn, scans, int(level), args.duration, on_sample=tick
+                        )
+                    else:
+                        res = run_open_loop(make_fn, scans, level, args.duration, on_sample=tick)
+                res.server = server_stats_delta(before, _stats(url, args.protocol))
+                res.peak_rss_mib = rss.peak or None
+                progress.update(task, completed=args.duration)
+                report["levels"].append(res.to_json())
+    finally:
+        if server:
+            server.stop()
+    from covidet.bench import _baselines as B
+
+    for name in [c for c in args.compare.split(",") if c]:
+        with console.status(f"baseline {name}..."):
+            if name == "naive":
+                res = B.run_naive(default_checkpoints(), repo, scans, args.baseline_scans)
+            elif name == "onnx":
+                res = B.run_onnx(repo, scans, args.baseline_scans)
+            else:
+                raise SystemExit(f"unknown baseline {name!r}; use naive, onnx")
+        report["baselines"].append(res.to_json())
+    if args.flops:
+        f = B.flops_per_scan(default_checkpoints(), scans[0])
+        peak = B.measure_peak_flops()
+        best = max((r["summary"]["scans_per_s"] for r in report["levels"]), default=0.0)
+        report["flops"] = {
+            **f,
+            "machine_peak_flops": peak,
+            "achieved_flops_server": f["per_scan"] * best,
+            "fraction_of_peak": f["per_scan"] * best / peak,
+        }
+    tmp.cleanup()
+    summaries = [r["summary"] for r in report["levels"] + report["baselines"]]
+    _print(summaries, f"covidet bench: {report['workload']['shape']} scans, {args.protocol}")
+    if "flops" in report:
+        f = report["flops"]
+        console.print(
+            f"FLOPs per scan {f['per_scan'] / 1e9:.1f} G; machine peak {f['machine_peak_flops'] / 1e9:.0f}"
+            f" GFLOP/s; server achieved {f['achieved_flops_server'] / 1e9:.1f} GFLOP/s "
+            f"({100 * f['fraction_of_peak']:.1f}% of peak)"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1, default=float))
+    if args.csv:
+        with args.csv.open("w", newline="") as fh:
+            keys = [k for k in summaries[0] if k not in ("server", "error_kinds")]
+            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(summaries)
+    if args.png:
+        _plot(summaries, args.png)
+    return 1 if any(s["errors"] for s in summaries) else 0

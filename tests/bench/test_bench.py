@@ -1,0 +1,97 @@
+"""bench.py smoke test: a few seconds of load against the test server, JSON/CSV/PNG written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from covidet.bench import main
+from covidet.bench._load import Scan, run_closed_loop, run_open_loop, server_stats_delta
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_smoke(covidet_server: Any, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "--url",
+            covidet_server.grpc_url,
+            "--concurrency",
+            "1,2",
+            "--rate",
+            "2",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--slices",
+            "24",
+            "--size",
+            "128",
+            "--scans",
+            "2",
+            "--compare",
+            "onnx",
+            "--baseline-scans",
+            "1",
+            "--json",
+            str(out),
+            "--csv",
+            str(tmp_path / "b.csv"),
+            "--png",
+            str(tmp_path / "b.png"),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    levels = [lv["summary"] for lv in report["levels"]]
+    assert [(lv["mode"], lv["level"]) for lv in levels] == [("closed", 1), ("closed", 2), ("open", 2)]
+    for lv in levels:
+        assert lv["ok"] >= 1 and lv["errors"] == 0
+        assert 0 < lv["latency_p50_s"] <= lv["latency_p99_s"]
+        assert lv["slices_per_s"] == pytest.approx(lv["scans_per_s"] * 24, rel=1e-6)
+    assert "lung_seg" in levels[0]["server"] and levels[0]["server"]["lung_seg"]["executions"] >= 1
+    assert report["baselines"][0]["summary"]["mode"] == "onnx-inprocess"
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    assert (tmp_path / "b.csv").read_text().startswith("mode,level")
+
+
+def test_errors_are_counted_not_dropped() -> None:
+    scans = [Scan(__import__("numpy").zeros((1, 16, 16), "int16"), (1.0, 1.0, 1.0), "x")]
+
+    def make() -> Any:
+        def fn(scan: Scan) -> None:
+            raise RuntimeError("boom")
+
+        return fn
+
+    res = run_closed_loop(make, scans, 2, 0.2)
+    s = res.summary()
+    assert s["requests"] == s["errors"] > 0 and s["error_kinds"] == {"RuntimeError": s["errors"]}
+    res = run_open_loop(make, scans, 50.0, 0.2)
+    assert res.summary()["errors"] == len(res.samples) > 0
+
+
+def test_stats_delta() -> None:
+    def stats(req: int, exe: int, queue: int) -> dict[str, Any]:
+        return {
+            "model_stats": [
+                {
+                    "name": "lung_seg",
+                    "inference_count": req * 10,
+                    "execution_count": exe,
+                    "inference_stats": {
+                        "success": {"count": req, "ns": 0},
+                        "queue": {"count": req, "ns": queue},
+                    },
+                }
+            ]
+        }
+
+    d = server_stats_delta(stats(2, 1, 1_000_000), stats(6, 3, 9_000_000))
+    assert d["lung_seg"]["requests"] == 4 and d["lung_seg"]["executions"] == 2
+    assert d["lung_seg"]["avg_batch"] == 20.0 and d["lung_seg"]["queue_ms_per_request"] == 2.0
