@@ -46,48 +46,40 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
             series[kind] = (folder, ph)
     http, grpc, metrics = free_ports(3)
     console.print(f"starting Triton: gRPC 127.0.0.1:{grpc}, HTTP 127.0.0.1:{http}")
-    table = Table(title=f"covidet demo: {args.slices}-slice {args.size}x{args.size} phantoms")
-    for col in (
-        "series (truth)",
-        "protocol",
-        "predicted",
-        *C.CLASS_NAMES,
-        "P(viral)",
-        "P(COVID|viral)",
-        "P(COVID) stepwise",
-        "lung mL",
-        "lesion mL",
-        "ratio",
-        "true ratio",
-        "top-K",
-        "latency s",
-    ):
-        table.add_column(col, justify="right" if col not in ("series (truth)",) else "left")
+    rows: dict[str, list[str]] = {}
+
+    def put(key: str, value: str) -> None:
+        rows.setdefault(key, []).append(value)
+
     with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
-        server.wait_ready(timeout=300)
-        for j, (kind, (folder, ph)) in enumerate(series.items()):
+        server.wait_ready(timeout=600)
+        for j, (folder, ph) in enumerate(series.values()):
             protocol = "http" if j == len(series) - 1 else "grpc"
             url = f"127.0.0.1:{http if protocol == 'http' else grpc}"
-            with Client(url, protocol=protocol) as client:
+            with Client(url, protocol=protocol, timeout_s=600) as client:
                 client.diagnose(folder)  # warm-up of this protocol's path
                 t0 = time.perf_counter()
                 d = client.diagnose(folder)
                 latency = time.perf_counter() - t0
-            table.add_row(
-                kind,
-                protocol,
-                d.predicted_class,
-                *(f"{d.class_probs[c]:.2f}" for c in C.CLASS_NAMES),
-                f"{d.p_viral:.2f}",
-                f"{d.p_covid_given_viral:.2f}",
-                f"{d.p_covid_stepwise:.2f}",
-                f"{d.lung_volume_ml:.0f}",
-                f"{d.lesion_volume_ml:.0f}",
-                f"{d.lesion_ratio:.3f}",
-                f"{ph.lesion_mask.sum() / max(ph.lung_mask.sum(), 1):.3f}",
-                ",".join(str(i) for i in d.topk_slices),
-                f"{latency:.2f}",
-            )
+            put("protocol", protocol)
+            put("predicted (4-class)", d.predicted_class)
+            for c in C.CLASS_NAMES:
+                put(f"  P({c})", f"{d.class_probs[c]:.3f}")
+            put("DL#1 P(viral)", f"{d.p_viral:.3f}")
+            put("DL#2 P(COVID | viral)", f"{d.p_covid_given_viral:.3f}")
+            put("stepwise P(COVID-19)", f"{d.p_covid_stepwise:.3f}")
+            put("lung volume (mL)", f"{d.lung_volume_ml:.0f}")
+            put("lesion volume (mL)", f"{d.lesion_volume_ml:.1f}")
+            put("lesion / lung", f"{d.lesion_ratio:.4f}")
+            put("  true lesion / lung", f"{ph.lesion_ratio:.4f}")
+            put("top-K slices", ",".join(str(i) for i in d.topk_slices))
+            put("latency per scan (s)", f"{latency:.2f}")
+    table = Table(title=f"covidet demo: {args.slices}-slice {args.size}x{args.size} phantom DICOM series")
+    table.add_column("")
+    for kind in series:
+        table.add_column(f"truth: {kind}", justify="right")
+    for key, values in rows.items():
+        table.add_row(key, *values)
     console.print(table)
     console.print(
         "latency = wall time of one diagnose() call: DICOM read + transfer + the whole served "

@@ -111,3 +111,21 @@ def test_bad_spacing_is_an_input_error_and_maps_to_invalid_arg() -> None:
         asyncio.run(pipe.run(ct, np.array([1.0, -1.0, 1.0], np.float32)))
     assert classify_error(info.value)[0] == "INVALID_ARG"
     assert classify_error(RuntimeError("boom"))[0] == "INTERNAL"
+
+
+def test_lesions_stay_inside_the_lung_box_and_inside_the_lung_mask() -> None:
+    ct, _ = _volume()
+    fake = FakeModels()
+    real_infer = fake.infer
+
+    async def infer(model: str, x: np.ndarray) -> np.ndarray:
+        if model == C.LESION_SEG.name:  # "lesion" wherever the tissue is dense (body included)
+            return (x > 0.8).astype(np.float32)
+        return await real_infer(model, x)
+
+    out = asyncio.run(ScanPipeline(_config(), infer).run(ct, np.ones(3, np.float32), return_masks=True))
+    lung, lesion = out["LUNG_MASK"], out["LESION_MASK"]
+    assert lesion.any()
+    assert not (lesion & (1 - lung)).any()  # the lesion is part of the lung
+    cols = np.flatnonzero(lesion.any(axis=(0, 1)))
+    assert cols.min() > 5 and cols.max() < 90  # clipped to the lung box (+ margin), not the body

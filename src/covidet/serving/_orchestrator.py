@@ -93,13 +93,25 @@ class ScanPipeline:
         prob = np.where(keep > 0, np.maximum(prob, 0.51), np.minimum(prob, 0.49)).astype(np.float32)
         return P.prob_to_mask(prob, (ct.shape[1], ct.shape[2]))
 
-    async def _lesion_mask(self, ct: np.ndarray, lung: np.ndarray) -> np.ndarray:
+    async def _lesion_mask(
+        self, ct: np.ndarray, lung: np.ndarray, bbox: tuple[int, int, int, int, int, int]
+    ) -> np.ndarray:
+        """Lesions on the lung slices, kept inside the lung's bounding box (plus a margin).
+
+        Dense consolidation at the pleura is often missed by lung segmentation; the caller adds
+        the lesion to the lung mask, so that the lesion is always inside the lung.
+        """
         lesion = np.zeros_like(lung)
         idx = np.flatnonzero(lung.reshape(lung.shape[0], -1).any(axis=1))
         if idx.size == 0:
             return lesion
         prob = await self._batched(C.LESION_SEG.name, P.lesion_input(ct[idx], self._lesion))
-        lesion[idx] = P.prob_to_mask(prob, (ct.shape[1], ct.shape[2])) & lung[idx]
+        lesion[idx] = P.prob_to_mask(prob, (ct.shape[1], ct.shape[2]))
+        _, _, y0, y1, x0, x1 = bbox
+        my, mx = max(2, (y1 - y0) // 20), max(2, (x1 - x0) // 20)
+        keep = np.zeros(lung.shape[1:], bool)
+        keep[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx] = True
+        lesion &= keep.astype(np.uint8)
         return lesion
 
     async def run(
@@ -118,8 +130,9 @@ class ScanPipeline:
 
         probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in)
         feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
-        lesion_t = self._lesion_mask(ct, lung)
+        lesion_t = self._lesion_mask(ct, lung, selection.bbox)
         slice_probs, feats, lesion = await asyncio.gather(probs_t, feats_t, lesion_t)
+        lung |= lesion
         stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
         p_viral, p_cgv = float(stepwise[0]), float(stepwise[1])
 

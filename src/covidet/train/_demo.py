@@ -304,7 +304,7 @@ def train_all(
     # The classifiers see Jin et al.'s 35 slices taken by stride over the lung. Scans of 90+ slices
     # make that stride cover the whole lung (with fewer, only the upper 35 lung slices are taken).
     t1 = time.perf_counter()
-    cls_data = make_demo_data(n_per_class, 140, seed + 50_000, min_slices=90, sizes=(256, 320, 384))
+    cls_data = make_demo_data(2 * n_per_class, 140, seed + 50_000, min_slices=90, sizes=(256, 320, 384))
     log(f"{len(cls_data.phantoms)} classifier phantoms generated ({time.perf_counter() - t1:.0f} s)")
     jin = _jin_slices(cls_data, recs[C.SLICE_CLASSIFIER.name])
     del cls_data
