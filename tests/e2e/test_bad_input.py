@@ -18,7 +18,6 @@ from covidet.client import Client
 pytestmark = pytest.mark.e2e
 
 
-
 def _inputs(mod: Any, arrays: dict[str, np.ndarray]) -> list[Any]:
     out = []
     for name, arr in arrays.items():

@@ -64,6 +64,9 @@ def test_dicom_series_with_shuffled_file_names(covidet_server: Any, tmp_path: Pa
         from_dicom = client.diagnose(tmp_path / "series", return_masks=True)
         from_array = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
     assert from_dicom.n_slices == 40
+    # only pixels and geometry cross the wire: no identifier reaches the server's log
+    log = covidet_server.log_file.read_text(errors="replace")
+    assert "PHANTOM" not in log and f"PH{ph.seed:06d}" not in log
     np.testing.assert_array_equal(from_dicom.lung_mask, from_array.lung_mask)
     assert from_dicom.lesion_ratio == pytest.approx(from_array.lesion_ratio, rel=1e-5)
 
