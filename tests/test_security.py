@@ -21,7 +21,7 @@ def test_no_pickle_loading() -> None:
                         r"allow_pickle\s*=\s*True", r"\bdill\b", r"\bcloudpickle\b"):  # fmt: skip
             if re.search(pattern, text):
                 offenders.append(f"{path.relative_to(ROOT)}: {pattern}")
-        for call in re.finditer(r"torch\.load\(([^)]*)\)", text):
+        for call in re.finditer(r"torch\.load\((.*)", text):
             if "weights_only=True" not in call.group(1):
                 offenders.append(f"{path.relative_to(ROOT)}: torch.load without weights_only=True")
     assert not offenders, offenders
