@@ -47,3 +47,19 @@ def test_diagnose_json_and_table(covidet_server: Any, tmp_path: Path) -> None:
     assert result["n_slices"] == 40 and set(result["class_probs"]) >= {"COVID-19"}
     table = _run("diagnose", str(tmp_path / "a"), "--url", covidet_server.http_url, "--protocol", "http")
     assert table.returncode == 0 and "stepwise P(COVID-19)" in table.stdout
+
+
+@pytest.mark.e2e
+def test_diagnose_out_writes_seg_sr_json_png(covidet_server: Any, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    write_dicom_series(make_phantom("CAP", n_slices=40, size=128, seed=70_001), tmp_path / "scan")
+    run = _run(
+        "diagnose", str(tmp_path / "scan"), "--url", covidet_server.grpc_url, "--out", str(tmp_path / "out")
+    )
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "out" / "scan"
+    assert {"seg.dcm", "sr.dcm", "result.json", "coronal.png"} <= {p.name for p in out.iterdir()}
+    assert len(list(out.glob("keyimage_*.png"))) == 3
+    seg = hd.seg.segread(out / "seg.dcm")
+    assert seg.number_of_segments == 2

@@ -64,7 +64,7 @@ def _diagnose_main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from covidet.client import Client
+    from covidet.client import Client, load_volume
 
     p = argparse.ArgumentParser(prog="covidet diagnose", description="Diagnose CT scans.")
     p.add_argument("paths", nargs="+", help="DICOM folders/files or NIfTI files")
@@ -78,6 +78,12 @@ def _diagnose_main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per scan")
     p.add_argument("--json", action="store_true", help="print JSON, no table")
     p.add_argument("--masks-out", type=Path, default=None, help="save masks as .npz here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write DICOM SEG + SR (DICOM input), result.json and PNG key images per scan here",
+    )
     args = p.parse_args(argv)
     console = Console(stderr=args.json)
     results = []
@@ -85,8 +91,16 @@ def _diagnose_main(argv: list[str]) -> int:
         with Progress(console=console, disable=len(args.paths) < 2 or args.json) as progress:
             task = progress.add_task("diagnosing", total=len(args.paths))
             for path in args.paths:
-                d = client.diagnose(path, return_masks=args.masks_out is not None)
+                volume = load_volume(path)
+                want_masks = args.masks_out is not None or args.out is not None
+                d = client.diagnose(volume, return_masks=want_masks)
                 results.append(d)
+                if args.out is not None:
+                    from covidet.client._outputs import write_outputs
+
+                    name = Path(path).name.replace(".nii.gz", "").replace(".nii", "") or "scan"
+                    written = write_outputs(d, volume, args.out / name)
+                    console.print(f"{path}: wrote {', '.join(sorted(written))} to {args.out / name}")
                 if args.masks_out is not None:
                     import numpy as np
 
