@@ -11,15 +11,27 @@ from pathlib import Path
 from types import FrameType
 
 from covidet.serve._binary import ServerBinary, find_tritonserver
+from covidet.serve._security import (
+    admin_headers,
+    generate_self_signed,
+    load_or_create_admin_secret,
+    restricted_api_args,
+    tls_args,
+)
 from covidet.serve._server import TritonServer, free_port, free_ports
 
 __all__ = [
     "ServerBinary",
     "TritonServer",
+    "admin_headers",
     "find_tritonserver",
     "free_port",
     "free_ports",
+    "generate_self_signed",
+    "load_or_create_admin_secret",
+    "restricted_api_args",
     "serve_main",
+    "tls_args",
 ]
 
 

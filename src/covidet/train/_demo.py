@@ -163,7 +163,7 @@ def train_lesion(data: DemoData, rec: dict, seed: int, log: Callable[[str], None
         logits = m(x[idx])
         return F.binary_cross_entropy_with_logits(logits, y[idx]) + _soft_dice(logits, y[idx])
 
-    _fit(model, loss, len(x), epochs=5, batch=16, lr=5e-3, seed=seed, name="lesion_seg", log=log)
+    _fit(model, loss, len(x), epochs=10, batch=16, lr=5e-3, seed=seed, name="lesion_seg", log=log)
     return model
 
 
