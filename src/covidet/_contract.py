@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "CLASS_NAMES",
+    "CLINICAL_SVM",
     "ENSEMBLE",
     "GRU_FUSION",
     "LESION_SEG",
     "LUNG_SEG",
     "PIPELINE",
+    "PROGRESSION_GPR",
     "SLICE_BATCH",
     "SLICE_CLASSIFIER",
     "SLICE_ENCODER",
@@ -188,15 +190,66 @@ PIPELINE = ModelSpec(
     doc="BLS step: windowing, slice fan-out to the slice models, selection, fusion, statistics",
 )
 
+
+# --- issue 4: clinical_svm and progression_gpr ---
+
+CLINICAL_SVM = ModelSpec(
+    name="clinical_svm",
+    max_batch_size=0,
+    inputs=(
+        TensorSpec("P_COVID_GIVEN_VIRAL", "FP32", (1,), doc="DL#2 P(COVID-19 | viral pneumonia)"),
+        TensorSpec(
+            "CLINICAL",
+            "FP32",
+            (14,),  # = len(covidet.clinical.CLINICAL_SCHEMA), checked on its import
+            optional=True,
+            doc="clinical features in CLINICAL_SCHEMA order, NaN = missing (imputable ones only)",
+        ),
+    ),
+    outputs=(
+        TensorSpec("P_SVM", "FP32", (1,), doc="SVM P(COVID-19) from clinical data; NaN if absent"),
+        TensorSpec(
+            "P_COVID_FUSED",
+            "FP32",
+            (1,),
+            doc="DL#3 P(COVID-19 | viral, clinical); = P_COVID_GIVEN_VIRAL without CLINICAL",
+        ),
+    ),
+    doc="DL#3: SVM on clinical features fused with DL#2 (Python backend)",
+)
+
+PROGRESSION_GPR = ModelSpec(
+    name="progression_gpr",
+    max_batch_size=0,
+    inputs=(
+        TensorSpec("DAYS", "FP32", (-1,), doc="days of the patient's scans (>= 3 distinct)"),
+        TensorSpec("RATIOS", "FP32", (-1,), doc="lesion / lung ratio of each scan, in [0, 1]"),
+        TensorSpec("QUERY_DAYS", "FP32", (-1,), doc="days at which to predict the ratio"),
+        TensorSpec("LEVELS", "FP32", (-1,), optional=True, doc="ratio levels to find crossings of"),
+    ),
+    outputs=(
+        TensorSpec("MEAN", "FP32", (-1,), doc="GP mean ratio at QUERY_DAYS"),
+        TensorSpec("STD", "FP32", (-1,), doc="GP standard deviation at QUERY_DAYS"),
+        TensorSpec(
+            "CROSSING_DAYS",
+            "FP32",
+            (-1,),
+            doc="first day after the last scan where the mean crosses each level; NaN = none",
+        ),
+    ),
+    doc="DL#5: per-patient Gaussian process regression of the lesion ratio course",
+)
+
+
 ENSEMBLE = ModelSpec(
     name="covidet",
     max_batch_size=0,
-    inputs=_SCAN_INPUTS,
-    outputs=_SCAN_OUTPUTS,
-    doc="Public entry point: the covidet ensemble",
+    inputs=(*_SCAN_INPUTS, CLINICAL_SVM.input("CLINICAL")),
+    outputs=(*_SCAN_OUTPUTS, *CLINICAL_SVM.outputs),
+    doc="Public entry point: the covidet ensemble (imaging pipeline, then DL#3 clinical fusion)",
 )
 
 
 def all_models() -> tuple[ModelSpec, ...]:
     """Every model of the repository, public ensemble last."""
-    return (*SLICE_MODELS, GRU_FUSION, PIPELINE, ENSEMBLE)
+    return (*SLICE_MODELS, GRU_FUSION, PIPELINE, CLINICAL_SVM, PROGRESSION_GPR, ENSEMBLE)

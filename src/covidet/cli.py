@@ -24,6 +24,9 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-demo": ("covidet.train", "main_train_demo", "train the demo checkpoints on phantoms"),
     "evaluate-demo": ("covidet.train", "main_evaluate_demo", "measure Dice/accuracy on phantoms"),
     "bench": ("covidet.bench", "main", "load-test a server (same as benchmarks/bench.py)"),
+    "train-svm": ("covidet.clinical", "main_train_svm", "train the clinical SVM (DL#3) from a CSV"),
+    "clinical-demo": ("covidet.clinical", "main_make_clinical", "write synthetic clinical data"),
+    "eval-progression": ("covidet.progression", "main_eval_progression", "evaluate GPR forecasts"),
 }
 
 
@@ -50,6 +53,9 @@ def _table(d: Any) -> Any:
     t.add_row("DL#1 P(viral pneumonia)", f"{d.p_viral:.3f}")
     t.add_row("DL#2 P(COVID-19 | viral)", f"{d.p_covid_given_viral:.3f}")
     t.add_row("stepwise P(COVID-19)", f"{d.p_covid_stepwise:.3f}")
+    if d.p_svm is not None and d.p_covid_fused is not None:
+        t.add_row("clinical SVM P(COVID-19)", f"{d.p_svm:.3f}")
+        t.add_row("DL#3 fused P(COVID-19 | viral)", f"{d.p_covid_fused:.3f}")
     t.add_row("lung volume", f"{d.lung_volume_ml:.0f} mL")
     t.add_row("lesion volume", f"{d.lesion_volume_ml:.1f} mL")
     t.add_row("lesion / lung", f"{d.lesion_ratio:.4f}")

@@ -97,12 +97,15 @@ def test_parse_outputs() -> None:
         "N_SLICES_USED": np.array([35], np.int32),
         "LUNG_MASK": np.zeros((0, 0, 0), np.uint8),
         "PROVENANCE": np.array([json.dumps({"lung_seg": {"trained": True}}).encode()], dtype=object),
+        "P_SVM": np.array([np.nan], np.float32),
+        "P_COVID_FUSED": np.array([0.8], np.float32),
     }
     assert set(values) | {"LESION_MASK"} == {t.name for t in C.ENSEMBLE.outputs}
     d = parse_outputs(values.get, latency_s=0.5, source="x", n_slices=80)
     assert d.predicted_class == "COVID-19" and d.topk_slices == (4, 9, 2)
     assert d.lung_mask is None and d.lesion_mask is None and d.n_slices_used == 35
     assert d.provenance["lung_seg"]["trained"] is True
+    assert d.p_svm is None and d.p_covid_fused == pytest.approx(0.8)  # NaN = no clinical data
     assert json.dumps(d.to_dict())
 
 

@@ -27,7 +27,7 @@ def _inputs(mod: Any, arrays: dict[str, np.ndarray]) -> list[Any]:
     return out
 
 
-CT, SPACING, _ = (t.name for t in C.ENSEMBLE.inputs)
+CT, SPACING, _, CLINICAL = (t.name for t in C.ENSEMBLE.inputs)
 AIR = np.full((4, 32, 32), -1000, np.int16)
 ONE = np.ones(3, np.float32)
 
@@ -42,6 +42,7 @@ CASES = {
     "not HU": ({CT: np.full((4, 32, 32), 30000, np.int16), SPACING: ONE}, "Hounsfield"),
     "no lung": ({CT: AIR, SPACING: ONE}, "no lung found"),
     "missing input": ({CT: AIR}, "SPACING|input"),
+    "clinical feature count": ({CT: AIR, SPACING: ONE, CLINICAL: np.zeros(13, np.float32)}, "shape|dims"),
 }
 
 

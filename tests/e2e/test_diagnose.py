@@ -123,3 +123,20 @@ def test_unknown_model_is_reported(covidet_server: Any, phantoms: dict[str, Any]
     with _client(covidet_server, "grpc") as client:
         with pytest.raises(ModelNotFoundError):
             client.diagnose(ph.hu[:4], spacing=ph.spacing, model="no_such_model")
+
+
+def test_clinical_data_is_fused_and_optional(covidet_server: Any, phantoms: dict[str, Any]) -> None:
+    from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical
+
+    ph = phantoms["COVID-19"]
+    x, _ = generate_clinical(1, seed=5, covid_fraction=1.0)
+    svm = ClinicalSVM.load(demo_model_path())
+    with _client(covidet_server, "grpc") as client:
+        plain = client.diagnose(ph.hu, spacing=ph.spacing)
+        fused = client.diagnose(ph.hu, spacing=ph.spacing, clinical=x[0])
+        with pytest.raises(InvalidInputError, match="14 values"):
+            client.diagnose(ph.hu, spacing=ph.spacing, clinical=x[0][:13])
+    assert plain.p_svm is None and plain.p_covid_fused == pytest.approx(plain.p_covid_given_viral)
+    assert fused.p_svm == pytest.approx(float(svm.p_covid(x)[0]), abs=1e-5)
+    expected = float(svm.fused(np.array([fused.p_covid_given_viral]), x)[0])
+    assert fused.p_covid_fused == pytest.approx(expected, abs=1e-5)

@@ -43,7 +43,7 @@ def test_cpu_repository_follows_the_contract(repository: Path) -> None:
             assert list(cfg.input[0].dims[1:]) == meta["preprocessing"]["input_size"]
     ens = _config(repository, C.ENSEMBLE.name)
     assert ens.platform == "ensemble"
-    assert [s.model_name for s in ens.ensemble_scheduling.step] == [C.PIPELINE.name]
+    assert [s.model_name for s in ens.ensemble_scheduling.step] == [C.PIPELINE.name, C.CLINICAL_SVM.name]
     optional = [t.name for t in ens.input if t.optional]
     assert optional == [t.name for t in C.ENSEMBLE.inputs if t.optional]
 

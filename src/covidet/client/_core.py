@@ -35,17 +35,30 @@ def _module(protocol: str) -> Any:
 
 
 def build_inputs(
-    hu: np.ndarray, spacing: tuple[float, float, float], return_masks: bool, protocol: str
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    return_masks: bool,
+    protocol: str,
+    clinical: np.ndarray | None = None,
 ) -> list[Any]:
     """InferInputs for the `covidet` ensemble, names and dtypes from the contract."""
     mod = _module(protocol)
-    arrays: dict[str, np.ndarray] = {
-        "CT": np.ascontiguousarray(hu, dtype=np.int16),
-        "SPACING": np.asarray(spacing, dtype=np.float32).reshape(3),
-        "RETURN_MASKS": np.array([bool(return_masks)]),
-    }
+    ct, sp, masks, clin = C.ENSEMBLE.inputs
+    arrays: list[tuple[C.TensorSpec, np.ndarray]] = [
+        (ct, np.ascontiguousarray(hu, dtype=np.int16)),
+        (sp, np.asarray(spacing, dtype=np.float32).reshape(3)),
+        (masks, np.array([bool(return_masks)])),
+    ]
+    if clinical is not None:
+        values = np.asarray(clinical, dtype=np.float32).reshape(-1)
+        if values.shape != clin.dims:
+            raise InvalidInputError(
+                f"clinical data must have {clin.dims[0]} values in covidet.clinical.CLINICAL_SCHEMA "
+                f"order (NaN for a missing lab value), got {values.shape[0]}"
+            )
+        arrays.append((clin, values))
     inputs = []
-    for spec, arr in zip(C.ENSEMBLE.inputs, arrays.values(), strict=True):
+    for spec, arr in arrays:
         inp = mod.InferInput(spec.name, list(arr.shape), spec.dtype)
         if protocol == "http":
             inp.set_data_from_numpy(arr, binary_data=True)

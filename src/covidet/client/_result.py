@@ -28,6 +28,8 @@ class Diagnosis:
     lesion_ratio: float
     n_slices_used: int
     provenance: dict[str, Any]
+    p_svm: float | None = None
+    p_covid_fused: float | None = None
     lung_mask: np.ndarray | None = field(default=None, repr=False)
     lesion_mask: np.ndarray | None = field(default=None, repr=False)
     latency_s: float = 0.0
@@ -52,6 +54,8 @@ class Diagnosis:
             "lung_volume_ml": self.lung_volume_ml,
             "lesion_volume_ml": self.lesion_volume_ml,
             "lesion_ratio": self.lesion_ratio,
+            "p_svm": self.p_svm,
+            "p_covid_fused": self.p_covid_fused,
             "n_slices_used": self.n_slices_used,
             "latency_s": self.latency_s,
             "provenance": self.provenance,
@@ -80,5 +84,6 @@ def parse_outputs(
         elif spec.dtype == "INT32":
             values[key] = int(arr.reshape(-1)[0])
         else:
-            values[key] = float(arr.reshape(-1)[0])
+            value = float(arr.reshape(-1)[0])
+            values[key] = None if np.isnan(value) else value
     return Diagnosis(**values, latency_s=latency_s, source=source, n_slices=n_slices)

@@ -108,11 +108,17 @@ class Client:
         *,
         spacing: Any = None,
         return_masks: bool = False,
+        clinical: Any = None,
         model: str = C.ENSEMBLE.name,
     ) -> Diagnosis:
-        """Diagnose one scan: a numpy HU volume (with ``spacing``), a NIfTI file or DICOM folder."""
+        """Diagnose one scan: a numpy HU volume (with ``spacing``), a NIfTI file or DICOM folder.
+
+        ``clinical``: the patient's clinical features in `covidet.clinical.CLINICAL_SCHEMA` order
+        (NaN for a missing lab value); adds the SVM (``p_svm``) and the fused DL#3 probability
+        (``p_covid_fused``). Without it, ``p_covid_fused`` equals DL#2.
+        """
         vol: Volume = load_volume(source, spacing)
-        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol)
+        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical)
         outputs = requested_outputs(return_masks, self.protocol)
 
         def infer(client: Any) -> Any:

@@ -200,6 +200,14 @@ def _ensemble_config() -> str:
     for t in C.PIPELINE.outputs:
         cfg.raw(f'    output_map {{ key: "{t.name}" value: "{t.name}" }}')
     cfg.raw("  }")
+    cfg.raw("  step {")
+    cfg.field(f'    model_name: "{C.CLINICAL_SVM.name}"', "DL#3: DL#2 fused with the clinical SVM")
+    cfg.field("    model_version: -1", "latest version")
+    for t in C.CLINICAL_SVM.inputs:  # DL#2 from the pipeline step; CLINICAL from the request
+        cfg.raw(f'    input_map {{ key: "{t.name}" value: "{t.name}" }}')
+    for t in C.CLINICAL_SVM.outputs:
+        cfg.raw(f'    output_map {{ key: "{t.name}" value: "{t.name}" }}')
+    cfg.raw("  }")
     cfg.raw("}")
     return cfg.text()
 
@@ -304,6 +312,10 @@ def render_repository(
     (out / C.PIPELINE.name / "config.pbtxt").write_text(
         _scan_config(C.PIPELINE, profile, {"pipeline_config": "pipeline.json"}, PIPELINE_INSTANCES)
     )
+    for spec in (C.CLINICAL_SVM, C.PROGRESSION_GPR):  # Python models with their own config
+        shutil.copytree(
+            src / spec.name, out / spec.name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     (out / C.ENSEMBLE.name / "1").mkdir(parents=True, exist_ok=True)
     (out / C.ENSEMBLE.name / "config.pbtxt").write_text(_ensemble_config())
     return out

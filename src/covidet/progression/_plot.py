@@ -1,0 +1,55 @@
+"""A course plot like CoviDet Fig. 4: scans, GP mean and its 95 % band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from covidet.progression._gpr import CourseModel
+
+__all__ = ["plot_course"]
+
+
+def plot_course(
+    course: CourseModel,
+    observed: tuple[np.ndarray, np.ndarray] | None,
+    out_png: Path | str,
+    *,
+    horizon_days: float = 14.0,
+    z: float = 1.96,
+    title: str | None = None,
+) -> Path:
+    """Save a PNG: fitted scans (dots), later ``observed`` scans (crosses), mean and band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = float(course.days[-1])
+    end = last + horizon_days
+    if observed is not None and len(observed[0]):
+        end = max(end, float(np.max(observed[0])) + 1.0)
+    t = np.linspace(float(course.days[0]), end, 400)
+    mean, _ = course.predict(t)
+    lo, hi = course.band(t, z=z)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    try:
+        ax.fill_between(t, lo, hi, color="tab:blue", alpha=0.2, label=f"mean ± {z:g} sd")
+        ax.plot(t, np.clip(mean, 0.0, 1.0), color="tab:blue", label="GP mean")
+        ax.plot(course.days, course.ratios, "o", color="black", label="fitted scans")
+        if observed is not None and len(observed[0]):
+            ax.plot(observed[0], observed[1], "x", color="tab:red", ms=8, label="later scans")
+        ax.axvline(last, color="gray", ls=":", lw=1)
+        ax.set_xlabel("day")
+        ax.set_ylabel("lesion area / lung area")
+        ax.set_ylim(0.0, max(0.05, float(np.max(hi)) * 1.1))
+        ax.set_title(title or "lesion ratio course (DL#5, Gaussian process)")
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        out = Path(out_png)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out
