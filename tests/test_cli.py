@@ -63,3 +63,38 @@ def test_diagnose_out_writes_seg_sr_json_png(covidet_server: Any, tmp_path: Path
     assert len(list(out.glob("keyimage_*.png"))) == 3
     seg = hd.seg.segread(out / "seg.dcm")
     assert seg.number_of_segments == 2
+
+
+@pytest.mark.e2e
+def test_monitor_forecasts_a_course(covidet_server: Any, tmp_path: Path) -> None:
+    from covidet.phantom import write_nifti
+
+    scans = []
+    for i, seed in enumerate((80_001, 80_002)):
+        ph = make_phantom("COVID-19", n_slices=40, size=128, seed=seed)
+        scans.append(str(write_nifti(ph.hu, tmp_path / f"scan{i}.nii.gz", ph.spacing)))
+    (tmp_path / "history.csv").write_text("day,ratio\n0,0.02\n3,0.08\n")
+    run = _run(
+        "monitor",
+        *scans,
+        "--days",
+        "6,9",
+        "--history",
+        str(tmp_path / "history.csv"),
+        "--url",
+        covidet_server.grpc_url,
+        "--out",
+        str(tmp_path / "m"),
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    course = json.loads(run.stdout)
+    assert [o["day"] for o in course["observed"]] == [0, 3, 6, 9]
+    assert len(course["forecast"]) == 120 and course["forecast"][-1]["day"] == pytest.approx(23)
+    assert all(0 <= f["low"] <= f["mean"] + 1e-6 <= f["high"] + 2e-6 for f in course["forecast"])
+    assert (tmp_path / "m" / "course.png").stat().st_size > 5000
+
+
+def test_monitor_needs_one_day_per_scan(tmp_path: Path) -> None:
+    run = _run("monitor", "a", "b", "--days", "1")
+    assert run.returncode == 2 and "one day per scan" in run.stderr

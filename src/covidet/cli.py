@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from covidet import _contract as C
-from covidet.errors import CovidetError
+from covidet.errors import CovidetError, InvalidInputError
 
 __all__ = ["main"]
 
@@ -121,6 +121,65 @@ def _diagnose_main(argv: list[str]) -> int:
     return 0
 
 
+def _monitor_main(argv: list[str]) -> int:
+    import csv
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from covidet.client import Client, plot_forecast
+
+    p = argparse.ArgumentParser(
+        prog="covidet monitor",
+        description="Forecast a patient's course (GPR, DL#5) from serial scans and/or earlier ratios.",
+    )
+    p.add_argument("scans", nargs="*", help="DICOM folders / NIfTI files of the patient's scans")
+    p.add_argument("--days", default="", help="comma-separated day of each scan, in order")
+    p.add_argument("--history", type=Path, default=None, help="CSV with columns day,ratio")
+    p.add_argument("--levels", default="0.05,0.01", help="ratio levels whose crossing day is wanted")
+    p.add_argument("--horizon", type=float, default=14.0, help="days forecast after the last scan")
+    p.add_argument("--url", action="append", default=None)
+    p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    p.add_argument("--out", type=Path, default=Path("monitor_out"), help="course.png + course.json")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    scan_days = [float(d) for d in args.days.split(",") if d.strip()]
+    if len(scan_days) != len(args.scans):
+        raise InvalidInputError(
+            f"--days needs one day per scan: {len(args.scans)} scans, {len(scan_days)} days given"
+        )
+    days: list[float] = []
+    ratios: list[float] = []
+    if args.history is not None:
+        with args.history.open() as fh:
+            for row in csv.DictReader(fh):
+                days.append(float(row["day"]))
+                ratios.append(float(row["ratio"]))
+    console = Console(stderr=args.json)
+    with Client(args.url or ["127.0.0.1:8001"], protocol=args.protocol) as client:
+        for day, scan in zip(scan_days, args.scans, strict=True):
+            d = client.diagnose(scan)
+            console.print(f"day {day:g}: {scan} lesion/lung ratio {d.lesion_ratio:.4f}")
+            days.append(day)
+            ratios.append(d.lesion_ratio)
+        levels = [float(v) for v in args.levels.split(",") if v.strip()]
+        fc = client.forecast(days, ratios, levels=levels, horizon_days=args.horizon)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_forecast(fc, args.out / "course.png")
+    (args.out / "course.json").write_text(json.dumps(fc.to_dict(), indent=2))
+    if args.json:
+        print(json.dumps(fc.to_dict(), indent=2))
+        return 0
+    t = Table(title="disease course (GPR over lesion/lung ratio)")
+    t.add_column("level")
+    t.add_column("predicted day it is crossed", justify="right")
+    for level, crossing in fc.crossing_days.items():
+        t.add_row(f"{level:g}", "not within the horizon" if crossing is None else f"{crossing:.1f}")
+    console.print(t)
+    console.print(f"wrote {args.out / 'course.png'} and {args.out / 'course.json'}")
+    return 0
+
+
 def _export_main(argv: list[str]) -> int:
     from covidet.serve._render import PROFILES, render_repository
 
@@ -147,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("diagnose", help="diagnose scans through a running server", add_help=False)
+    sub.add_parser("monitor", help="forecast a patient's course from serial scans", add_help=False)
     for name, (_, _, help_) in _COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
@@ -156,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "diagnose":
             return _diagnose_main(rest)
+        if command == "monitor":
+            return _monitor_main(rest)
         if command not in _COMMANDS:
             parser.parse_args(argv)  # prints the usage error
             return 2

@@ -140,3 +140,27 @@ def test_clinical_data_is_fused_and_optional(covidet_server: Any, phantoms: dict
     assert fused.p_svm == pytest.approx(float(svm.p_covid(x)[0]), abs=1e-5)
     expected = float(svm.fused(np.array([fused.p_covid_given_viral]), x)[0])
     assert fused.p_covid_fused == pytest.approx(expected, abs=1e-5)
+
+
+def test_forecast_through_the_served_gpr(covidet_server: Any) -> None:
+    from covidet.client import ServerError
+
+    with _client(covidet_server, "http") as client:
+        fc = client.forecast([0, 2, 4, 6], [0.10, 0.20, 0.30, 0.40], [1, 3, 5], levels=[0.5, 0.9])
+        with pytest.raises((InvalidInputError, ServerError), match="3"):
+            client.forecast([0, 1], [0.1, 0.2], [2])
+    # noise-free straight line: the GP mean interpolates it between the scans
+    np.testing.assert_allclose(fc.mean, [0.15, 0.25, 0.35], atol=0.02)
+    assert fc.crossing_days[0.5] is not None and fc.crossing_days[0.5] > 6
+
+
+def test_pipeline_metrics_are_exported(covidet_server: Any, phantoms: dict[str, Any]) -> None:
+    import urllib.request
+
+    ph = phantoms["influenza"]
+    with _client(covidet_server, "grpc") as client:
+        client.diagnose(ph.hu, spacing=ph.spacing)
+    text = urllib.request.urlopen(covidet_server.metrics_url, timeout=5).read().decode()
+    assert 'covidet_scans_total{result="ok"}' in text
+    assert "covidet_slices_per_scan_bucket" in text and 'stage="total"' in text
+    assert "nv_inference_request_success" in text

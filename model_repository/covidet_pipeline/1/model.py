@@ -15,7 +15,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
-from covidet.serving import PipelineConfig, ScanPipeline, classify_error
+from covidet.serving import PipelineConfig, PipelineMetrics, ScanPipeline, classify_error
 
 _SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
 _CT, _SPACING, _RETURN_MASKS = (spec.name for spec in C.PIPELINE.inputs)
@@ -42,6 +42,7 @@ class TritonPythonModel:
         text = (version_dir / params.get("pipeline_config", "pipeline.json")).read_text()
         self.pipeline = ScanPipeline(PipelineConfig.from_json(text), _bls)
         self.logger = pb_utils.Logger
+        self.metrics = PipelineMetrics(pb_utils, self.logger)
 
     async def execute(self, requests: list) -> list:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
@@ -52,13 +53,16 @@ class TritonPythonModel:
             spacing = pb_utils.get_input_tensor_by_name(request, _SPACING).as_numpy()
             flag = pb_utils.get_input_tensor_by_name(request, _RETURN_MASKS)
             masks = bool(flag is not None and flag.as_numpy().reshape(-1)[:1].any())
-            outputs = await self.pipeline.run(ct, spacing, return_masks=masks)
+            timings: dict[str, float] = {}
+            outputs = await self.pipeline.run(ct, spacing, return_masks=masks, timings=timings)
         except Exception as exc:
             code, message = classify_error(exc)
+            self.metrics.scan("invalid" if code == "INVALID_ARG" else "error")
             # No patient data in logs: the message names shapes and rules, never pixel values.
             self.logger.log_warn(f"covidet_pipeline: request failed ({code}): {message}")
             err = pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
             return pb_utils.InferenceResponse(error=err)
+        self.metrics.scan("ok", slices=int(ct.shape[0]), timings=timings)
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, arr) for name, arr in outputs.items()]
         )

@@ -8,6 +8,7 @@ with Client("127.0.0.1:8001") as c:
 
 from __future__ import annotations
 
+from covidet.client._forecast import Forecast, plot_forecast
 from covidet.client._result import Diagnosis
 from covidet.client._sync import Client, diagnose
 from covidet.client._volume import Volume, VolumeError, load_volume
@@ -25,6 +26,7 @@ __all__ = [
     "Client",
     "CovidetError",
     "Diagnosis",
+    "Forecast",
     "InvalidInputError",
     "ModelNotFoundError",
     "NoLungFoundError",
@@ -35,4 +37,5 @@ __all__ = [
     "VolumeError",
     "diagnose",
     "load_volume",
+    "plot_forecast",
 ]

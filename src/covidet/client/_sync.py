@@ -15,6 +15,7 @@ from covidet.client._core import (
     requested_outputs,
     translate_error,
 )
+from covidet.client._forecast import Forecast, forecast_inputs
 from covidet.client._result import Diagnosis, parse_outputs
 from covidet.client._volume import Volume, load_volume
 from covidet.errors import CovidetError, InvalidInputError
@@ -130,6 +131,48 @@ class Client:
         result = self._call(infer)
         latency = time.perf_counter() - t0
         return parse_outputs(result.as_numpy, latency_s=latency, source=vol.source, n_slices=vol.n_slices)
+
+    def forecast(
+        self,
+        days: Any,
+        ratios: Any,
+        query_days: Any = None,
+        *,
+        levels: Any = (),
+        horizon_days: float = 14.0,
+    ) -> Forecast:
+        """Fit the patient's course on the server (GPR, DL#5) and forecast it.
+
+        ``query_days`` defaults to a grid from the first scan to ``horizon_days`` after the last.
+        """
+        d = np.asarray(days, np.float64).reshape(-1)
+        r = np.asarray(ratios, np.float64).reshape(-1)
+        if d.size and query_days is None:
+            query_days = np.linspace(d.min(), d.max() + horizon_days, 120)
+        q = np.asarray(query_days if query_days is not None else [], np.float64)
+        pairs = forecast_inputs(d, r, q, list(levels))
+        mod_name = "tritonclient.grpc" if self.protocol == "grpc" else "tritonclient.http"
+        mod = __import__(mod_name, fromlist=["InferInput"])
+        inputs = []
+        for spec, arr in pairs:
+            inp = mod.InferInput(spec.name, list(arr.shape), spec.dtype)
+            inp.set_data_from_numpy(arr)
+            inputs.append(inp)
+        mean_s, std_s, cross_s = C.PROGRESSION_GPR.outputs
+        result = self._call(lambda c: c.infer(C.PROGRESSION_GPR.name, inputs))
+        crossings = result.as_numpy(cross_s.name)
+        cross = [] if crossings is None else crossings.reshape(-1).tolist()
+        order = np.argsort(d, kind="stable")
+        return Forecast(
+            days=d[order],
+            ratios=r[order],
+            query_days=q,
+            mean=result.as_numpy(mean_s.name).astype(np.float64),
+            std=result.as_numpy(std_s.name).astype(np.float64),
+            crossing_days={
+                float(lv): (None if np.isnan(c) else float(c)) for lv, c in zip(levels, cross, strict=False)
+            },
+        )
 
     def diagnose_many(self, sources: Iterable[Any], **kwargs: Any) -> Iterator[Diagnosis]:
         for source in sources:

@@ -6,6 +6,7 @@ adapt tensors to these classes.
 
 from __future__ import annotations
 
+from covidet.serving._metrics import PipelineMetrics
 from covidet.serving._orchestrator import InferFn, PipelineConfig, ScanOutputs, ScanPipeline
 from covidet.serving._runtime import InProcessModels, OnnxRunner, Runner, TorchRunner, make_runner
 
@@ -14,6 +15,7 @@ __all__ = [
     "InferFn",
     "OnnxRunner",
     "PipelineConfig",
+    "PipelineMetrics",
     "Runner",
     "ScanOutputs",
     "ScanPipeline",

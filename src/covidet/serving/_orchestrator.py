@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,16 +116,23 @@ class ScanPipeline:
         return lesion
 
     async def run(
-        self, ct: np.ndarray, spacing: np.ndarray, *, return_masks: bool = False
+        self,
+        ct: np.ndarray,
+        spacing: np.ndarray,
+        *,
+        return_masks: bool = False,
+        timings: dict[str, float] | None = None,
     ) -> dict[str, np.ndarray]:
         """Diagnose one scan; returns the contract's output tensors by name.
 
         Raises `covidet.pipeline.ScanValidationError` / `NoLungError` (both ValueError) for bad
         input — the Triton step turns them into INVALID_ARGUMENT.
         """
+        t0 = time.perf_counter()
         P.validate_scan(ct, spacing)
         sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
         lung = await self._lung_mask(ct)
+        t_lung = time.perf_counter()
         selection = P.select_slices(lung, self._cls)
         cls_in = P.classifier_input(ct, lung, selection, self._cls)
 
@@ -133,12 +141,18 @@ class ScanPipeline:
         lesion_t = self._lesion_mask(ct, lung, selection.bbox)
         slice_probs, feats, lesion = await asyncio.gather(probs_t, feats_t, lesion_t)
         lung |= lesion
+        t_slices = time.perf_counter()
         stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
         p_viral, p_cgv = float(stepwise[0]), float(stepwise[1])
 
         fused = P.topk_fusion(slice_probs, self.config.top_k)
         stats = P.lesion_statistics(lung, lesion, sp)
         empty = np.zeros((0, 0, 0), np.uint8)
+        if timings is not None:  # per-stage wall time, for the server's metrics
+            end = time.perf_counter()
+            timings.update(
+                lung=t_lung - t0, classify_and_lesion=t_slices - t_lung, fusion=end - t_slices, total=end - t0
+            )
         out = ScanOutputs(
             p_viral=p_viral,
             p_covid_given_viral=p_cgv,

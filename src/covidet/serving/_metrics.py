@@ -1,0 +1,61 @@
+"""Custom Prometheus metrics of the pipeline, exported beside Triton's own on its metrics port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SLICE_BUCKETS", "STAGE_BUCKETS", "PipelineMetrics"]
+
+SLICE_BUCKETS = [1.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0]
+STAGE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+
+
+class PipelineMetrics:
+    """covidet_scans_total{result}, covidet_slices_per_scan, covidet_stage_seconds{stage}.
+
+    Built on ``pb_utils.MetricFamily`` (Triton's Python-backend custom metrics). Where the backend
+    lacks a metric kind the metrics are disabled with one warning; serving is never affected.
+    """
+
+    def __init__(self, pb_utils: Any, logger: Any) -> None:
+        self._scans: dict[str, Any] = {}
+        self._stages: dict[str, Any] = {}
+        self.enabled = False
+        self._logger = logger
+        try:
+            mf = pb_utils.MetricFamily
+            self._scan_family = mf(name="covidet_scans_total", description="scans by result", kind=mf.COUNTER)
+            # Families must outlive their metrics: keep references to all of them.
+            self._slice_family = mf(
+                name="covidet_slices_per_scan", description="slices per scan", kind=mf.HISTOGRAM
+            )
+            self._slices = self._slice_family.Metric(labels={}, buckets=SLICE_BUCKETS)
+            self._stage_family = mf(
+                name="covidet_stage_seconds", description="wall time per pipeline stage", kind=mf.HISTOGRAM
+            )
+            self.enabled = True
+        except Exception as exc:  # an older backend without histograms
+            logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
+
+    def scan(self, result: str, *, slices: int = 0, timings: dict[str, float] | None = None) -> None:
+        """Count one scan; a metrics failure is logged once and never fails the request."""
+        if not self.enabled:
+            return
+        try:
+            self._record(result, slices, timings)
+        except Exception as exc:
+            self.enabled = False
+            self._logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
+
+    def _record(self, result: str, slices: int, timings: dict[str, float] | None) -> None:
+        if result not in self._scans:
+            self._scans[result] = self._scan_family.Metric(labels={"result": result})
+        self._scans[result].increment(1)
+        if slices:
+            self._slices.observe(float(slices))
+        for stage, seconds in (timings or {}).items():
+            if stage not in self._stages:
+                self._stages[stage] = self._stage_family.Metric(
+                    labels={"stage": stage}, buckets=STAGE_BUCKETS
+                )
+            self._stages[stage].observe(float(seconds))
