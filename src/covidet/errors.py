@@ -7,6 +7,7 @@ __all__ = [
     "InvalidInputError",
     "ModelNotFoundError",
     "NoLungFoundError",
+    "PermissionDeniedError",
     "RequestTimeoutError",
     "ServerError",
     "ServerStartError",
@@ -40,6 +41,10 @@ class ServerUnavailableError(CovidetError):
 
 class RequestTimeoutError(ServerUnavailableError):
     """No answer within the deadline: retry, or raise the timeout for very long scans."""
+
+
+class PermissionDeniedError(CovidetError):
+    """The endpoint is locked (admin APIs need the configured header): retrying will not help."""
 
 
 class ServerError(CovidetError):

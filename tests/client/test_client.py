@@ -16,6 +16,7 @@ from covidet.client import (
     InvalidInputError,
     ModelNotFoundError,
     NoLungFoundError,
+    PermissionDeniedError,
     RequestTimeoutError,
     ServerError,
     ServerUnavailableError,
@@ -34,6 +35,7 @@ from covidet.client._result import parse_outputs
         ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", ServerUnavailableError),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", RequestTimeoutError),
         ("StatusCode.INTERNAL", "boom", ServerError),
+        ("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header", PermissionDeniedError),
     ],
 )
 def test_translate_error(status: str, message: str, expected: type) -> None:

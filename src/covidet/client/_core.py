@@ -13,6 +13,7 @@ from covidet.errors import (
     InvalidInputError,
     ModelNotFoundError,
     NoLungFoundError,
+    PermissionDeniedError,
     RequestTimeoutError,
     ServerError,
     ServerUnavailableError,
@@ -93,6 +94,11 @@ def translate_error(exc: BaseException) -> CovidetError:
         low = msg.lower()
         if "no lung found" in low:
             return NoLungFoundError(msg)
+        if "protocol is restricted" in low or ("restricted" in low and "header" in low):
+            # Triton answers a locked admin endpoint with UNAVAILABLE: retrying cannot help
+            return PermissionDeniedError(
+                f"{msg} — this endpoint is locked; send the admin header configured on the server"
+            )
         if "INVALID_ARGUMENT" in status or status == "400" or "invalid argument" in low[:40]:
             return InvalidInputError(msg)
         if "NOT_FOUND" in status or status == "404" or "unknown model" in low or "is not found" in low:
