@@ -54,6 +54,13 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoints", type=Path, default=None, help="checkpoint folder")
     parser.add_argument("--build-dir", type=Path, default=Path("build"))
     parser.add_argument("--ready-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="run N local servers (ports +3 each) for the client's fail-over; on Kubernetes, "
+        "scale the Deployment instead",
+    )
     args = parser.parse_args(argv)
 
     repo = args.model_repository
@@ -62,13 +69,16 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         repo = render_repository(
             args.profile, args.build_dir / f"model_repository-{args.profile}", args.checkpoints
         )
-    server = TritonServer(
-        repo,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        host=args.host,
-    )
+    servers = [
+        TritonServer(
+            repo,
+            http_port=args.http_port + 3 * i,
+            grpc_port=args.grpc_port + 3 * i,
+            metrics_port=args.metrics_port + 3 * i,
+            host=args.host,
+        )
+        for i in range(max(1, args.replicas))
+    ]
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -77,21 +87,30 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    server.start()
-    print(f"starting Triton (log: {server.log_file})...", flush=True)
+    for server in servers:
+        server.start()
+        print(f"starting Triton (log: {server.log_file})...", flush=True)
+    codes: list[int | None] = []
     try:
-        server.wait_ready(timeout=args.ready_timeout)
-        print(
-            f"covidet ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
-            f"metrics {server.metrics_url}  (Ctrl-C stops it)",
-            flush=True,
-        )
-        while not stopping and server.process is not None and server.process.poll() is None:
+        for server in servers:
+            server.wait_ready(timeout=args.ready_timeout)
+            print(
+                f"covidet ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
+                f"metrics {server.metrics_url}",
+                flush=True,
+            )
+        if len(servers) > 1:
+            urls = ",".join(s.grpc_url for s in servers)
+            print(f"{len(servers)} replicas; clients fail over with --url for each of: {urls}", flush=True)
+        print("(Ctrl-C stops)", flush=True)
+        while not stopping and all(s.process is not None and s.process.poll() is None for s in servers):
             time.sleep(0.5)
     finally:
-        code = server.stop()
+        codes = [s.stop() for s in servers]
     if not stopping:
-        print(f"Triton exited unexpectedly (code {code}):\n{server.log_tail()}", file=sys.stderr)
+        dead = [s for s in servers if s.process is not None and s.process.returncode not in (0, None)]
+        tail = dead[0].log_tail() if dead else ""
+        print(f"a Triton replica exited unexpectedly (codes {codes}):\n{tail}", file=sys.stderr)
         return 1
     print("Triton stopped cleanly.", flush=True)
     return 0

@@ -173,6 +173,12 @@ class TritonServer:
                 self.process.wait()
         return self.process.returncode
 
+    def kill(self) -> None:
+        """SIGKILL the server and its backend stubs at once (fault tests: a crashed replica)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def __enter__(self) -> TritonServer:
         return self.start()
 
