@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-demo": ("covidet.train", "main_train_demo", "train the demo checkpoints on phantoms"),
     "evaluate-demo": ("covidet.train", "main_evaluate_demo", "measure Dice/accuracy on phantoms"),
     "bench": ("covidet.bench", "main", "load-test a server (same as benchmarks/bench.py)"),
+    "soak": ("covidet.bench._soak", "main_soak", "bounded soak: failures, latency drift, memory"),
     "train-svm": ("covidet.clinical", "main_train_svm", "train the clinical SVM (DL#3) from a CSV"),
     "clinical-demo": ("covidet.clinical", "main_make_clinical", "write synthetic clinical data"),
     "eval-progression": ("covidet.progression", "main_eval_progression", "evaluate GPR forecasts"),

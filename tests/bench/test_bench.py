@@ -96,3 +96,33 @@ def test_stats_delta() -> None:
     d = server_stats_delta(stats(2, 1, 1_000_000), stats(6, 3, 9_000_000))
     assert d["lung_seg"]["requests"] == 4 and d["lung_seg"]["executions"] == 2
     assert d["lung_seg"]["avg_batch"] == 20.0 and d["lung_seg"]["queue_ms_per_request"] == 2.0
+
+
+def test_soak_short_run(covidet_server: Any, tmp_path: Path) -> None:
+    from covidet.bench._soak import main_soak
+
+    out = tmp_path / "soak.json"
+    code = main_soak(
+        [
+            "--url",
+            covidet_server.grpc_url,
+            "--minutes",
+            "0.1",
+            "--window",
+            "3",
+            "--concurrency",
+            "2",
+            "--slices",
+            "16",
+            "--size",
+            "96",
+            "--scans",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert code == 0 and report["summary"]["failures"] == 0
+    assert report["summary"]["windows"] == 2 and report["summary"]["requests"] >= 2
+    assert report["summary"]["latency_p50_first_s"] > 0

@@ -1,0 +1,92 @@
+"""`covidet soak`: bounded load for N minutes; failures, latency drift and server memory growth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covidet.bench._load import run_closed_loop
+from covidet.bench._main import _make_fn, _rss_mib, _scans
+
+__all__ = ["main_soak", "soak_report"]
+
+
+def soak_report(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals, failures, p50 drift (last window vs first) and RSS growth over the run."""
+    requests = sum(w["requests"] for w in windows)
+    failures = sum(w["errors"] for w in windows)
+    p50 = [w["latency_p50_s"] for w in windows if w["ok"]]
+    rss = [w["rss_mib"] for w in windows if w.get("rss_mib")]
+    return {
+        "windows": len(windows),
+        "requests": requests,
+        "failures": failures,
+        "latency_p50_first_s": p50[0] if p50 else None,
+        "latency_p50_last_s": p50[-1] if p50 else None,
+        "latency_drift": (p50[-1] / p50[0] - 1.0) if len(p50) > 1 else 0.0,
+        "rss_first_mib": rss[0] if rss else None,
+        "rss_last_mib": rss[-1] if rss else None,
+        "rss_growth_mib": (rss[-1] - rss[0]) if len(rss) > 1 else 0.0,
+    }
+
+
+def main_soak(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="covidet soak", description=__doc__)
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--window", type=float, default=30.0, help="seconds per reporting window")
+    p.add_argument("--url", default=None, help="server to load (default: start one here)")
+    p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    p.add_argument("--slices", type=int, default=64)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--scans", type=int, default=4)
+    p.add_argument("--folder", default=None)
+    p.add_argument("--masks", action="store_true")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    scans = _scans(args)
+    server = None
+    tmp = tempfile.TemporaryDirectory()
+    url = args.url
+    windows: list[dict[str, Any]] = []
+    try:
+        if url is None:
+            from covidet.serve import TritonServer, free_ports
+            from covidet.serve._render import render_repository
+
+            repo = render_repository("cpu", Path(tmp.name) / "repo")
+            http, grpc, metrics = free_ports(3)
+            server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+            server.start()
+            server.wait_ready(timeout=600)
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        make_fn = _make_fn(url, args.protocol, args.masks)
+        make_fn()(scans[0])  # warm-up
+        n = max(1, int(np.ceil(args.minutes * 60 / args.window)))
+        for i in range(n):
+            res = run_closed_loop(make_fn, scans, args.concurrency, args.window)
+            s = res.summary()
+            s.pop("server", None)
+            s["rss_mib"] = _rss_mib(server.pid) if server and server.pid else None
+            windows.append(s)
+            print(
+                f"window {i + 1}/{n}: {s['ok']} ok, {s['errors']} failed, p50 "
+                f"{s['latency_p50_s']:.2f} s, server RSS {s['rss_mib'] or 0:.0f} MiB",
+                flush=True,
+            )
+    finally:
+        if server:
+            server.stop()
+        tmp.cleanup()
+    summary = soak_report(windows)
+    report: dict[str, Any] = {"summary": summary, "windows": windows}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=float))
+    return 1 if summary["failures"] else 0
