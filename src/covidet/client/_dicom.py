@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,14 @@ import numpy as np
 
 from covidet.client._volume import Volume, VolumeError
 
-__all__ = ["NotCTError", "SeriesGeometryError", "read_dicom_series"]
+__all__ = [
+    "POLICIES",
+    "DuplicatePositionError",
+    "NotCTError",
+    "SeriesGeometryError",
+    "SliceSpacingError",
+    "read_dicom_series",
+]
 
 _CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
 
@@ -57,20 +65,45 @@ def _map(fn: Any, items: Iterable[Any]) -> list[Any]:
         return list(pool.map(fn, items))
 
 
-def read_dicom_series(path: str | Path, *, series_uid: str | None = None) -> Volume:
+POLICIES = ("ignore", "warn", "raise")
+
+
+class DuplicatePositionError(SeriesGeometryError):
+    """Two slices share one position: the series cannot be stacked unambiguously."""
+
+
+class SliceSpacingError(SeriesGeometryError):
+    """Gaps or uneven steps between slices (raised only with policy='raise')."""
+
+
+def _defect(policy: str, defects: list[str], message: str, exc: type[VolumeError]) -> None:
+    defects.append(message)
+    if policy == "raise":
+        raise exc(message)
+    if policy == "warn":
+        warnings.warn(message, stacklevel=3)
+
+
+def read_dicom_series(path: str | Path, *, series_uid: str | None = None, policy: str = "warn") -> Volume:
     """Read one CT series from a folder (recursive) or file.
 
     With several series, the caller's ``series_uid`` or else the one with the most slices is
     taken (``meta['series_choice']`` says which and why). Slices are sorted along the slice normal
     (superior first for axial scans), never by file name or InstanceNumber.
     """
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     root = Path(path)
     files = _files(root)
     headers = [(f, h) for f, h in zip(files, _map(_header, files), strict=True) if h is not None]
     if not headers:
         raise VolumeError(f"{root}: no DICOM files found")
     series: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    localizers = 0
     for f, h in headers:
+        if "LOCALIZER" in [str(v).upper() for v in getattr(h, "ImageType", [])]:
+            localizers += 1  # scout images are not part of the volume
+            continue
         if hasattr(h, "ImagePositionPatient") and hasattr(h, "PixelSpacing"):
             series[str(getattr(h, "SeriesInstanceUID", "") or "")].append((f, h))
     if not series:
@@ -104,7 +137,43 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None) -> Vol
     order = np.argsort(-pos, kind="stable")  # along -normal: superior first for axial scans
     pos = pos[order]
     steps = np.abs(np.diff(pos))
+    defects: list[str] = []
+    if localizers:
+        defects.append(f"{localizers} localizer/scout image(s) ignored")
+    if steps.size and steps.min() < 1e-3:
+        k = int(np.argmin(steps))
+        raise DuplicatePositionError(
+            f"{items[order[k]][0].name} and {items[order[k + 1]][0].name} share the position "
+            f"{pos[k]:.2f} mm along the slice normal; remove the duplicate slice"
+        )
     dz = float(np.median(steps)) if steps.size else float(getattr(first, "SliceThickness", 1.0) or 1.0)
+    if steps.size and steps.max() > 1.5 * dz:
+        _defect(
+            policy,
+            defects,
+            f"gap in the series: a step of {steps.max():.2f} mm where the median "
+            f"is {dz:.2f} mm (missing slices?)",
+            SliceSpacingError,
+        )
+    elif steps.size and (steps.max() - steps.min()) > 0.05 * dz:
+        _defect(
+            policy,
+            defects,
+            f"uneven slice steps {steps.min():.2f}..{steps.max():.2f} mm; volumes use the median {dz:.2f} mm",
+            SliceSpacingError,
+        )
+    if len(items) > 1:
+        p0 = np.array([float(v) for v in items[order[0]][1].ImagePositionPatient])
+        p1 = np.array([float(v) for v in items[order[-1]][1].ImagePositionPatient])
+        direction = (p1 - p0) / max(np.linalg.norm(p1 - p0), 1e-6)
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(float(np.dot(direction, normal)))))))
+        if tilt > 0.5:
+            _defect(
+                policy,
+                defects,
+                f"gantry tilt of {tilt:.1f} degrees: slices are sheared; volumes and masks ignore the shear",
+                SeriesGeometryError,
+            )
     dy, dx = (float(v) for v in first.PixelSpacing)
     slices = _map(_pixels, [items[i][0] for i in order])
     return Volume(
@@ -115,6 +184,7 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None) -> Vol
         meta={
             "format": "dicom",
             "series_choice": why,
+            "defects": defects,
             "n_series": len(series),
             "orientation": orient.tolist(),
             "first_position": [float(v) for v in items[order[0]][1].ImagePositionPatient],

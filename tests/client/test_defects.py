@@ -1,0 +1,85 @@
+"""Series defects: each gives the right result or its specific error, never silent geometry."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from covidet.client._dicom import (
+    DuplicatePositionError,
+    SeriesGeometryError,
+    SliceSpacingError,
+    read_dicom_series,
+)
+from covidet.phantom import make_phantom, write_dicom_series
+
+
+@pytest.fixture
+def series(tmp_path: Path) -> tuple[Path, list[Path], object]:
+    ph = make_phantom("CAP", n_slices=10, size=32, seed=2)
+    return tmp_path, write_dicom_series(ph, tmp_path), ph
+
+
+def test_gap_is_reported_by_policy(series: tuple[Path, list[Path], object]) -> None:
+    folder, files, _ = series
+    files[4].unlink()
+    with pytest.warns(UserWarning, match="gap in the series"):
+        vol = read_dicom_series(folder)
+    assert vol.n_slices == 9 and "gap" in vol.meta["defects"][0]
+    with pytest.raises(SliceSpacingError, match="gap"):
+        read_dicom_series(folder, policy="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_dicom_series(folder, policy="ignore")
+
+
+def test_duplicate_position_is_an_error(series: tuple[Path, list[Path], object]) -> None:
+    folder, files, _ = series
+    ds = pydicom.dcmread(files[3])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / "copy.dcm")
+    with pytest.raises(DuplicatePositionError, match="share the position"):
+        read_dicom_series(folder)
+
+
+def test_localizer_is_ignored_and_reported(series: tuple[Path, list[Path], object]) -> None:
+    folder, files, ph = series
+    ds = pydicom.dcmread(files[0])
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.save_as(folder / "scout.dcm")
+    vol = read_dicom_series(folder)
+    np.testing.assert_array_equal(vol.hu, ph.hu)
+    assert "localizer" in vol.meta["defects"][0]
+
+
+def test_gantry_tilt_is_reported(series: tuple[Path, list[Path], object]) -> None:
+    folder, files, _ = series
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.5 * k, z]  # sheared along y: a tilted gantry
+        ds.save_as(f)
+    with pytest.raises(SeriesGeometryError, match="gantry tilt"):
+        read_dicom_series(folder, policy="raise")
+
+
+def test_missing_uids_are_tolerated(series: tuple[Path, list[Path], object]) -> None:
+    folder, files, ph = series
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = ""
+        ds.save_as(f)
+    vol = read_dicom_series(folder)
+    np.testing.assert_array_equal(vol.hu, ph.hu)
+    assert vol.series_uid is None
+
+
+def test_bad_policy(series: tuple[Path, list[Path], object]) -> None:
+    with pytest.raises(ValueError, match="policy"):
+        read_dicom_series(series[0], policy="maybe")
