@@ -181,6 +181,22 @@ def _monitor_main(argv: list[str]) -> int:
     return 0
 
 
+def _deidentify_main(argv: list[str]) -> int:
+    from covidet.client._deid import write_deidentified_copy
+
+    p = argparse.ArgumentParser(
+        prog="covidet deidentify",
+        description="Write a de-identified copy of a DICOM series (PS3.15 basic profile).",
+    )
+    p.add_argument("source", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--seed", default=None, help="makes the replaced values reproducible")
+    args = p.parse_args(argv)
+    files = write_deidentified_copy(args.source, args.out, seed=args.seed)
+    print(f"{len(files)} de-identified files written to {args.out}")
+    return 0
+
+
 def _export_main(argv: list[str]) -> int:
     from covidet.serve._render import PROFILES, render_repository
 
@@ -208,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("diagnose", help="diagnose scans through a running server", add_help=False)
     sub.add_parser("monitor", help="forecast a patient's course from serial scans", add_help=False)
+    sub.add_parser("deidentify", help="write a de-identified copy of a DICOM series", add_help=False)
     for name, (_, _, help_) in _COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
@@ -219,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _diagnose_main(rest)
         if command == "monitor":
             return _monitor_main(rest)
+        if command == "deidentify":
+            return _deidentify_main(rest)
         if command not in _COMMANDS:
             parser.parse_args(argv)  # prints the usage error
             return 2
