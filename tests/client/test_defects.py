@@ -83,3 +83,16 @@ def test_missing_uids_are_tolerated(series: tuple[Path, list[Path], object]) -> 
 def test_bad_policy(series: tuple[Path, list[Path], object]) -> None:
     with pytest.raises(ValueError, match="policy"):
         read_dicom_series(series[0], policy="maybe")
+
+
+def test_dicomdir_is_followed(tmp_path: Path) -> None:
+    from pydicom.fileset import FileSet
+
+    ph = make_phantom("influenza", n_slices=5, size=32, seed=9)
+    files = write_dicom_series(ph, tmp_path / "src")
+    fs = FileSet()
+    for f in files:
+        fs.add(pydicom.dcmread(f))
+    fs.write(tmp_path / "media")
+    vol = read_dicom_series(tmp_path / "media" / "DICOMDIR")
+    np.testing.assert_array_equal(vol.hu, ph.hu)

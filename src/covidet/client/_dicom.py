@@ -35,9 +35,22 @@ class SeriesGeometryError(VolumeError):
 
 
 def _files(path: Path) -> list[Path]:
+    if path.is_file() and path.name.upper() == "DICOMDIR":
+        return _dicomdir_files(path)
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and p.name != "DICOMDIR")
+
+
+def _dicomdir_files(path: Path) -> list[Path]:
+    """The instances a DICOMDIR references (PS3.10 media), read with pydicom's FileSet."""
+    from pydicom.fileset import FileSet
+
+    try:
+        fs = FileSet(path)
+    except Exception as exc:  # pydicom raises several types for a malformed DICOMDIR
+        raise VolumeError(f"{path}: not a readable DICOMDIR ({exc})") from exc
+    return sorted(Path(instance.path) for instance in fs)
 
 
 def _header(path: Path) -> Any | None:
