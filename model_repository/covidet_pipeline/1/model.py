@@ -15,7 +15,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
-from covidet.serving import PipelineConfig, PipelineMetrics, ScanPipeline, classify_error
+from covidet.serving import (
+    PIPELINE_CONFIG_FILE,
+    PipelineConfig,
+    PipelineMetrics,
+    ScanPipeline,
+    classify_error,
+)
 
 _SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
 _CT, _SPACING, _RETURN_MASKS = (spec.name for spec in C.PIPELINE.inputs)
@@ -39,7 +45,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        text = (version_dir / params.get("pipeline_config", "pipeline.json")).read_text()
+        text = (version_dir / params.get("pipeline_config", PIPELINE_CONFIG_FILE)).read_text()
         self.pipeline = ScanPipeline(PipelineConfig.from_json(text), _bls)
         self.logger = pb_utils.Logger
         self.metrics = PipelineMetrics(pb_utils, self.logger)

@@ -22,10 +22,6 @@ from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 __all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx"]
 
 
-def _config(repository: Path) -> PipelineConfig:
-    return PipelineConfig.from_json((repository / C.PIPELINE.name / "1" / "pipeline.json").read_text())
-
-
 def _sequential(pipe: ScanPipeline, scans: Sequence[Scan], n: int, mode: str) -> LevelResult:
     samples = []
     t0 = time.perf_counter()
@@ -41,7 +37,7 @@ def run_onnx(repository: Path, scans: Sequence[Scan], n: int) -> LevelResult:
     """Baseline (b): ONNX Runtime, batched (32 slices), in-process."""
     models = InProcessModels(repository)
     try:
-        pipe = ScanPipeline(_config(repository), models.infer)
+        pipe = ScanPipeline(PipelineConfig.from_repository(repository), models.infer)
         _sequential(pipe, scans, 1, "warmup")
         return _sequential(pipe, scans, n, "onnx-inprocess")
     finally:
@@ -62,7 +58,7 @@ def run_naive(checkpoints: Path, repository: Path, scans: Sequence[Scan], n: int
             return runners[model](x[np.newaxis])[0]
         return np.concatenate([runners[model](x[i : i + 1]) for i in range(x.shape[0])])
 
-    cfg = _config(repository)
+    cfg = PipelineConfig.from_repository(repository)
     pipe = ScanPipeline(PipelineConfig(models=cfg.models, slice_batch=1), infer)
     return _sequential(pipe, scans, n, "naive-torch")
 

@@ -19,7 +19,7 @@ from covidet.errors import (
     ServerUnavailableError,
 )
 
-__all__ = ["build_inputs", "requested_outputs", "translate_error"]
+__all__ = ["build_inputs", "infer_inputs", "requested_outputs", "translate_error"]
 
 #: gRPC message limit: a 1000 x 512 x 512 int16 volume is 500 MiB, masks as much again.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
@@ -43,7 +43,6 @@ def build_inputs(
     clinical: np.ndarray | None = None,
 ) -> list[Any]:
     """InferInputs for the `covidet` ensemble, names and dtypes from the contract."""
-    mod = _module(protocol)
     ct, sp, masks, clin = C.ENSEMBLE.inputs
     arrays: list[tuple[C.TensorSpec, np.ndarray]] = [
         (ct, np.ascontiguousarray(hu, dtype=np.int16)),
@@ -58,8 +57,14 @@ def build_inputs(
                 f"order (NaN for a missing lab value), got {values.shape[0]}"
             )
         arrays.append((clin, values))
+    return infer_inputs(arrays, protocol)
+
+
+def infer_inputs(pairs: list[tuple[C.TensorSpec, np.ndarray]], protocol: str) -> list[Any]:
+    """tritonclient InferInputs for (contract tensor, array) pairs (HTTP: binary data)."""
+    mod = _module(protocol)
     inputs = []
-    for spec, arr in arrays:
+    for spec, arr in pairs:
         inp = mod.InferInput(spec.name, list(arr.shape), spec.dtype)
         if protocol == "http":
             inp.set_data_from_numpy(arr, binary_data=True)

@@ -12,6 +12,7 @@ from covidet import _contract as C
 from covidet.client._core import (
     GRPC_MAX_MESSAGE_BYTES,
     build_inputs,
+    infer_inputs,
     requested_outputs,
     translate_error,
 )
@@ -150,14 +151,7 @@ class Client:
         if d.size and query_days is None:
             query_days = np.linspace(d.min(), d.max() + horizon_days, 120)
         q = np.asarray(query_days if query_days is not None else [], np.float64)
-        pairs = forecast_inputs(d, r, q, list(levels))
-        mod_name = "tritonclient.grpc" if self.protocol == "grpc" else "tritonclient.http"
-        mod = __import__(mod_name, fromlist=["InferInput"])
-        inputs = []
-        for spec, arr in pairs:
-            inp = mod.InferInput(spec.name, list(arr.shape), spec.dtype)
-            inp.set_data_from_numpy(arr)
-            inputs.append(inp)
+        inputs = infer_inputs(forecast_inputs(d, r, q, list(levels)), self.protocol)
         mean_s, std_s, cross_s = C.PROGRESSION_GPR.outputs
         result = self._call(lambda c: c.infer(C.PROGRESSION_GPR.name, inputs))
         crossings = result.as_numpy(cross_s.name)
@@ -198,6 +192,3 @@ def diagnose(source: Any, *, url: str | list[str] = "127.0.0.1:8001", **kwargs: 
     client_kw = {k: kwargs.pop(k) for k in ("protocol", "timeout_s", "retries", "backoff_s") if k in kwargs}
     with Client(url, **client_kw) as client:
         return client.diagnose(source, **kwargs)
-
-
-_ = np  # numpy is part of the accepted input types

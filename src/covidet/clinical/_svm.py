@@ -27,6 +27,7 @@ from covidet.clinical._schema import (
     FEATURE_NAMES,
     N_FEATURES,
     ClinicalDataError,
+    Feature,
     validate_features,
 )
 from covidet.errors import CovidetError
@@ -151,17 +152,7 @@ class ClinicalSVM:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "provenance": self.provenance,
-            "schema": [
-                {
-                    "name": f.name,
-                    "unit": f.unit,
-                    "low": f.low,
-                    "high": f.high,
-                    "imputable": f.imputable,
-                    "binary": f.binary,
-                }
-                for f in CLINICAL_SCHEMA
-            ],
+            "schema": [_feature_record(f) for f in CLINICAL_SCHEMA],
             "imputation_medians": {k: float(v) for k, v in self.medians.items()},
             "scaler": {"mean": _floats(self.scaler_mean), "scale": _floats(self.scaler_scale)},
             "svm": {
@@ -327,19 +318,24 @@ def _array(d: Mapping[str, Any], key: str, ndim: int) -> np.ndarray:
     return a
 
 
+def _feature_record(f: Feature) -> dict[str, Any]:
+    """How one schema feature is stored in (and checked against) a model file."""
+    return {
+        "name": f.name,
+        "unit": f.unit,
+        "low": f.low,
+        "high": f.high,
+        "imputable": f.imputable,
+        "binary": f.binary,
+    }
+
+
 def _check_schema(schema: Any) -> None:
     if not isinstance(schema, list) or len(schema) != N_FEATURES:
         n = len(schema) if isinstance(schema, list) else "no"
         raise ModelFileError(f"schema has {n} features, expected {N_FEATURES}: {', '.join(FEATURE_NAMES)}")
     for i, (got, f) in enumerate(zip(schema, CLINICAL_SCHEMA, strict=True)):
-        want = {
-            "name": f.name,
-            "unit": f.unit,
-            "low": f.low,
-            "high": f.high,
-            "imputable": f.imputable,
-            "binary": f.binary,
-        }
+        want = _feature_record(f)
         if got != want:
             raise ModelFileError(
                 f"schema feature {i} is {got}, but this covidet expects {want}: the model was "

@@ -272,6 +272,8 @@ def render_repository(
     threads: int | None = None,
 ) -> Path:
     """Write a complete Triton model repository for `profile` into `out_dir` and return it."""
+    from covidet.serving import PIPELINE_CONFIG_FILE
+
     if profile not in PROFILES:
         raise RenderError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     ckpt = Path(checkpoints) if checkpoints else default_checkpoints()
@@ -308,9 +310,9 @@ def render_repository(
     pdir = out / C.PIPELINE.name / "1"
     pdir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src / C.PIPELINE.name / "1" / "model.py", pdir / "model.py")
-    (pdir / "pipeline.json").write_text(json.dumps({"models": metas}, indent=2))
+    (pdir / PIPELINE_CONFIG_FILE).write_text(json.dumps({"models": metas}, indent=2))
     (out / C.PIPELINE.name / "config.pbtxt").write_text(
-        _scan_config(C.PIPELINE, profile, {"pipeline_config": "pipeline.json"}, PIPELINE_INSTANCES)
+        _scan_config(C.PIPELINE, profile, {"pipeline_config": PIPELINE_CONFIG_FILE}, PIPELINE_INSTANCES)
     )
     for spec in (C.CLINICAL_SVM, C.PROGRESSION_GPR):  # Python models with their own config
         shutil.copytree(

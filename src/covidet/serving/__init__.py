@@ -7,10 +7,17 @@ adapt tensors to these classes.
 from __future__ import annotations
 
 from covidet.serving._metrics import PipelineMetrics
-from covidet.serving._orchestrator import InferFn, PipelineConfig, ScanOutputs, ScanPipeline
+from covidet.serving._orchestrator import (
+    PIPELINE_CONFIG_FILE,
+    InferFn,
+    PipelineConfig,
+    ScanOutputs,
+    ScanPipeline,
+)
 from covidet.serving._runtime import InProcessModels, OnnxRunner, Runner, TorchRunner, make_runner
 
 __all__ = [
+    "PIPELINE_CONFIG_FILE",
     "InProcessModels",
     "InferFn",
     "OnnxRunner",

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,10 @@ import numpy as np
 from covidet import _contract as C
 from covidet import pipeline as P
 
-__all__ = ["InferFn", "PipelineConfig", "ScanOutputs", "ScanPipeline"]
+__all__ = ["PIPELINE_CONFIG_FILE", "InferFn", "PipelineConfig", "ScanOutputs", "ScanPipeline"]
+
+#: The pipeline step's configuration file in its version folder of a rendered repository.
+PIPELINE_CONFIG_FILE = "pipeline.json"
 
 #: ``await infer(model_name, batch)`` returns the model's single output for the batch.
 InferFn = Callable[[str, np.ndarray], Awaitable[np.ndarray]]
@@ -47,6 +51,11 @@ class PipelineConfig:
     def from_json(cls, text: str) -> PipelineConfig:
         data = json.loads(text)
         return cls(models=data["models"], slice_batch=int(data.get("slice_batch", C.SLICE_BATCH)))
+
+    @classmethod
+    def from_repository(cls, repository: Path) -> PipelineConfig:
+        """The configuration rendered into ``repository`` for the pipeline step."""
+        return cls.from_json((repository / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).read_text())
 
     def to_json(self) -> str:
         return json.dumps({"models": self.models, "slice_batch": self.slice_batch}, indent=2)

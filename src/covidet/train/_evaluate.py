@@ -86,7 +86,7 @@ def evaluate_phantoms(
     repository: Path, phantoms: Sequence[Phantom], *, threads: int | None = None
 ) -> EvaluationReport:
     models = InProcessModels(repository, threads=threads)
-    config = PipelineConfig.from_json((repository / C.PIPELINE.name / "1" / "pipeline.json").read_text())
+    config = PipelineConfig.from_repository(repository)
     pipe = ScanPipeline(config, models.infer)
     report = EvaluationReport()
     try:
