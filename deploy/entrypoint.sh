@@ -5,15 +5,16 @@
 #    cache volume: `covidet export --profile gpu` exports ONNX and builds the TensorRT engines
 #    for THIS node's GPU. The result is reused when its fingerprint (profile, covidet version,
 #    checkpoint hashes, GPU model + compute capability, TensorRT version) matches.
-# 2. exec tritonserver (PID 1 stays Triton: SIGTERM drains in-flight requests) with covidet's
-#    server flags (covidet.serve.TritonServer.command) plus this script's arguments, e.g. the
-#    restricted-API and TLS flags that the Helm chart passes.
+# 2. exec `covidet serve` on it: Triton with covidet's server flags (covidet.serve.TritonServer)
+#    plus this script's arguments (passed after `--`), e.g. the restricted-API and TLS flags that
+#    the Helm chart passes. SIGTERM is forwarded: Triton drains in-flight requests.
 #
 # Environment (defaults in brackets): COVIDET_PROFILE [gpu] (cpu | gpu | gpu-torch),
 # COVIDET_CHECKPOINTS [/opt/covidet/checkpoints], COVIDET_CACHE_DIR [/var/cache/covidet],
 # COVIDET_HOST [0.0.0.0], COVIDET_HTTP_PORT [8000], COVIDET_GRPC_PORT [8001],
 # COVIDET_METRICS_PORT [8002], COVIDET_EXIT_TIMEOUT_S [30], COVIDET_PYTHON [python3],
 # COVIDET_NVINFER_LIB [found with ldconfig], COVIDET_ALLOW_TRT_MISMATCH [0],
+# COVIDET_ADMIN_TOKEN / COVIDET_ADMIN_HEADER [unset / covidet-admin-key], COVIDET_UNLOCKED [0],
 # COVIDET_DRY_RUN [0] (1: print the Triton command as JSON instead of running it).
 set -euo pipefail
 
@@ -98,28 +99,23 @@ else
     trap - EXIT
 fi
 
-exec "$PYTHON" - "$REPO" "$@" <<'PY'
-"""Replace this process with tritonserver, flags from covidet.serve.TritonServer."""
-import json
-import os
-import sys
-
-from covidet.serve import TritonServer, find_tritonserver
-
-env = os.environ
-server = TritonServer(
-    sys.argv[1],
-    http_port=int(env.get("COVIDET_HTTP_PORT", "8000")),
-    grpc_port=int(env.get("COVIDET_GRPC_PORT", "8001")),
-    metrics_port=int(env.get("COVIDET_METRICS_PORT", "8002")),
-    host=env.get("COVIDET_HOST", "0.0.0.0"),
-    exit_timeout_s=int(env.get("COVIDET_EXIT_TIMEOUT_S", "30")),
-    extra_args=sys.argv[2:],
+# covidet serve runs Triton (explicit model control, every model loaded), forwards SIGTERM so that
+# Triton drains in-flight requests, and reloads any model whose Python-backend stub crashes.
+SERVE=(
+    "$PYTHON" -m covidet.cli serve
+    --model-repository "$REPO"
+    --host "${COVIDET_HOST:-0.0.0.0}"
+    --http-port "${COVIDET_HTTP_PORT:-8000}"
+    --grpc-port "${COVIDET_GRPC_PORT:-8001}"
+    --metrics-port "${COVIDET_METRICS_PORT:-8002}"
+    --exit-timeout "${COVIDET_EXIT_TIMEOUT_S:-30}"
 )
-cmd = server.command()
-if env.get("COVIDET_DRY_RUN") == "1":
-    print(json.dumps(cmd))
-    sys.exit(0)
-print(f"[covidet-entrypoint] exec {cmd[0]} ({len(cmd) - 1} arguments)", file=sys.stderr, flush=True)
-os.execve(cmd[0], cmd, {**env, **find_tritonserver().env})
-PY
+# Admin APIs: locked with $COVIDET_ADMIN_TOKEN (the chart's Secret), else with a token generated
+# into the cache volume; COVIDET_UNLOCKED=1 leaves them open.
+if [ "${COVIDET_UNLOCKED:-0}" = 1 ]; then
+    SERVE+=(--unlocked)
+elif [ -z "${COVIDET_ADMIN_TOKEN:-}" ]; then
+    SERVE+=(--admin-token-file "$CACHE/admin-token")
+fi
+[ "${COVIDET_DRY_RUN:-0}" != 1 ] || SERVE+=(--dry-run)
+exec "${SERVE[@]}" -- "$@"

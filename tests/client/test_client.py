@@ -36,6 +36,18 @@ from covidet.client._result import parse_outputs
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", RequestTimeoutError),
         ("StatusCode.INTERNAL", "boom", ServerError),
         ("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header", PermissionDeniedError),
+        # the pipeline's own stub crashed: the ensemble says INTERNAL, but a reload is under way
+        (
+            "StatusCode.INTERNAL",
+            "Stub process 'covidet_pipeline_0_1' is not healthy.",
+            ServerUnavailableError,
+        ),
+        ("StatusCode.UNAVAILABLE", "lung_seg is restarting or reloading", ServerUnavailableError),
+        (
+            "StatusCode.NOT_FOUND",
+            "Request for unknown model: 'covidet' has no available versions",
+            ServerUnavailableError,
+        ),
     ],
 )
 def test_translate_error(status: str, message: str, expected: type) -> None:
@@ -119,3 +131,12 @@ def test_client_imports_no_heavy_dependencies() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
+    c = Client("a:1", protocol="grpc", backoff_s=0.5, max_backoff_s=4.0)
+    waits = [[c.backoff(k) for _ in range(200)] for k in range(6)]
+    for k, base in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0]):
+        assert 0.75 * base <= min(waits[k]) and max(waits[k]) <= 1.25 * base
+        assert max(waits[k]) - min(waits[k]) > 0.2 * base  # spread, so clients do not retry in step
+    assert sum(Client("a:1", protocol="grpc").backoff(k) for k in range(5)) > 10  # rides out a reload

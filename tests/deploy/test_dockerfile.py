@@ -168,7 +168,21 @@ def test_entrypoint_renders_once_then_reuses(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "reusing" in second.stderr and "rendering" not in second.stderr
     assert json.loads(second.stdout.strip().splitlines()[-1])[1] == repo_arg
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [repo.name]  # no temp dirs left
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "admin-token",
+        repo.name,
+    ]  # no temp dirs left
+    # without the chart's lock, covidet serve locks the admin APIs with a generated token
+    token_file = tmp_path / "cache" / "admin-token"
+    assert token_file.stat().st_mode & 0o077 == 0
+    token = token_file.read_text().strip()
+    cmd2 = json.loads(second.stdout.strip().splitlines()[-1])
+    assert any(
+        a.startswith("--http-restricted-api=") and a.endswith(f"covidet-admin-key={token}") for a in cmd2
+    )
+    assert "--model-control-mode=explicit" in cmd2  # the stub watchdog reloads through it
+    unlocked = _run({**env, "COVIDET_UNLOCKED": "1"}, tmp=tmp_path)
+    assert not any("restricted" in a for a in json.loads(unlocked.stdout.strip().splitlines()[-1]))
 
 
 def test_entrypoint_refuses_bad_settings(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from covidet import _contract as C
 from covidet import pipeline as P
-from covidet.serving import PipelineConfig, ScanPipeline, classify_error
+from covidet.serving import PipelineConfig, ScanPipeline, StepUnavailableError, bls_error, classify_error
 
 
 def _volume(s: int = 40, n: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +111,37 @@ def test_bad_spacing_is_an_input_error_and_maps_to_invalid_arg() -> None:
         asyncio.run(pipe.run(ct, np.array([1.0, -1.0, 1.0], np.float32)))
     assert classify_error(info.value)[0] == "INVALID_ARG"
     assert classify_error(RuntimeError("boom"))[0] == "INTERNAL"
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("Stub process 'lung_seg_0_0' is not healthy.", "UNAVAILABLE"),
+        ("Request for unknown model: 'lung_seg' is not found", "UNAVAILABLE"),
+        ("model 'lung_seg' version 1 is not ready", "UNAVAILABLE"),
+        ("Model gru_fusion - Error when running inference: Server not ready", "UNAVAILABLE"),
+        ("onnxruntime: Got invalid dimensions for input", "INTERNAL"),
+    ],
+)
+def test_a_failed_step_is_retryable_only_when_it_is_restarting(message: str, code: str) -> None:
+    exc = bls_error(C.LUNG_SEG.name, message)
+    assert isinstance(exc, StepUnavailableError) == (code == "UNAVAILABLE")
+    got, text = classify_error(exc)
+    assert got == code and C.LUNG_SEG.name in text and message in text
+
+
+def test_a_step_failing_mid_scan_fails_the_scan_with_its_error() -> None:
+    ct, _ = _volume()
+    fake = FakeModels()
+    real_infer = fake.infer
+
+    async def infer(model: str, x: np.ndarray) -> np.ndarray:
+        if model == C.LESION_SEG.name:
+            raise bls_error(model, "Stub process 'lesion_seg_0_0' is not healthy.")
+        return await real_infer(model, x)
+
+    with pytest.raises(StepUnavailableError, match="lesion_seg is restarting"):
+        asyncio.run(ScanPipeline(_config(), infer).run(ct, np.ones(3, np.float32)))
 
 
 def test_lesions_stay_inside_the_lung_box_and_inside_the_lung_mask() -> None:

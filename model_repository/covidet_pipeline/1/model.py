@@ -20,6 +20,7 @@ from covidet.serving import (
     PipelineConfig,
     PipelineMetrics,
     ScanPipeline,
+    bls_error,
     classify_error,
 )
 
@@ -36,7 +37,7 @@ async def _bls(model: str, x: np.ndarray) -> np.ndarray:
     )
     response = await request.async_exec()
     if response.has_error():
-        raise RuntimeError(f"{model}: {response.error().message()}")
+        raise bls_error(model, response.error().message())
     return pb_utils.get_output_tensor_by_name(response, spec.outputs[0].name).as_numpy()
 
 

@@ -41,6 +41,7 @@ class LevelResult:
     samples: list[Sample] = field(default_factory=list)
     server: dict[str, Any] = field(default_factory=dict)
     peak_rss_mib: float | None = None
+    peak_pss_mib: float | None = None
 
     def summary(self) -> dict[str, Any]:
         ok = [s for s in self.samples if s.ok]
@@ -64,6 +65,7 @@ class LevelResult:
             "scans_per_s": len(ok) / self.duration_s if self.duration_s else 0.0,
             "slices_per_s": sum(s.slices for s in ok) / self.duration_s if self.duration_s else 0.0,
             "peak_server_rss_mib": self.peak_rss_mib,
+            "peak_server_pss_mib": self.peak_pss_mib,
             "server": self.server,
         }
 

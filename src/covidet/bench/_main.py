@@ -23,6 +23,7 @@ from covidet.bench._load import (
     run_open_loop,
     server_stats_delta,
 )
+from covidet.serve._procs import tree_memory_mib
 
 __all__ = ["main"]
 
@@ -47,36 +48,20 @@ def _scans(args: argparse.Namespace) -> list[Scan]:
 
 def _rss_mib(pid: int) -> float:
     """Resident memory of a process and all its descendants (Triton + Python-backend stubs)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        p = int(entry.name)
-        children.setdefault(int(fields.get("PPid", "0").strip()), []).append(p)
-        rss[p] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        total += rss.get(p, 0)
-        stack.extend(children.get(p, []))
-    return total / 1024
+    return tree_memory_mib(pid)["rss_mib"]
 
 
 class _RssSampler:
     def __init__(self, pid: int | None) -> None:
-        self.pid, self.peak = pid, 0.0
+        self.pid, self.peak, self.peak_pss = pid, 0.0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set() and self.pid:
-            self.peak = max(self.peak, _rss_mib(self.pid))
+            mem = tree_memory_mib(self.pid)
+            self.peak = max(self.peak, mem["rss_mib"])
+            self.peak_pss = max(self.peak_pss, mem["pss_mib"])
             self._stop.wait(0.5)
 
     def __enter__(self) -> _RssSampler:
@@ -130,10 +115,11 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
         "scans/s",
         "slices/s",
         "peak RSS MiB",
+        "peak PSS MiB",
     ):
         t.add_column(col, justify="right")
     for r in results:
-        rss = r.get("peak_server_rss_mib")
+        rss, pss = r.get("peak_server_rss_mib"), r.get("peak_server_pss_mib")
         t.add_row(
             r["mode"],
             f"{r['level']:g}",
@@ -145,6 +131,7 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
             f"{r['scans_per_s']:.3f}",
             f"{r['slices_per_s']:.1f}",
             f"{rss:.0f}" if rss else "-",
+            f"{pss:.0f}" if pss else "-",
         )
     Console().print(t)
     for r in results:
@@ -267,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         res = run_open_loop(make_fn, scans, level, args.duration, on_sample=tick)
                 res.server = server_stats_delta(before, _stats(url, args.protocol))
                 res.peak_rss_mib = rss.peak or None
+                res.peak_pss_mib = rss.peak_pss or None
                 progress.update(task, completed=args.duration)
                 report["levels"].append(res.to_json())
     finally:

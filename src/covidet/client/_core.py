@@ -106,12 +106,15 @@ def translate_error(exc: BaseException) -> CovidetError:
             )
         if "INVALID_ARGUMENT" in status or status == "400" or "invalid argument" in low[:40]:
             return InvalidInputError(msg)
+        if "no available versions" in low:  # the model is (un)loading: a restart or a reload
+            return ServerUnavailableError(f"{msg} — the model is loading or unloading; retry shortly")
         if "NOT_FOUND" in status or status == "404" or "unknown model" in low or "is not found" in low:
             return ModelNotFoundError(f"{msg} — check the model name, or that the server finished loading")
         if "DEADLINE_EXCEEDED" in status or "timed out" in low or "timeout" in low:
             return RequestTimeoutError(f"{msg} — retry, or raise timeout_s for long scans")
         if (
             "UNAVAILABLE" in status
+            or ("stub process" in low and "is not healthy" in low)  # a crashed step, being reloaded
             or status in ("502", "503")
             or "failed to connect" in low
             or "connection refused" in low

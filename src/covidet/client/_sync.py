@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -48,8 +49,9 @@ class Client:
         *,
         protocol: str | None = None,
         timeout_s: float = 300.0,
-        retries: int = 2,
+        retries: int = 5,
         backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -58,6 +60,7 @@ class Client:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self._clients: dict[str, Any] = {}
 
     def _client(self, url: str) -> Any:
@@ -94,9 +97,18 @@ class Client:
                         raise err from exc
                     last = err
             if attempt < self.retries:
-                time.sleep(self.backoff_s * 2**attempt)
+                time.sleep(self.backoff(attempt))
         assert last is not None
         raise last
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed round ``attempt`` (0-based): doubling, capped, +-25% jitter.
+
+        With the defaults (5 retries, 0.5 s doubling to at most 8 s) a scan rides out about 15 s
+        of outage: a replica restarting elsewhere, a crashed model step being reloaded.
+        """
+        base = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        return base * random.uniform(0.75, 1.25)  # jitter: retries of many clients spread out
 
     def is_ready(self, model: str = C.ENSEMBLE.name) -> bool:
         try:
@@ -189,6 +201,10 @@ class Client:
 
 def diagnose(source: Any, *, url: str | list[str] = "127.0.0.1:8001", **kwargs: Any) -> Diagnosis:
     """One-shot convenience: ``covidet.client.diagnose("scan_folder/")``."""
-    client_kw = {k: kwargs.pop(k) for k in ("protocol", "timeout_s", "retries", "backoff_s") if k in kwargs}
+    client_kw = {
+        k: kwargs.pop(k)
+        for k in ("protocol", "timeout_s", "retries", "backoff_s", "max_backoff_s")
+        if k in kwargs
+    }
     with Client(url, **client_kw) as client:
         return client.diagnose(source, **kwargs)

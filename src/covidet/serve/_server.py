@@ -10,6 +10,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,6 +70,9 @@ class TritonServer:
             log_file = name
         self.log_file = Path(log_file)
         self.process: subprocess.Popen[bytes] | None = None
+        # Python-backend stubs talk to Triton through /dev/shm regions that a killed server
+        # leaves behind (64 MiB+ each); a per-server prefix lets us remove exactly ours.
+        self.shm_prefix = f"covidet_{uuid.uuid4().hex[:12]}_"
 
     @property
     def grpc_url(self) -> str:
@@ -103,6 +107,7 @@ class TritonServer:
             "--pinned-memory-pool-byte-size=536870912",
             "--backend-config=python,shm-default-byte-size=67108864",
             "--backend-config=python,shm-growth-byte-size=67108864",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--strict-readiness=true",
         ]
         if self.model_control_mode == "explicit":
@@ -171,6 +176,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._remove_shm()
         return self.process.returncode
 
     def kill(self) -> None:
@@ -178,6 +184,19 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._remove_shm()
+
+    def shm_regions(self) -> list[Path]:
+        """This server's Python-backend shared-memory regions in /dev/shm."""
+        shm = Path("/dev/shm")
+        return sorted(shm.glob(self.shm_prefix + "*")) if shm.is_dir() else []
+
+    def _remove_shm(self) -> None:
+        """Remove the regions a stopped server leaves (after a SIGKILL, or stubs killed late)."""
+        if self.process is None or self.process.poll() is None:
+            return
+        for region in self.shm_regions():
+            region.unlink(missing_ok=True)
 
     def __enter__(self) -> TritonServer:
         return self.start()

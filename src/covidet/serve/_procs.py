@@ -1,0 +1,98 @@
+"""A Triton server's process tree from /proc: backend stubs and memory (RSS and PSS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Proc", "StubInfo", "process_tree", "python_stubs", "tree_memory_mib"]
+
+_PROC = Path("/proc")
+_STUB = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One live process: its id, parent, resident memory and command line."""
+
+    pid: int
+    ppid: int
+    rss_kib: int
+    cmdline: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StubInfo:
+    """A Python-backend stub: the model it serves and its instance name (e.g. ``lung_seg_0_1``)."""
+
+    pid: int
+    model: str
+    instance: str
+
+
+def _read(pid_dir: Path) -> Proc | None:
+    try:
+        status = (pid_dir / "status").read_text()
+        raw = (pid_dir / "cmdline").read_bytes()
+    except OSError:  # the process went away while we looked
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").strip().startswith("Z"):
+        return None  # a zombie is dead: its parent has not reaped it yet
+    rss = int(fields["VmRSS"].split()[0]) if "VmRSS" in fields else 0
+    cmd = tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    return Proc(int(pid_dir.name), int(fields.get("PPid", "0").strip()), rss, cmd)
+
+
+def process_tree(root: int) -> list[Proc]:
+    """``root`` and all its live descendants (empty if ``root`` is gone)."""
+    procs = [p for d in _PROC.iterdir() if d.name.isdigit() and (p := _read(d)) is not None]
+    children: dict[int, list[Proc]] = {}
+    by_pid = {p.pid: p for p in procs}
+    for p in procs:
+        children.setdefault(p.ppid, []).append(p)
+    if root not in by_pid:
+        return []
+    out, stack = [], [by_pid[root]]
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack.extend(children.get(p.pid, []))
+    return out
+
+
+def python_stubs(root: int) -> list[StubInfo]:
+    """The live Python-backend stub processes under a Triton server.
+
+    A stub's command line is ``stub <repo>/<model>/<version>/model.py <shm> ... <instance> <kind>``.
+    """
+    stubs = []
+    for p in process_tree(root):
+        if len(p.cmdline) >= 3 and Path(p.cmdline[0]).name == _STUB:
+            model = Path(p.cmdline[1]).parent.parent.name
+            stubs.append(StubInfo(p.pid, model, p.cmdline[-2]))
+    return stubs
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        text = (_PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def tree_memory_mib(root: int) -> dict[str, float]:
+    """Summed RSS and PSS of a process tree in MiB.
+
+    RSS counts pages shared between processes (the torch and ORT libraries every stub maps) once per
+    process; PSS splits them between the sharers, so the PSS sum is the tree's real footprint.
+    """
+    tree = process_tree(root)
+    return {
+        "rss_mib": sum(p.rss_kib for p in tree) / 1024,
+        "pss_mib": sum(_pss_kib(p.pid) for p in tree) / 1024,
+    }
