@@ -1,0 +1,56 @@
+"""`covidet serve` options that do not need a running server: --dry-run shows the Triton command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from covidet.serve import serve_main
+
+
+def _command(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
+    assert serve_main(list(argv)) == 0
+    return list(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+
+
+def test_admin_apis_are_locked_by_default_with_a_private_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "token"
+    cmd = _command(
+        capsys, "--model-repository", str(tmp_path), "--admin-token-file", str(token_file), "--dry-run"
+    )
+    token = token_file.read_text().strip()
+    assert token_file.stat().st_mode & 0o077 == 0
+    locks = [a for a in cmd if a.startswith(("--grpc-restricted-protocol=", "--http-restricted-api="))]
+    assert len(locks) == 2 and all(a.endswith(f":covidet-admin-key={token}") for a in locks)
+    assert "model-repository" in locks[0] and "inference" not in locks[0]
+    assert "--model-control-mode=explicit" in cmd and "--load-model=*" in cmd
+
+
+def test_arguments_after_double_dash_reach_tritonserver_last(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cmd = _command(
+        capsys,
+        "--model-repository",
+        str(tmp_path),
+        "--unlocked",
+        "--dry-run",
+        "--",
+        "--log-verbose=2",
+        "--id=x",
+    )
+    assert cmd[-2:] == ["--log-verbose=2", "--id=x"]  # after covidet's own flags, so they win
+    assert not any("restricted" in a for a in cmd)
+
+
+def test_a_lock_passed_through_replaces_covidets_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COVIDET_ADMIN_TOKEN", "from-the-environment-0123456789")
+    own = "--http-restricted-api=model-repository:my-header=abc0123456789abcdef"
+    cmd = _command(capsys, "--model-repository", str(tmp_path), "--dry-run", "--", own)
+    assert [a for a in cmd if "restricted" in a] == [own]
