@@ -6,8 +6,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 __all__ = ["chunks", "lesion_input", "lung_input", "prob_to_mask", "resize_slices"]
 
@@ -22,7 +20,13 @@ def chunks(n: int, size: int) -> list[slice]:
 def resize_slices(
     x: np.ndarray, size: Sequence[int], *, antialias: bool = True, mode: str = "bilinear"
 ) -> np.ndarray:
-    """Resize [N,C,H,W] or [N,H,W] float slices to ``size`` (bilinear, align_corners=False)."""
+    """Resize [N,C,H,W] or [N,H,W] float slices to ``size`` (bilinear, align_corners=False).
+
+    torch is imported here, not at module level: the serving processes that never resize (the
+    slice-model, fusion, SVM and GPR stubs) import this package without loading torch.
+    """
+    import torch
+    import torch.nn.functional as F
     squeeze = x.ndim == 3
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if squeeze:
@@ -39,10 +43,19 @@ def resize_slices(
 _CHUNK = 32
 
 
-def _per_chunk(n: int, shape: tuple[int, ...], dtype: type, fn: Callable[[slice], np.ndarray]) -> np.ndarray:
-    out: np.ndarray = np.empty((n, *shape), dtype)
+def _per_chunk(
+    n: int,
+    shape: tuple[int, ...],
+    dtype: type,
+    fn: Callable[[slice], np.ndarray],
+    out: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """Fill ``out[rows]`` (a new [n, *shape] array by default) chunk by chunk from ``fn(part)``."""
+    if out is None:
+        out = np.empty((n, *shape), dtype)
     for part in chunks(n, _CHUNK):
-        out[part] = fn(part)
+        out[part if rows is None else rows[part]] = fn(part)
     return out
 
 
@@ -58,24 +71,44 @@ def lung_input(hu: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     return _per_chunk(hu.shape[0], (1, h, w), np.float32, one)
 
 
-def lesion_input(hu: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
-    """Lesion model input: lung window scaled to [0, 1], resized; [N,1,h,w] float32."""
+def lesion_input(
+    hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Lesion model input: lung window scaled to [0, 1], resized; [N,1,h,w] float32.
+
+    ``rows`` picks slices of ``hu`` chunk by chunk, without copying the selected volume first.
+    """
     lo, hi = (float(v) for v in record["hu_window"])
     h, w = record["input_size"]
+    take = np.arange(hu.shape[0]) if rows is None else np.asarray(rows)
 
     def one(part: slice) -> np.ndarray:
-        x = (np.clip(hu[part].astype(np.float32), lo, hi) - lo) / (hi - lo)
+        x = hu[take[part]].astype(np.float32)
+        np.clip(x, lo, hi, out=x)
+        x -= lo
+        x /= hi - lo
         return resize_slices(x[:, None], (h, w))
 
-    return _per_chunk(hu.shape[0], (1, h, w), np.float32, one)
+    return _per_chunk(take.size, (1, h, w), np.float32, one)
 
 
-def prob_to_mask(prob: np.ndarray, out_hw: Sequence[int], threshold: float = 0.5) -> np.ndarray:
-    """Up-sample per-slice probabilities onto the input grid and threshold; uint8 [N,H,W]."""
+def prob_to_mask(
+    prob: np.ndarray,
+    out_hw: Sequence[int],
+    threshold: float = 0.5,
+    *,
+    out: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """Up-sample per-slice probabilities onto the input grid and threshold; uint8 [N,H,W].
+
+    With ``out`` (uint8 [S,H,W]) and ``rows`` (N slice indices) the masks are written straight
+    into ``out[rows]`` chunk by chunk: no full-size temporary.
+    """
     p = prob[:, 0] if prob.ndim == 4 else prob
     hw = (int(out_hw[0]), int(out_hw[1]))
 
     def one(part: slice) -> np.ndarray:
         return resize_slices(p[part], hw, antialias=False) > threshold
 
-    return _per_chunk(p.shape[0], hw, np.uint8, one)
+    return _per_chunk(p.shape[0], hw, np.uint8, one, out=out, rows=rows)

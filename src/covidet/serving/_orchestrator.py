@@ -115,8 +115,8 @@ class ScanPipeline:
         idx = np.flatnonzero(lung.reshape(lung.shape[0], -1).any(axis=1))
         if idx.size == 0:
             return lesion
-        prob = await self._batched(C.LESION_SEG.name, P.lesion_input(ct[idx], self._lesion))
-        lesion[idx] = P.prob_to_mask(prob, (ct.shape[1], ct.shape[2]))
+        prob = await self._batched(C.LESION_SEG.name, P.lesion_input(ct, self._lesion, rows=idx))
+        P.prob_to_mask(prob, (ct.shape[1], ct.shape[2]), out=lesion, rows=idx)
         _, _, y0, y1, x0, x1 = bbox
         my, mx = max(2, (y1 - y0) // 20), max(2, (x1 - x0) // 20)
         keep = np.zeros(lung.shape[1:], bool)
