@@ -27,6 +27,7 @@ def resize_slices(
     """
     import torch
     import torch.nn.functional as F
+
     squeeze = x.ndim == 3
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if squeeze:
@@ -71,9 +72,7 @@ def lung_input(hu: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     return _per_chunk(hu.shape[0], (1, h, w), np.float32, one)
 
 
-def lesion_input(
-    hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | None = None
-) -> np.ndarray:
+def lesion_input(hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
     """Lesion model input: lung window scaled to [0, 1], resized; [N,1,h,w] float32.
 
     ``rows`` picks slices of ``hu`` chunk by chunk, without copying the selected volume first.
