@@ -25,6 +25,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"
 	$(BIN)/python -c "import numpy, torch, onnxruntime, tritonclient.grpc, pydicom; assert int(numpy.__version__.split('.')[0]) < 2, numpy.__version__"
+	# perf_analyzer (bench.py --compare perf_analyzer) from the tritonclient 2.41.0 wheel, cached
+	$(BIN)/python -c "from covidet.bench._perf_analyzer import find_perf_analyzer; find_perf_analyzer()"
 	touch $@
 
 install: $(BIN)/.installed

@@ -35,7 +35,7 @@ def test_bench_smoke(covidet_server: Any, tmp_path: Path) -> None:
             "--scans",
             "2",
             "--compare",
-            "onnx,naive",
+            "onnx,naive,perf_analyzer",
             "--baseline-scans",
             "1",
             "--json",
@@ -55,8 +55,12 @@ def test_bench_smoke(covidet_server: Any, tmp_path: Path) -> None:
         assert 0 < lv["latency_p50_s"] <= lv["latency_p99_s"]
         assert lv["slices_per_s"] == pytest.approx(lv["scans_per_s"] * 24, rel=1e-6)
     assert "lung_seg" in levels[0]["server"] and levels[0]["server"]["lung_seg"]["executions"] >= 1
-    assert [b["summary"]["mode"] for b in report["baselines"]] == ["onnx-inprocess", "naive-torch"]
-    assert all(b["summary"]["ok"] == 1 for b in report["baselines"])
+    modes = [b["summary"]["mode"] for b in report["baselines"]]
+    assert modes == ["perf_analyzer", "perf_analyzer", "onnx-inprocess", "naive-torch"]
+    assert all(b["summary"]["ok"] == 1 for b in report["baselines"][2:])
+    for pa, level in zip(report["baselines"][:2], (1, 2), strict=True):  # Triton's own load generator
+        s = pa["summary"]
+        assert s["level"] == level and s["scans_per_s"] > 0 and 0 < s["latency_p50_s"] <= s["latency_p99_s"]
     assert (tmp_path / "b.png").stat().st_size > 1000
     assert (tmp_path / "b.csv").read_text().startswith("mode,level")
 

@@ -25,7 +25,10 @@ from covidet.bench._load import (
 )
 from covidet.serve._procs import tree_memory_mib
 
-__all__ = ["main"]
+__all__ = ["BASELINES", "main"]
+
+#: (a) PyTorch eager per slice, (b) ONNX Runtime in-process, (c) Triton's perf_analyzer.
+BASELINES = ("naive", "onnx", "perf_analyzer")
 
 
 def _scans(args: argparse.Namespace) -> list[Scan]:
@@ -123,7 +126,7 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
         t.add_row(
             r["mode"],
             f"{r['level']:g}",
-            str(r["ok"]),
+            "-" if r["ok"] is None else str(r["ok"]),
             str(r["errors"]),
             f"{r['latency_p50_s']:.3f}",
             f"{r['latency_p90_s']:.3f}",
@@ -185,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scans", type=int, default=4, help="distinct phantom scans in the workload")
     p.add_argument("--folder", default=None, help="use the DICOM/NIfTI scans in this folder instead")
     p.add_argument("--masks", action="store_true", help="request masks (more transfer)")
-    p.add_argument("--compare", default="", help="baselines: naive,onnx")
+    p.add_argument("--compare", default="", help="baselines: " + ",".join(BASELINES))
     p.add_argument("--baseline-scans", type=int, default=3)
     p.add_argument("--flops", action="store_true", help="report FLOPs per scan and achieved FLOP/s")
     p.add_argument("--json", type=Path, default=None)
@@ -197,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import Progress
 
     console = Console(stderr=True)
+    compare = [c for c in args.compare.split(",") if c]
+    unknown = sorted(set(compare) - set(BASELINES))
+    if unknown:
+        raise SystemExit(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
     scans = _scans(args)
     levels = [("closed", float(c)) for c in args.concurrency.split(",") if c]
     levels += [("open", float(r)) for r in args.rate.split(",") if r]
@@ -257,19 +264,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res.peak_pss_mib = rss.peak_pss or None
                 progress.update(task, completed=args.duration)
                 report["levels"].append(res.to_json())
+        if "perf_analyzer" in compare:  # (c) needs the server: run it before stopping it
+            from covidet.bench._perf_analyzer import run_perf_analyzer
+
+            closed = [int(level) for mode, level in levels if mode == "closed"] or [1]
+            with console.status("baseline perf_analyzer..."):
+                rows = run_perf_analyzer(
+                    url, scans[0], closed, protocol=args.protocol, window_s=args.duration
+                )
+            report["baselines"].extend({"summary": row, "samples": []} for row in rows)
     finally:
         if server:
             server.stop()
     from covidet.bench import _baselines as B
 
-    for name in [c for c in args.compare.split(",") if c]:
+    for name in compare:
+        if name == "perf_analyzer":
+            continue
         with console.status(f"baseline {name}..."):
             if name == "naive":
                 res = B.run_naive(default_checkpoints(), repo, scans, args.baseline_scans)
-            elif name == "onnx":
-                res = B.run_onnx(repo, scans, args.baseline_scans)
             else:
-                raise SystemExit(f"unknown baseline {name!r}; use naive, onnx")
+                res = B.run_onnx(repo, scans, args.baseline_scans)
         report["baselines"].append(res.to_json())
     if args.flops:
         f = B.flops_per_scan(default_checkpoints(), scans[0])
