@@ -37,11 +37,22 @@ class OnnxRunner:
     """ONNX Runtime on the CPU with explicit thread settings and full graph optimisation."""
 
     def __init__(
-        self, model_file: str | Path, *, intra_op_threads: int = 0, inter_op_threads: int = 1
+        self,
+        model_file: str | Path,
+        *,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+        allow_spinning: bool = True,
     ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        if not allow_spinning:
+            # ORT's worker threads busy-wait between operators by default. In a server where
+            # several sessions (and the pipeline's numpy work) share the cores, the spinning
+            # burns cycles the others need; without it, idle workers sleep.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = inter_op_threads
@@ -102,7 +113,11 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path) -> Runner:
     runtime = parameters.get("runtime", "onnxruntime")
     if runtime == "onnxruntime":
         threads = int(parameters.get("intra_op_threads", "0") or 0)
-        return OnnxRunner(version_dir / parameters.get("model_file", "model.onnx"), intra_op_threads=threads)
+        return OnnxRunner(
+            version_dir / parameters.get("model_file", "model.onnx"),
+            intra_op_threads=threads,
+            allow_spinning=parameters.get("allow_spinning", "true") == "true",
+        )
     if runtime == "torch":
         return TorchRunner(
             parameters["checkpoint"],
