@@ -78,11 +78,11 @@ class _RssSampler:
             self._thread.join()
 
 
-def _make_fn(url: str, protocol: str, masks: bool) -> Callable[[], DiagnoseFn]:
+def _make_fn(url: str, protocol: str, masks: bool, shm: bool = False) -> Callable[[], DiagnoseFn]:
     from covidet.client import Client
 
     def make() -> DiagnoseFn:
-        client = Client(url, protocol=protocol, timeout_s=600, retries=0)
+        client = Client(url, protocol=protocol, timeout_s=600, retries=0, shared_memory=shm)
 
         def fn(scan: Scan) -> None:
             client.diagnose(scan.hu, spacing=scan.spacing, return_masks=masks)
@@ -188,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scans", type=int, default=4, help="distinct phantom scans in the workload")
     p.add_argument("--folder", default=None, help="use the DICOM/NIfTI scans in this folder instead")
     p.add_argument("--masks", action="store_true", help="request masks (more transfer)")
+    p.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="clients pass the CT through system shared memory (server on this machine)",
+    )
     p.add_argument("--compare", default="", help="baselines: " + ",".join(BASELINES))
     p.add_argument("--baseline-scans", type=int, default=3)
     p.add_argument("--flops", action="store_true", help="report FLOPs per scan and achieved FLOP/s")
@@ -239,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with console.status("starting Triton..."):
                 server.wait_ready(timeout=600)
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
-        make_fn = _make_fn(url, args.protocol, args.masks)
+        make_fn = _make_fn(url, args.protocol, args.masks, args.shared_memory)
         warm = make_fn()
         for i in range(args.warmup):
             warm(scans[i % len(scans)])

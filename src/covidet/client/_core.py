@@ -41,11 +41,15 @@ def build_inputs(
     return_masks: bool,
     protocol: str,
     clinical: np.ndarray | None = None,
+    ct_region: tuple[str, int] | None = None,
 ) -> list[Any]:
-    """InferInputs for the `covidet` ensemble, names and dtypes from the contract."""
+    """InferInputs for the `covidet` ensemble, names and dtypes from the contract.
+
+    With ``ct_region`` (name, byte size of a registered shared-memory region holding ``hu``) the
+    CT input names the region instead of carrying the voxels.
+    """
     ct, sp, masks, clin = C.ENSEMBLE.inputs
     arrays: list[tuple[C.TensorSpec, np.ndarray]] = [
-        (ct, np.ascontiguousarray(hu, dtype=np.int16)),
         (sp, np.asarray(spacing, dtype=np.float32).reshape(3)),
         (masks, np.array([bool(return_masks)])),
     ]
@@ -57,7 +61,11 @@ def build_inputs(
                 f"order (NaN for a missing lab value), got {values.shape[0]}"
             )
         arrays.append((clin, values))
-    return infer_inputs(arrays, protocol)
+    if ct_region is None:
+        return infer_inputs([(ct, np.ascontiguousarray(hu, dtype=np.int16)), *arrays], protocol)
+    shared = _module(protocol).InferInput(ct.name, list(hu.shape), ct.dtype)
+    shared.set_shared_memory(*ct_region)
+    return [shared, *infer_inputs(arrays, protocol)]
 
 
 def infer_inputs(pairs: list[tuple[C.TensorSpec, np.ndarray]], protocol: str) -> list[Any]:

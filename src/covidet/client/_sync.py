@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from covidet.client._core import (
 )
 from covidet.client._forecast import Forecast, forecast_inputs
 from covidet.client._result import Diagnosis, parse_outputs
+from covidet.client._shm import SharedVolume
 from covidet.client._volume import Volume, load_volume
 from covidet.errors import CovidetError, InvalidInputError
 
@@ -52,6 +53,8 @@ class Client:
         retries: int = 5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
+        shared_memory: bool = False,
+        admin_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -61,6 +64,9 @@ class Client:
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        # the CT through /dev/shm (servers on this machine only); admin_headers unlock the
+        # server's shared-memory API when it is restricted
+        self._shm = SharedVolume(admin_headers) if shared_memory else None
         self._clients: dict[str, Any] = {}
 
     def _client(self, url: str) -> Any:
@@ -132,18 +138,29 @@ class Client:
         (``p_covid_fused``). Without it, ``p_covid_fused`` equals DL#2.
         """
         vol: Volume = load_volume(source, spacing)
-        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical)
         outputs = requested_outputs(return_masks, self.protocol)
-
-        def infer(client: Any) -> Any:
-            if self.protocol == "grpc":
-                return client.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s)
-            return client.infer(model, inputs, outputs=outputs, timeout=int(self.timeout_s * 1e6))
-
         t0 = time.perf_counter()
-        result = self._call(infer)
+        if self._shm is None:
+            inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical)
+            result = self._call(lambda client: self._infer(client, model, inputs, outputs))
+        else:
+            shm = self._shm
+            with shm.lock:
+                region = (shm.name, shm.write(vol.hu.astype(np.int16, copy=False)))
+                inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical, region)
+
+                def infer(client: Any) -> Any:
+                    shm.register(client)
+                    return self._infer(client, model, inputs, outputs)
+
+                result = self._call(infer)
         latency = time.perf_counter() - t0
         return parse_outputs(result.as_numpy, latency_s=latency, source=vol.source, n_slices=vol.n_slices)
+
+    def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:
+        if self.protocol == "grpc":
+            return client.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s)
+        return client.infer(model, inputs, outputs=outputs, timeout=int(self.timeout_s * 1e6))
 
     def forecast(
         self,
@@ -185,6 +202,8 @@ class Client:
             yield self.diagnose(source, **kwargs)
 
     def close(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
         for c in self._clients.values():
             try:
                 c.close()
@@ -203,7 +222,15 @@ def diagnose(source: Any, *, url: str | list[str] = "127.0.0.1:8001", **kwargs: 
     """One-shot convenience: ``covidet.client.diagnose("scan_folder/")``."""
     client_kw = {
         k: kwargs.pop(k)
-        for k in ("protocol", "timeout_s", "retries", "backoff_s", "max_backoff_s")
+        for k in (
+            "protocol",
+            "timeout_s",
+            "retries",
+            "backoff_s",
+            "max_backoff_s",
+            "shared_memory",
+            "admin_headers",
+        )
         if k in kwargs
     }
     with Client(url, **client_kw) as client:

@@ -1,0 +1,91 @@
+"""System shared memory for the CT volume when the server runs on the same machine.
+
+A 300-slice 512x512 scan is 150 MB. Sent in the request, it is serialised by the client,
+copied through the loopback socket, parsed by Triton and held in Triton's memory while the
+request waits in the queue. With a shared-memory region, the client writes the volume once into
+/dev/shm and the request only names the region: Triton reads it from there when the scan runs.
+
+The region is created on first use, sized for the largest scan seen, registered once per server
+(the shared-memory API is an admin API: pass the admin headers when it is locked) and removed
+when the client closes. One region per client: a client serialises its shared-memory requests.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from covidet.errors import InvalidInputError, PermissionDeniedError
+
+__all__ = ["SharedVolume"]
+
+
+class SharedVolume:
+    """One client's /dev/shm region for CT volumes, registered with each server it talks to."""
+
+    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+        self.headers = dict(headers or {})
+        self.name = f"covidet_ct_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.key = "/" + self.name
+        self.size = 0
+        self._handle: Any = None
+        self._registered: dict[int, Any] = {}  # id(tritonclient client) -> client
+        self.lock = threading.Lock()  # held by the caller from write() to the end of the request
+
+    def write(self, volume: np.ndarray) -> int:
+        """Put ``volume`` into the region (grown if needed); returns its byte size."""
+        import tritonclient.utils.shared_memory as shm
+
+        data = np.ascontiguousarray(volume)
+        if data.nbytes > self.size:
+            self._destroy()
+            self._handle = shm.create_shared_memory_region(self.name, self.key, data.nbytes)
+            self.size = data.nbytes
+        shm.set_shared_memory_region(self._handle, [data])
+        return int(data.nbytes)
+
+    def register(self, client: Any) -> None:
+        """Register the region with ``client``'s server (once per region and server)."""
+        if id(client) in self._registered:
+            return
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            client.unregister_system_shared_memory(self.name, headers=self.headers)
+            client.register_system_shared_memory(self.name, self.key, self.size, headers=self.headers)
+        except InferenceServerException as exc:
+            msg = str(exc)
+            if "restricted" in msg.lower():
+                raise PermissionDeniedError(
+                    f"{msg} — the server locks its shared-memory API: pass its admin header "
+                    "(Client(..., admin_headers=...)) or use shared_memory=False"
+                ) from exc
+            raise InvalidInputError(
+                f"{msg} — system shared memory works only with a server on this machine; "
+                "use shared_memory=False for a remote server"
+            ) from exc
+        self._registered[id(client)] = client
+
+    def _destroy(self) -> None:
+        """Unregister from every server and remove the region (before growing it, or at close)."""
+        if self._handle is None:
+            return
+        import tritonclient.utils.shared_memory as shm
+
+        for client in self._registered.values():
+            try:
+                client.unregister_system_shared_memory(self.name, headers=self.headers)
+            except Exception:  # the server may be gone: nothing to undo there
+                pass
+        self._registered.clear()
+        shm.destroy_shared_memory_region(self._handle)
+        self._handle, self.size = None, 0
+
+    def close(self) -> None:
+        with self.lock:
+            self._destroy()
