@@ -47,6 +47,20 @@ def test_diagnose_json_and_table(covidet_server: Any, tmp_path: Path) -> None:
     assert result["n_slices"] == 40 and set(result["class_probs"]) >= {"COVID-19"}
     table = _run("diagnose", str(tmp_path / "a"), "--url", covidet_server.http_url, "--protocol", "http")
     assert table.returncode == 0 and "stepwise P(COVID-19)" in table.stdout
+    # the same series as an explicit list of files (relative to the list), in reverse order
+    listing = tmp_path / "series.txt"
+    listing.write_text("\n".join(f"a/{f.name}" for f in sorted((tmp_path / "a").glob("*.dcm"))[::-1]))
+    listed = _run("diagnose", "--files-from", str(listing), "--url", covidet_server.grpc_url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)[0]["class_probs"] == pytest.approx(result["class_probs"], abs=1e-6)
+
+
+def test_diagnose_needs_a_scan_and_names_a_missing_listed_file(tmp_path: Path) -> None:
+    assert _run("diagnose").returncode == 2
+    listing = tmp_path / "series.txt"
+    listing.write_text("missing_1.dcm\n")
+    run = _run("diagnose", "--files-from", str(listing), "--url", "127.0.0.1:9")
+    assert run.returncode == 2 and "do not exist" in run.stderr and "Traceback" not in run.stderr
 
 
 @pytest.mark.e2e

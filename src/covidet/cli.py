@@ -74,7 +74,15 @@ def _diagnose_main(argv: list[str]) -> int:
     from covidet.client import Client, load_volume
 
     p = argparse.ArgumentParser(prog="covidet diagnose", description="Diagnose CT scans.")
-    p.add_argument("paths", nargs="+", help="DICOM folders/files or NIfTI files")
+    p.add_argument("paths", nargs="*", help="DICOM folders/files/DICOMDIRs or NIfTI files, one scan each")
+    p.add_argument(
+        "--files-from",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="LIST",
+        help="a text file listing the DICOM files of one series, one path per line (repeatable)",
+    )
     p.add_argument(
         "--url",
         action="append",
@@ -92,13 +100,20 @@ def _diagnose_main(argv: list[str]) -> int:
         help="write DICOM SEG + SR (DICOM input), result.json and PNG key images per scan here",
     )
     args = p.parse_args(argv)
+    scans: list[tuple[str, Any]] = [(path, path) for path in args.paths]
+    for listing in args.files_from:
+        lines = [ln.strip() for ln in listing.read_text().splitlines()]
+        files = [Path(ln) if Path(ln).is_absolute() else listing.parent / ln for ln in lines if ln]
+        scans.append((listing.stem, files))
+    if not scans:
+        p.error("give at least one scan: PATH... or --files-from LIST")
     console = Console(stderr=args.json)
     results = []
     with Client(args.url or ["127.0.0.1:8001"], protocol=args.protocol, timeout_s=args.timeout) as client:
-        with Progress(console=console, disable=len(args.paths) < 2 or args.json) as progress:
-            task = progress.add_task("diagnosing", total=len(args.paths))
-            for path in args.paths:
-                volume = load_volume(path)
+        with Progress(console=console, disable=len(scans) < 2 or args.json) as progress:
+            task = progress.add_task("diagnosing", total=len(scans))
+            for path, source in scans:
+                volume = load_volume(source)
                 want_masks = args.masks_out is not None or args.out is not None
                 d = client.diagnose(volume, return_masks=want_masks)
                 results.append(d)

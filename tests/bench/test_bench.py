@@ -122,6 +122,7 @@ def test_soak_short_run(covidet_server: Any, tmp_path: Path) -> None:
             "96",
             "--scans",
             "2",
+            "--shared-memory",
             "--json",
             str(out),
         ]

@@ -15,6 +15,7 @@ from covidet.client._dicom import (
     SliceSpacingError,
     read_dicom_series,
 )
+from covidet.client._volume import VolumeError
 from covidet.phantom import make_phantom, write_dicom_series
 
 
@@ -96,3 +97,19 @@ def test_dicomdir_is_followed(tmp_path: Path) -> None:
     fs.write(tmp_path / "media")
     vol = read_dicom_series(tmp_path / "media" / "DICOMDIR")
     np.testing.assert_array_equal(vol.hu, ph.hu)
+
+
+def test_an_explicit_list_of_files_is_one_series(series: tuple[Path, list[Path], object]) -> None:
+    from covidet.client import load_volume
+
+    folder, files, ph = series
+    (folder / "other.txt").write_text("not DICOM, not listed")
+    shuffled = [files[i] for i in (3, 0, 9, 5, 1, 8, 2, 7, 4, 6)]
+    vol = load_volume([str(f) for f in shuffled])
+    np.testing.assert_array_equal(vol.hu, ph.hu)  # sorted by position, not by list order
+    part = read_dicom_series(files[:4] + files[5:8], policy="ignore")  # only the listed files count
+    assert part.n_slices == 7 and "gap" in part.meta["defects"][0]
+    with pytest.raises(VolumeError, match="do not exist"):
+        read_dicom_series([*files[:3], folder / "missing.dcm"])
+    with pytest.raises(VolumeError, match="empty list"):
+        read_dicom_series([])

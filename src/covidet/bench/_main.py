@@ -10,7 +10,7 @@ import platform
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,6 @@ def _scans(args: argparse.Namespace) -> list[Scan]:
     ]
 
 
-def _rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (Triton + Python-backend stubs)."""
-    return tree_memory_mib(pid)["rss_mib"]
-
-
 class _RssSampler:
     def __init__(self, pid: int | None) -> None:
         self.pid, self.peak, self.peak_pss = pid, 0.0, 0.0
@@ -78,18 +73,32 @@ class _RssSampler:
             self._thread.join()
 
 
-def _make_fn(url: str, protocol: str, masks: bool, shm: bool = False) -> Callable[[], DiagnoseFn]:
-    from covidet.client import Client
+class _Clients:
+    """Makes one client per load worker (each worker calls it once) and closes them all at the end
+    (a shared-memory client removes its /dev/shm region when closed)."""
 
-    def make() -> DiagnoseFn:
-        client = Client(url, protocol=protocol, timeout_s=600, retries=0, shared_memory=shm)
+    def __init__(self, url: str, protocol: str, masks: bool, shm: bool = False) -> None:
+        self.url, self.protocol, self.masks, self.shm = url, protocol, masks, shm
+        self._made: list[Any] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> DiagnoseFn:
+        from covidet.client import Client
+
+        client = Client(self.url, protocol=self.protocol, timeout_s=600, retries=0, shared_memory=self.shm)
+        with self._lock:
+            self._made.append(client)
 
         def fn(scan: Scan) -> None:
-            client.diagnose(scan.hu, spacing=scan.spacing, return_masks=masks)
+            client.diagnose(scan.hu, spacing=scan.spacing, return_masks=self.masks)
 
         return fn
 
-    return make
+    def close(self) -> None:
+        with self._lock:
+            for client in self._made:
+                client.close()
+            self._made.clear()
 
 
 def _stats(url: str, protocol: str) -> dict[str, Any]:
@@ -234,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = render_repository(args.profile if not args.url else "cpu", Path(tmp.name) / "repo")
     server = None
     url = args.url
+    make_fn: _Clients | None = None
     try:
         if url is None:
             from covidet.serve import TritonServer, free_ports
@@ -244,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with console.status("starting Triton..."):
                 server.wait_ready(timeout=600)
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
-        make_fn = _make_fn(url, args.protocol, args.masks, args.shared_memory)
+        make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory)
         warm = make_fn()
         for i in range(args.warmup):
             warm(scans[i % len(scans)])
@@ -264,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                     else:
                         res = run_open_loop(make_fn, scans, level, args.duration, on_sample=tick)
+                make_fn.close()  # this level's clients (and their shared-memory regions)
                 res.server = server_stats_delta(before, _stats(url, args.protocol))
                 res.peak_rss_mib = rss.peak or None
                 res.peak_pss_mib = rss.peak_pss or None
@@ -279,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             report["baselines"].extend({"summary": row, "samples": []} for row in rows)
     finally:
+        if make_fn is not None:
+            make_fn.close()
         if server:
             server.stop()
     from covidet.bench import _baselines as B

@@ -12,17 +12,19 @@ from typing import Any
 import numpy as np
 
 from covidet.bench._load import run_closed_loop
-from covidet.bench._main import _make_fn, _rss_mib, _scans
+from covidet.bench._main import _Clients, _scans
+from covidet.serve._procs import tree_memory_mib
 
 __all__ = ["main_soak", "soak_report"]
 
 
 def soak_report(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals, failures, p50 drift (last window vs first) and RSS growth over the run."""
+    """Totals, failures, p50 drift (last window vs first) and RSS/PSS growth over the run."""
     requests = sum(w["requests"] for w in windows)
     failures = sum(w["errors"] for w in windows)
     p50 = [w["latency_p50_s"] for w in windows if w["ok"]]
     rss = [w["rss_mib"] for w in windows if w.get("rss_mib")]
+    pss = [w["pss_mib"] for w in windows if w.get("pss_mib")]
     return {
         "windows": len(windows),
         "requests": requests,
@@ -33,6 +35,9 @@ def soak_report(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "rss_first_mib": rss[0] if rss else None,
         "rss_last_mib": rss[-1] if rss else None,
         "rss_growth_mib": (rss[-1] - rss[0]) if len(rss) > 1 else 0.0,
+        "pss_first_mib": pss[0] if pss else None,
+        "pss_last_mib": pss[-1] if pss else None,
+        "pss_growth_mib": (pss[-1] - pss[0]) if len(pss) > 1 else 0.0,
     }
 
 
@@ -48,6 +53,7 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scans", type=int, default=4)
     p.add_argument("--folder", default=None)
     p.add_argument("--masks", action="store_true")
+    p.add_argument("--shared-memory", action="store_true", help="the CT through /dev/shm (local server)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     scans = _scans(args)
@@ -66,18 +72,21 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
             server.start()
             server.wait_ready(timeout=600)
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
-        make_fn = _make_fn(url, args.protocol, args.masks)
+        make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory)
         make_fn()(scans[0])  # warm-up
         n = max(1, int(np.ceil(args.minutes * 60 / args.window)))
         for i in range(n):
             res = run_closed_loop(make_fn, scans, args.concurrency, args.window)
+            make_fn.close()
             s = res.summary()
             s.pop("server", None)
-            s["rss_mib"] = _rss_mib(server.pid) if server and server.pid else None
+            mem = tree_memory_mib(server.pid) if server and server.pid else {}
+            s["rss_mib"], s["pss_mib"] = mem.get("rss_mib"), mem.get("pss_mib")
             windows.append(s)
             print(
                 f"window {i + 1}/{n}: {s['ok']} ok, {s['errors']} failed, p50 "
-                f"{s['latency_p50_s']:.2f} s, server RSS {s['rss_mib'] or 0:.0f} MiB",
+                f"{s['latency_p50_s']:.2f} s, server RSS {s['rss_mib'] or 0:.0f} MiB, "
+                f"PSS {s['pss_mib'] or 0:.0f} MiB",
                 flush=True,
             )
     finally:

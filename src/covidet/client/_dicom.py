@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -97,8 +97,23 @@ def _defect(policy: str, defects: list[str], message: str, exc: type[VolumeError
         warnings.warn(message, stacklevel=3)
 
 
-def read_dicom_series(path: str | Path, *, series_uid: str | None = None, policy: str = "warn") -> Volume:
-    """Read one CT series from a folder (recursive) or file.
+def _listed_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    files = [Path(p) for p in paths]
+    if not files:
+        raise VolumeError("an empty list of files: pass the DICOM files of one series")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise VolumeError(f"{len(missing)} listed file(s) do not exist, e.g. {missing[0]}; check the list")
+    return files
+
+
+def read_dicom_series(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    series_uid: str | None = None,
+    policy: str = "warn",
+) -> Volume:
+    """Read one CT series from a folder (recursive), a file, a DICOMDIR or an explicit list of files.
 
     With several series, the caller's ``series_uid`` or else the one with the most slices is
     taken (``meta['series_choice']`` says which and why). Slices are sorted along the slice normal
@@ -106,8 +121,12 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, policy
     """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    root = Path(path)
-    files = _files(root)
+    if isinstance(path, (str, os.PathLike)):
+        root = Path(path)
+        files = _files(root)
+    else:
+        files = _listed_files(path)
+        root = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
     headers = [(f, h) for f, h in zip(files, _map(_header, files), strict=True) if h is not None]
     if not headers:
         raise VolumeError(f"{root}: no DICOM files found")

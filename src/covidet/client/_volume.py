@@ -53,9 +53,14 @@ def _as_int16(array: np.ndarray, source: str) -> np.ndarray:
 
 
 def load_volume(obj: Any, spacing: Any = None) -> Volume:
-    """A `Volume` from a numpy array (needs ``spacing``), a NIfTI file or a DICOM folder/file."""
+    """A `Volume` from a numpy array (needs ``spacing``), a NIfTI file, a DICOM folder/file/DICOMDIR,
+    or a list of DICOM files forming one series."""
     if isinstance(obj, Volume):
         return obj
+    if isinstance(obj, (list, tuple)):
+        from covidet.client._dicom import read_dicom_series
+
+        return read_dicom_series(obj)
     if isinstance(obj, np.ndarray):
         if spacing is None:
             raise VolumeError("a numpy volume needs spacing=(slice, row, column) in mm")
