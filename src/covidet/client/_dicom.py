@@ -7,6 +7,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ __all__ = [
     "read_dicom_series",
 ]
 
-_CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
+#: CT Image, Enhanced CT Image, Legacy Converted Enhanced CT Image storage.
+_CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
 
 
 class NotCTError(VolumeError):
@@ -107,6 +109,121 @@ def _listed_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class _Slice:
+    """One image plane: a classic single-frame instance, or one frame of an enhanced CT."""
+
+    file: Path
+    frame: int | None  # 0-based frame of a multi-frame instance; None for a single-frame one
+    position: tuple[float, ...]
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, ...]
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    sop_uid: str
+    thickness: float | None
+
+    @property
+    def name(self) -> str:
+        return self.file.name if self.frame is None else f"{self.file.name} frame {self.frame + 1}"
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in value)
+
+
+def _is_enhanced(h: Any) -> bool:
+    return int(getattr(h, "NumberOfFrames", 1) or 1) > 1 and "PerFrameFunctionalGroupsSequence" in h
+
+
+def _group(h: Any, frame: int, name: str) -> Any | None:
+    """A functional-group item for ``frame``: per-frame if present there, else shared."""
+    for seq_name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        seq = getattr(h, seq_name, None)
+        if not seq:
+            continue
+        item = seq[frame] if seq_name.startswith("PerFrame") else seq[0]
+        if name in item and len(item[name].value):
+            return item[name].value[0]
+    return None
+
+
+def _slices(f: Path, h: Any) -> list[_Slice]:
+    """The planes of one instance (several for an enhanced multi-frame CT); [] if it has no geometry."""
+    sop = str(getattr(h, "SOPInstanceUID", "") or "")
+    rows, cols = int(h.Rows), int(h.Columns)
+    if _is_enhanced(h):
+        out = []
+        for k in range(int(h.NumberOfFrames)):
+            pos = _group(h, k, "PlanePositionSequence")
+            ori = _group(h, k, "PlaneOrientationSequence")
+            meas = _group(h, k, "PixelMeasuresSequence")
+            if pos is None or ori is None or meas is None or "PixelSpacing" not in meas:
+                raise SeriesGeometryError(
+                    f"{f}: frame {k + 1} has no plane position, orientation or pixel spacing in its "
+                    "functional groups; the enhanced CT cannot be stacked"
+                )
+            vt = _group(h, k, "PixelValueTransformationSequence")
+            thick = getattr(meas, "SliceThickness", None)
+            out.append(
+                _Slice(
+                    f,
+                    k,
+                    _floats(pos.ImagePositionPatient),
+                    _floats(ori.ImageOrientationPatient),
+                    _floats(meas.PixelSpacing),
+                    rows,
+                    cols,
+                    float(getattr(vt, "RescaleSlope", 1) or 1) if vt is not None else 1.0,
+                    float(getattr(vt, "RescaleIntercept", 0) or 0) if vt is not None else 0.0,
+                    sop,
+                    float(thick) if thick else None,
+                )
+            )
+        return out
+    if not (hasattr(h, "ImagePositionPatient") and hasattr(h, "PixelSpacing")):
+        return []
+    thick = getattr(h, "SliceThickness", None)
+    return [
+        _Slice(
+            f,
+            None,
+            _floats(h.ImagePositionPatient),
+            _floats(h.ImageOrientationPatient),
+            _floats(h.PixelSpacing),
+            rows,
+            cols,
+            float(getattr(h, "RescaleSlope", 1) or 1),
+            float(getattr(h, "RescaleIntercept", 0) or 0),
+            sop,
+            float(thick) if thick else None,
+        )
+    ]
+
+
+def _read_pixels(slices: list[_Slice]) -> list[np.ndarray]:
+    """HU int16 planes for ``slices`` (each multi-frame file decoded once), in the given order."""
+    import pydicom
+
+    def hu(arr: np.ndarray, s: _Slice) -> np.ndarray:
+        return np.clip(np.rint(arr.astype(np.float32) * s.slope + s.intercept), -32768, 32767).astype(
+            np.int16
+        )
+
+    classic = [s for s in slices if s.frame is None]
+    planes: dict[tuple[Path, int | None], np.ndarray] = {}
+    for s, arr in zip(classic, _map(_pixels, [s.file for s in classic]), strict=True):
+        planes[(s.file, None)] = arr
+    for f in sorted({s.file for s in slices if s.frame is not None}):
+        frames = pydicom.dcmread(f).pixel_array
+        for s in slices:
+            if s.file == f and s.frame is not None:
+                planes[(f, s.frame)] = hu(frames[s.frame], s)
+    return [planes[(s.file, s.frame)] for s in slices]
+
+
 def read_dicom_series(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -115,9 +232,10 @@ def read_dicom_series(
 ) -> Volume:
     """Read one CT series from a folder (recursive), a file, a DICOMDIR or an explicit list of files.
 
-    With several series, the caller's ``series_uid`` or else the one with the most slices is
-    taken (``meta['series_choice']`` says which and why). Slices are sorted along the slice normal
-    (superior first for axial scans), never by file name or InstanceNumber.
+    Classic single-frame series and enhanced multi-frame CT (geometry from the functional groups)
+    both work. With several series, the caller's ``series_uid`` or else the one with the most
+    slices is taken (``meta['series_choice']`` says which and why). Slices are sorted along the
+    slice normal (superior first for axial scans), never by file name, InstanceNumber or frame order.
     """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
@@ -130,14 +248,18 @@ def read_dicom_series(
     headers = [(f, h) for f, h in zip(files, _map(_header, files), strict=True) if h is not None]
     if not headers:
         raise VolumeError(f"{root}: no DICOM files found")
-    series: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    series: dict[str, list[_Slice]] = defaultdict(list)
+    first_header: dict[str, Any] = {}
     localizers = 0
     for f, h in headers:
         if "LOCALIZER" in [str(v).upper() for v in getattr(h, "ImageType", [])]:
             localizers += 1  # scout images are not part of the volume
             continue
-        if hasattr(h, "ImagePositionPatient") and hasattr(h, "PixelSpacing"):
-            series[str(getattr(h, "SeriesInstanceUID", "") or "")].append((f, h))
+        planes = _slices(f, h)
+        if planes:
+            uid = str(getattr(h, "SeriesInstanceUID", "") or "")
+            series[uid].extend(planes)
+            first_header.setdefault(uid, h)
     if not series:
         modalities = sorted({str(getattr(h, "Modality", "?")) for _, h in headers})
         raise VolumeError(f"{root}: no image slices with position and spacing (modalities {modalities})")
@@ -149,23 +271,26 @@ def read_dicom_series(
         chosen = max(series, key=lambda uid: len(series[uid]))
         why = f"most slices of {len(series)} series" if len(series) > 1 else "only series"
     items = series[chosen]
-    first = items[0][1]
+    first = first_header[chosen]
     modality = str(getattr(first, "Modality", ""))
     if modality != "CT" and str(getattr(first, "SOPClassUID", "")) not in _CT_STORAGE:
         raise NotCTError(
             f"{root}: series modality is {modality or 'unknown'!r}, not CT; covidet reads chest CT only"
         )
-    orient = np.array([float(v) for v in first.ImageOrientationPatient])
-    shape = (int(first.Rows), int(first.Columns))
-    for f, h in items:
-        if (int(h.Rows), int(h.Columns)) != shape:
+    s0 = items[0]
+    orient = np.array(s0.orientation)
+    shape = (s0.rows, s0.columns)
+    for it in items:
+        if (it.rows, it.columns) != shape:
             raise SeriesGeometryError(
-                f"{f}: slice size {h.Rows}x{h.Columns} differs from {shape[0]}x{shape[1]}"
+                f"{it.file}: slice size {it.rows}x{it.columns} differs from {shape[0]}x{shape[1]}"
             )
-        if not np.allclose([float(v) for v in h.ImageOrientationPatient], orient, atol=1e-4):
-            raise SeriesGeometryError(f"{f}: ImageOrientationPatient differs from the series' first slice")
+        if not np.allclose(it.orientation, orient, atol=1e-4):
+            raise SeriesGeometryError(
+                f"{it.name}: ImageOrientationPatient differs from the series' first slice"
+            )
     normal = np.cross(orient[:3], orient[3:])
-    pos = np.array([np.dot(normal, [float(v) for v in h.ImagePositionPatient]) for _, h in items])
+    pos = np.array([np.dot(normal, it.position) for it in items])
     order = np.argsort(-pos, kind="stable")  # along -normal: superior first for axial scans
     pos = pos[order]
     steps = np.abs(np.diff(pos))
@@ -175,10 +300,10 @@ def read_dicom_series(
     if steps.size and steps.min() < 1e-3:
         k = int(np.argmin(steps))
         raise DuplicatePositionError(
-            f"{items[order[k]][0].name} and {items[order[k + 1]][0].name} share the position "
+            f"{items[order[k]].name} and {items[order[k + 1]].name} share the position "
             f"{pos[k]:.2f} mm along the slice normal; remove the duplicate slice"
         )
-    dz = float(np.median(steps)) if steps.size else float(getattr(first, "SliceThickness", 1.0) or 1.0)
+    dz = float(np.median(steps)) if steps.size else float(s0.thickness or 1.0)
     if steps.size and steps.max() > 1.5 * dz:
         _defect(
             policy,
@@ -195,19 +320,22 @@ def read_dicom_series(
             SliceSpacingError,
         )
     if len(items) > 1:
-        p0 = np.array([float(v) for v in items[order[0]][1].ImagePositionPatient])
-        p1 = np.array([float(v) for v in items[order[-1]][1].ImagePositionPatient])
+        p0 = np.array(items[order[0]].position)
+        p1 = np.array(items[order[-1]].position)
         direction = (p1 - p0) / max(np.linalg.norm(p1 - p0), 1e-6)
         tilt = float(np.degrees(np.arccos(min(1.0, abs(float(np.dot(direction, normal)))))))
         if tilt > 0.5:
             _defect(
                 policy,
                 defects,
-                f"gantry tilt of {tilt:.1f} degrees: slices are sheared; volumes and masks ignore the shear",
+                f"gantry tilt of {tilt:.1f} degrees: the slices are sheared along the table axis; masks "
+                "are per source slice and stay aligned with it, volumes are unchanged (a shear keeps "
+                "volume); only 3D views such as the coronal overview show the shear",
                 SeriesGeometryError,
             )
-    dy, dx = (float(v) for v in first.PixelSpacing)
-    slices = _map(_pixels, [items[i][0] for i in order])
+    dy, dx = s0.pixel_spacing
+    ordered = [items[i] for i in order]
+    slices = _read_pixels(ordered)
     return Volume(
         hu=np.stack(slices),
         spacing=(dz, dy, dx),
@@ -219,8 +347,10 @@ def read_dicom_series(
             "defects": defects,
             "n_series": len(series),
             "orientation": orient.tolist(),
-            "first_position": [float(v) for v in items[order[0]][1].ImagePositionPatient],
+            "first_position": list(ordered[0].position),
             "series_description": str(getattr(first, "SeriesDescription", "")),
-            "sop_instance_uids": [str(getattr(items[i][1], "SOPInstanceUID", "")) for i in order],
+            "sop_instance_uids": [it.sop_uid for it in ordered],
+            # enhanced CT: the source frame (0-based) of each volume slice, for the SEG
+            "source_frames": [it.frame for it in ordered] if ordered[0].frame is not None else None,
         },
     )

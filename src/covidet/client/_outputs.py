@@ -88,6 +88,11 @@ def _load_source_datasets(volume: Volume, source_datasets: Sequence[Any] | None)
             f"{len(missing)} of the volume's {len(uids)} source slices are not among the source "
             f"datasets (first missing SOPInstanceUID {missing[0]}); was {volume.source} changed?"
         )
+    if volume.meta.get("source_frames") is not None:  # enhanced CT: frames of one instance
+        if len(set(uids)) != 1:
+            log.warning("an enhanced CT split over several instances: no seg.dcm, no sr.dcm")
+            return None
+        return [by_uid[uids[0]]]
     return [by_uid[u] for u in uids]
 
 
@@ -119,6 +124,7 @@ def _write_seg(
     lung: np.ndarray,
     lesion: np.ndarray,
     path: Path,
+    source_frames: Sequence[int] | None = None,
 ) -> Any:
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -151,6 +157,10 @@ def _write_seg(
         ),
     ]
     pixels = np.stack([lung, lesion], axis=-1).astype(np.uint8)  # [S, H, W, segment]
+    if source_frames is not None:  # one multi-frame source: masks go back into its frame order
+        by_frame = np.zeros((int(sources[0].NumberOfFrames), *pixels.shape[1:]), np.uint8)
+        by_frame[np.asarray(source_frames, dtype=np.int64)] = pixels
+        pixels = by_frame
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,
@@ -505,7 +515,8 @@ def write_outputs(
         if lung is None or lesion is None:
             log.info("no masks in the diagnosis (return_masks=False): no seg.dcm")
         else:
-            seg = _write_seg(diagnosis, sources, lung, lesion, out_dir / "seg.dcm")
+            frames = volume.meta.get("source_frames")
+            seg = _write_seg(diagnosis, sources, lung, lesion, out_dir / "seg.dcm", frames)
             written["seg"] = out_dir / "seg.dcm"
         _write_sr(diagnosis, sources, seg, out_dir / "sr.dcm")
         written["sr"] = out_dir / "sr.dcm"
