@@ -22,10 +22,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def covidet_server(repository: Path) -> Iterator[object]:
     """A real Triton server on free 127.0.0.1 ports, serving the rendered repository."""
-    from covidet.serve import TritonServer, free_ports
+    from covidet.serve import TritonServer
 
-    http, grpc, metrics = free_ports(3)
-    server = TritonServer(repository, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    server = TritonServer.on_free_ports(repository)
     server.start()
     try:
         server.wait_ready(timeout=float(os.environ.get("COVIDET_TEST_READY_TIMEOUT", "300")))

@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedKFold
 from covidet import _contract as C
 from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical, train_svm
 from covidet.clinical._svm import _calibrated
-from covidet.serve import TritonServer, free_ports
+from covidet.serve import TritonServer
 
 pytestmark = pytest.mark.e2e
 
@@ -79,8 +79,7 @@ def server(
 ) -> Iterator[TritonServer]:
     names = tuple(s.name for s in MODELS)
     repo = _repository(tmp_path_factory.mktemp("served"), reference[0], names)
-    http, grpc, metrics = free_ports(3)
-    srv = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    srv = TritonServer.on_free_ports(repo)
     srv.start()
     try:
         for name in names:
@@ -168,8 +167,7 @@ def test_tampered_model_file_fails_the_load(tmp_path: Path) -> None:
     bad = tmp_path / "tampered.json"
     bad.write_text(json.dumps(doc))
     repo = _repository(tmp_path, bad, (C.CLINICAL_SVM.name,))
-    http, grpc, metrics = free_ports(3)
-    srv = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    srv = TritonServer.on_free_ports(repo)
     srv.start()
     try:
         assert srv.process is not None

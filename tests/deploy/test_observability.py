@@ -258,7 +258,7 @@ dynamic_batching { }
 
 def test_triton_exposes_the_metrics_we_query(tmp_path: Path, dashboard: dict[str, Any]) -> None:
     try:
-        from covidet.serve import TritonServer, find_tritonserver, free_ports
+        from covidet.serve import TritonServer, find_tritonserver
 
         find_tritonserver()
     except Exception as exc:
@@ -269,12 +269,8 @@ def test_triton_exposes_the_metrics_we_query(tmp_path: Path, dashboard: dict[str
     (tmp_path / "echo" / "1").mkdir(parents=True)
     (tmp_path / "echo" / "1" / "model.py").write_text(_MODEL)
     (tmp_path / "echo" / "config.pbtxt").write_text(_CONFIG)
-    http, grpc, metrics = free_ports(3)
-    server = TritonServer(
+    server = TritonServer.on_free_ports(
         tmp_path,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
         extra_args=["--metrics-config=summary_latencies=true", "--metrics-interval-ms=200"],
     )
     with server:

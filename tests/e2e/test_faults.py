@@ -13,14 +13,13 @@ import tritonclient.grpc as grpcclient
 
 from covidet.client import Client, CovidetError
 from covidet.phantom import make_phantom
-from covidet.serve import TritonServer, free_ports
+from covidet.serve import TritonServer
 
 pytestmark = pytest.mark.e2e
 
 
 def test_killed_replica_loses_no_scan(covidet_server: Any, repository: Path) -> None:
-    http, grpc, metrics = free_ports(3)
-    second = TritonServer(repository, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    second = TritonServer.on_free_ports(repository)
     second.start()
     try:
         second.wait_ready(timeout=300)

@@ -20,7 +20,7 @@ import pytest
 from covidet import _contract as C
 from covidet.client import Client, CovidetError
 from covidet.phantom import make_phantom
-from covidet.serve import StubWatchdog, TritonServer, admin_headers, free_ports, restricted_api_args
+from covidet.serve import StubWatchdog, TritonServer, admin_headers, restricted_api_args
 from covidet.serve._heal import reload_model
 from covidet.serve._procs import python_stubs
 
@@ -32,12 +32,8 @@ _ADMIN = admin_headers(_HEADER, _TOKEN, "http")
 
 @pytest.fixture(scope="module")
 def server(repository: Path) -> Iterator[TritonServer]:
-    http, grpc, metrics = free_ports(3)
-    srv = TritonServer(
+    srv = TritonServer.on_free_ports(
         repository,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
         model_control_mode="explicit",
         extra_args=restricted_api_args(_HEADER, _TOKEN),
     )

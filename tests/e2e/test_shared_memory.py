@@ -10,7 +10,7 @@ import pytest
 
 from covidet.client import Client, PermissionDeniedError
 from covidet.phantom import make_phantom
-from covidet.serve import TritonServer, admin_headers, free_ports, restricted_api_args
+from covidet.serve import TritonServer, admin_headers, restricted_api_args
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +37,9 @@ def test_shared_memory_gives_the_same_answer(covidet_server: Any, protocol: str)
 
 
 def test_a_locked_shared_memory_api_needs_the_admin_header(repository: Path) -> None:
-    http, grpc, metrics = free_ports(3)
     header, token = "covidet-admin-key", "shm-test-token-0123456789abcdef"
-    server = TritonServer(
+    server = TritonServer.on_free_ports(
         repository,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
         extra_args=restricted_api_args(header, token, ["shared-memory"]),
     )
     ph = make_phantom("influenza", n_slices=24, size=128, seed=97_002)

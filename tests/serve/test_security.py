@@ -162,7 +162,7 @@ instance_group { count: 1 kind: KIND_CPU }
 def secure_server(tmp_path_factory: pytest.TempPathFactory, tls: TlsFiles) -> Iterator[object]:
     """Triton with restricted admin APIs and mutual gRPC TLS, serving a one-line Python model."""
     try:
-        from covidet.serve import TritonServer, find_tritonserver, free_ports
+        from covidet.serve import TritonServer, find_tritonserver
 
         find_tritonserver()
     except Exception as exc:  # no server binary in this installation
@@ -171,12 +171,8 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory, tls: TlsFiles) -> It
     (repo / "identity" / "1").mkdir(parents=True)
     (repo / "identity" / "1" / "model.py").write_text(_IDENTITY)
     (repo / "identity" / "config.pbtxt").write_text(_CONFIG)
-    http, grpc, metrics = free_ports(3)
-    server = TritonServer(
+    server = TritonServer.on_free_ports(
         repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
         model_control_mode="explicit",
         extra_args=[
             *restricted_api_args(HEADER, SECRET),

@@ -246,10 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_fn: _Clients | None = None
     try:
         if url is None:
-            from covidet.serve import TritonServer, free_ports
+            from covidet.serve import TritonServer
 
-            http, grpc, metrics = free_ports(3)
-            server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+            server = TritonServer.on_free_ports(repo)
             server.start()
             with console.status("starting Triton..."):
                 server.wait_ready(timeout=600)

@@ -63,12 +63,11 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
     windows: list[dict[str, Any]] = []
     try:
         if url is None:
-            from covidet.serve import TritonServer, free_ports
+            from covidet.serve import TritonServer
             from covidet.serve._render import render_repository
 
             repo = render_repository("cpu", Path(tmp.name) / "repo")
-            http, grpc, metrics = free_ports(3)
-            server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+            server = TritonServer.on_free_ports(repo)
             server.start()
             server.wait_ready(timeout=600)
             url = server.grpc_url if args.protocol == "grpc" else server.http_url

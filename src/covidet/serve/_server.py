@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from covidet import _contract as C
 from covidet.errors import ServerStartError
@@ -73,6 +74,13 @@ class TritonServer:
         # Python-backend stubs talk to Triton through /dev/shm regions that a killed server
         # leaves behind (64 MiB+ each); a per-server prefix lets us remove exactly ours.
         self.shm_prefix = f"covidet_{uuid.uuid4().hex[:12]}_"
+
+    @classmethod
+    def on_free_ports(cls, model_repository: Path | str, **kwargs: Any) -> TritonServer:
+        """A server on three free ports of 127.0.0.1 (tests, bench, local tools); ``kwargs`` as for
+        the constructor."""
+        http, grpc, metrics = free_ports(3)
+        return cls(model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics, **kwargs)
 
     @property
     def grpc_url(self) -> str:
