@@ -134,7 +134,7 @@ def test_a_crashed_stub_is_reloaded_and_no_scan_is_lost(server: TritonServer) ->
                 while not any(m == model for m, _ in dog.reloads) and time.monotonic() < deadline:
                     time.sleep(0.2)
 
-        results = _during_load(server, crash, retries=8, backoff_s=0.5, max_backoff_s=4.0)
+        results = _during_load(server, crash, retries=12, backoff_s=0.5, max_backoff_s=4.0)
     assert results == ["ok"] * len(results), results
     assert {C.LUNG_SEG.name, C.PIPELINE.name} <= {m for m, _ in dog.reloads}, messages
     after = {s.instance: s.pid for s in python_stubs(server.pid or 0)}
