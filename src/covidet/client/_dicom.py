@@ -66,13 +66,19 @@ def _header(path: Path) -> Any | None:
 
 
 def _pixels(path: Path) -> np.ndarray:
+    """The stored pixel values of an instance (all frames of a multi-frame one)."""
     import pydicom
 
-    ds = pydicom.dcmread(path)
-    arr = ds.pixel_array.astype(np.float32)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    return np.clip(np.rint(arr * slope + intercept), -32768, 32767).astype(np.int16)
+    return np.asarray(pydicom.dcmread(path).pixel_array)
+
+
+def _rescale(item: Any | None) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of a dataset or functional-group item; (1, 0) if absent."""
+    return float(getattr(item, "RescaleSlope", 1) or 1), float(getattr(item, "RescaleIntercept", 0) or 0)
+
+
+def _to_hu(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    return np.clip(np.rint(stored.astype(np.float32) * slope + intercept), -32768, 32767).astype(np.int16)
 
 
 def _map(fn: Any, items: Iterable[Any]) -> list[Any]:
@@ -154,74 +160,47 @@ def _slices(f: Path, h: Any) -> list[_Slice]:
     """The planes of one instance (several for an enhanced multi-frame CT); [] if it has no geometry."""
     sop = str(getattr(h, "SOPInstanceUID", "") or "")
     rows, cols = int(h.Rows), int(h.Columns)
-    if _is_enhanced(h):
-        out = []
-        for k in range(int(h.NumberOfFrames)):
-            pos = _group(h, k, "PlanePositionSequence")
-            ori = _group(h, k, "PlaneOrientationSequence")
-            meas = _group(h, k, "PixelMeasuresSequence")
-            if pos is None or ori is None or meas is None or "PixelSpacing" not in meas:
-                raise SeriesGeometryError(
-                    f"{f}: frame {k + 1} has no plane position, orientation or pixel spacing in its "
-                    "functional groups; the enhanced CT cannot be stacked"
-                )
-            vt = _group(h, k, "PixelValueTransformationSequence")
-            thick = getattr(meas, "SliceThickness", None)
-            out.append(
-                _Slice(
-                    f,
-                    k,
-                    _floats(pos.ImagePositionPatient),
-                    _floats(ori.ImageOrientationPatient),
-                    _floats(meas.PixelSpacing),
-                    rows,
-                    cols,
-                    float(getattr(vt, "RescaleSlope", 1) or 1) if vt is not None else 1.0,
-                    float(getattr(vt, "RescaleIntercept", 0) or 0) if vt is not None else 0.0,
-                    sop,
-                    float(thick) if thick else None,
-                )
-            )
-        return out
-    if not (hasattr(h, "ImagePositionPatient") and hasattr(h, "PixelSpacing")):
-        return []
-    thick = getattr(h, "SliceThickness", None)
-    return [
-        _Slice(
+
+    def plane(frame: int | None, pos: Any, ori: Any, meas: Any, rescale: Any) -> _Slice:
+        thick = getattr(meas, "SliceThickness", None)
+        return _Slice(
             f,
-            None,
-            _floats(h.ImagePositionPatient),
-            _floats(h.ImageOrientationPatient),
-            _floats(h.PixelSpacing),
+            frame,
+            _floats(pos.ImagePositionPatient),
+            _floats(ori.ImageOrientationPatient),
+            _floats(meas.PixelSpacing),
             rows,
             cols,
-            float(getattr(h, "RescaleSlope", 1) or 1),
-            float(getattr(h, "RescaleIntercept", 0) or 0),
+            *_rescale(rescale),
             sop,
             float(thick) if thick else None,
         )
-    ]
+
+    if not _is_enhanced(h):
+        has_geometry = hasattr(h, "ImagePositionPatient") and hasattr(h, "PixelSpacing")
+        return [plane(None, h, h, h, h)] if has_geometry else []
+    out = []
+    for k in range(int(h.NumberOfFrames)):
+        pos = _group(h, k, "PlanePositionSequence")
+        ori = _group(h, k, "PlaneOrientationSequence")
+        meas = _group(h, k, "PixelMeasuresSequence")
+        if pos is None or ori is None or meas is None or "PixelSpacing" not in meas:
+            raise SeriesGeometryError(
+                f"{f}: frame {k + 1} has no plane position, orientation or pixel spacing in its "
+                "functional groups; the enhanced CT cannot be stacked"
+            )
+        out.append(plane(k, pos, ori, meas, _group(h, k, "PixelValueTransformationSequence")))
+    return out
 
 
 def _read_pixels(slices: list[_Slice]) -> list[np.ndarray]:
-    """HU int16 planes for ``slices`` (each multi-frame file decoded once), in the given order."""
-    import pydicom
-
-    def hu(arr: np.ndarray, s: _Slice) -> np.ndarray:
-        return np.clip(np.rint(arr.astype(np.float32) * s.slope + s.intercept), -32768, 32767).astype(
-            np.int16
-        )
-
-    classic = [s for s in slices if s.frame is None]
-    planes: dict[tuple[Path, int | None], np.ndarray] = {}
-    for s, arr in zip(classic, _map(_pixels, [s.file for s in classic]), strict=True):
-        planes[(s.file, None)] = arr
-    for f in sorted({s.file for s in slices if s.frame is not None}):
-        frames = pydicom.dcmread(f).pixel_array
-        for s in slices:
-            if s.file == f and s.frame is not None:
-                planes[(f, s.frame)] = hu(frames[s.frame], s)
-    return [planes[(s.file, s.frame)] for s in slices]
+    """HU int16 planes for ``slices``, in the given order; each file is decoded once, in parallel."""
+    files = list(dict.fromkeys(s.file for s in slices))
+    stored = dict(zip(files, _map(_pixels, files), strict=True))
+    return [
+        _to_hu(stored[s.file] if s.frame is None else stored[s.file][s.frame], s.slope, s.intercept)
+        for s in slices
+    ]
 
 
 def read_dicom_series(
