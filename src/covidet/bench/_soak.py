@@ -61,6 +61,7 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory()
     url = args.url
     windows: list[dict[str, Any]] = []
+    make_fn: _Clients | None = None
     try:
         if url is None:
             from covidet.serve import TritonServer
@@ -89,6 +90,8 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
     finally:
+        if make_fn is not None:
+            make_fn.close()
         if server:
             server.stop()
         tmp.cleanup()

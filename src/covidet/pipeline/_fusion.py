@@ -83,12 +83,11 @@ def lesion_statistics(
     lung_mask: np.ndarray, lesion_mask: np.ndarray, spacing: Sequence[float]
 ) -> LesionStats:
     """Lung and lesion volumes (lesion restricted to lung) and their ratio (0 without lung)."""
-    dz, dy, dx = _check_spacing(spacing)
-    n_lesion = 0
-    for z in range(0, lung_mask.shape[0], 16):  # slabs: no full-size boolean temporaries
-        n_lesion += int(np.count_nonzero((lesion_mask[z : z + 16] > 0) & (lung_mask[z : z + 16] > 0)))
     lung_ml = volume_ml(lung_mask, spacing)
-    lesion_ml = n_lesion * dz * dy * dx / 1000.0
+    lesion_ml = sum(  # slabs of 16 slices: no full-size boolean temporaries
+        volume_ml((lesion_mask[z : z + 16] > 0) & (lung_mask[z : z + 16] > 0), spacing)
+        for z in range(0, lung_mask.shape[0], 16)
+    )
     return LesionStats(lung_ml, lesion_ml, lesion_ml / lung_ml if lung_ml > 0 else 0.0)
 
 
