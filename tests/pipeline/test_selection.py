@@ -67,7 +67,7 @@ def test_classifier_input_channels_follow_jin() -> None:
     mask[0, 10:30, 10:30] = 1
     rec = dict(REC, input_size=[20, 20])
     sel = P.select_slices(np.repeat(mask, 1, axis=0), dict(rec, min_lung_pixels=0))
-    x = P.classifier_input(hu, mask, sel, rec)
+    x = P.classifier_input(hu, mask[sel.indices], sel, rec)
     assert x.shape == (1, 3, 20, 20)
     # cropped to the lung box: the whole crop is lung, slice = 255 (max of window), min 255 -> 0
     # after min-subtraction everything is 0 except the mask channel
@@ -82,8 +82,31 @@ def test_classifier_input_window_and_min_subtraction() -> None:
     mask = np.ones_like(hu, dtype=np.uint8)
     rec = dict(REC, input_size=[32, 32], min_lung_pixels=0)
     sel = P.select_slices(mask, rec)
-    x = P.classifier_input(hu, mask, sel, rec)
+    x = P.classifier_input(hu, mask[sel.indices], sel, rec)
     assert x[0, 2, 0, 0] == pytest.approx(1.0, abs=1e-6)
     assert x[0, 2, 1, 1] == pytest.approx(127 / 255, abs=1e-6)
     assert x[0, 2, 5, 5] == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(x[0, 1], x[0, 2])  # mask = 1 -> mask*slice = slice
+
+
+def test_mask_summary_built_slab_by_slab_selects_like_the_whole_mask() -> None:
+    rng = np.random.default_rng(0)
+    mask = (rng.random((30, 64, 48)) > 0.995).astype(np.uint8)
+    mask[5:25, 20:40, 10:30] = 1
+    summary = P.MaskSummary.empty(mask.shape)
+    for part in P.chunks(30, 7):
+        summary.add(np.arange(30)[part], mask[part])
+    whole = P.MaskSummary.of(mask)
+    np.testing.assert_array_equal(summary.counts, mask.reshape(30, -1).sum(axis=1))
+    np.testing.assert_array_equal(summary.rows, whole.rows)
+    np.testing.assert_array_equal(summary.cols, mask.any(axis=(0, 1)))
+    a, b = P.select_slices(summary, REC), P.select_slices(mask, REC)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert (a.bbox, a.n_valid) == (b.bbox, b.n_valid)
+
+
+def test_classifier_input_wants_the_masks_of_the_selected_slices() -> None:
+    mask = _mask_with_valid(20)
+    sel = P.select_slices(mask, REC)
+    with pytest.raises(ValueError, match="20 selected slices"):
+        P.classifier_input(np.zeros(mask.shape, np.int16), mask, sel, REC)

@@ -48,8 +48,22 @@ def test_cpu_repository_follows_the_contract(repository: Path) -> None:
     assert optional == [t.name for t in C.ENSEMBLE.inputs if t.optional]
 
 
+def test_cpu_pipeline_bounds_its_threads_and_chunks(repository: Path) -> None:
+    from covidet.serving import PipelineConfig
+
+    params = {k: v.string_value for k, v in _config(repository, C.PIPELINE.name).parameters.items()}
+    assert int(params["torch_threads"]) >= 1
+    assert PipelineConfig.from_repository(repository).max_inflight_chunks == 4
+    for spec in C.SLICE_MODELS:
+        slice_params = _config(repository, spec.name).parameters
+        assert slice_params["mem_pattern"].string_value == "false"
+
+
 def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
     repo = render_repository("gpu-torch", tmp_path / "repo")
+    from covidet.serving import PipelineConfig
+
+    assert PipelineConfig.from_repository(repo).max_inflight_chunks == 16  # GPUs batch more
     cfg = _config(repo, C.LUNG_SEG.name)
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     assert params["runtime"] == "torch" and params["device"] == "cuda"

@@ -160,3 +160,89 @@ def test_lesions_stay_inside_the_lung_box_and_inside_the_lung_mask() -> None:
     assert not (lesion & (1 - lung)).any()  # the lesion is part of the lung
     cols = np.flatnonzero(lesion.any(axis=(0, 1)))
     assert cols.min() > 5 and cols.max() < 90  # clipped to the lung box (+ margin), not the body
+
+
+def _whole_volume_reference(
+    pipe: ScanPipeline, ct: np.ndarray, infer_sync: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, P.SliceSelection]:
+    """The pipeline computed on whole volumes, with full-size masks at every step."""
+    lung_rec = pipe.config.record(C.LUNG_SEG.name)
+    prob = infer_sync[C.LUNG_SEG.name][:, 0]
+    keep = P.clean_lung_mask((prob > 0.5).astype(np.uint8))
+    prob = np.where(keep > 0, np.maximum(prob, 0.51), np.minimum(prob, 0.49)).astype(np.float32)
+    lung = P.prob_to_mask(prob, ct.shape[1:])
+    assert lung_rec["input_size"]
+    selection = P.select_slices(lung, pipe.config.record(C.SLICE_CLASSIFIER.name))
+    idx = np.flatnonzero(lung.any(axis=(1, 2)))
+    lesion = np.zeros_like(lung)
+    P.prob_to_mask(infer_sync[C.LESION_SEG.name], ct.shape[1:], out=lesion, rows=idx)
+    _, _, y0, y1, x0, x1 = selection.bbox
+    my, mx = max(2, (y1 - y0) // 20), max(2, (x1 - x0) // 20)
+    box = np.zeros(ct.shape[1:], np.uint8)
+    box[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx] = 1
+    lesion &= box
+    return lung | lesion, lesion, selection
+
+
+def test_streamed_scan_equals_the_whole_volume_computation() -> None:
+    """Chunks folded in as they arrive give exactly the masks, volumes and selection of the
+    computation on whole volumes — with and without masks returned."""
+    ct, _ = _volume(s=45)
+    ct[20:26, 40:50, 22:32] = -300  # a dense "lesion" inside the left lung
+    fake = FakeModels()
+    seen: dict[str, list[np.ndarray]] = {}
+
+    async def infer(model: str, x: np.ndarray) -> np.ndarray:
+        if model == C.LESION_SEG.name:
+            y = (x > 0.45).astype(np.float32)
+        else:
+            y = await fake.infer(model, x)
+        seen.setdefault(model, []).append(y)
+        return y
+
+    pipe = ScanPipeline(_config(slice_batch=4), infer)
+    spacing = np.array([2.0, 0.7, 0.7], np.float32)
+    out = asyncio.run(pipe.run(ct, spacing, return_masks=True))
+    # Whole-volume outputs of the same stand-in models (chunk outputs in slice order).
+    order = {m: np.concatenate(v) for m, v in seen.items()}
+    lung, lesion, selection = _whole_volume_reference(pipe, ct, order)
+    assert lesion.any()
+    np.testing.assert_array_equal(out["LUNG_MASK"], lung)
+    np.testing.assert_array_equal(out["LESION_MASK"], lesion)
+    assert out["N_SLICES_USED"][0] == len(selection.indices)
+    stats = P.lesion_statistics(lung, lesion, tuple(spacing))
+    assert out["LUNG_VOLUME_ML"][0] == pytest.approx(stats.lung_ml, rel=1e-6)
+    assert out["LESION_VOLUME_ML"][0] == pytest.approx(stats.lesion_ml, rel=1e-6)
+    assert out["LESION_RATIO"][0] == pytest.approx(stats.ratio, rel=1e-6)
+
+    plain = asyncio.run(pipe.run(ct, spacing, return_masks=False))
+    for name in ("LUNG_VOLUME_ML", "LESION_VOLUME_ML", "LESION_RATIO", "CLASS_PROBS", "TOPK_SLICES"):
+        np.testing.assert_array_equal(plain[name], out[name])
+
+
+@pytest.mark.parametrize("inflight", [1, 3])
+def test_a_scan_keeps_at_most_max_inflight_chunks_per_model(inflight: int) -> None:
+    ct, _ = _volume(s=60)
+    fake = FakeModels()
+    now: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    async def infer(model: str, x: np.ndarray) -> np.ndarray:
+        now[model] = now.get(model, 0) + 1
+        peak[model] = max(peak.get(model, 0), now[model])
+        await asyncio.sleep(0.001)
+        try:
+            return await fake.infer(model, x)
+        finally:
+            now[model] -= 1
+
+    config = PipelineConfig(models=_config().models, slice_batch=4, max_inflight_chunks=inflight)
+    asyncio.run(ScanPipeline(config, infer).run(ct, np.ones(3, np.float32)))
+    assert peak[C.LUNG_SEG.name] == inflight  # 15 chunks of 4, never more than `inflight` at once
+    assert all(v <= inflight for v in peak.values())
+
+
+def test_pipeline_config_round_trips_through_json() -> None:
+    config = PipelineConfig(models=_config().models, slice_batch=16, max_inflight_chunks=7)
+    back = PipelineConfig.from_json(config.to_json())
+    assert (back.slice_batch, back.max_inflight_chunks, dict(back.models)) == (16, 7, dict(config.models))

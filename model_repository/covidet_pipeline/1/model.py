@@ -22,6 +22,8 @@ from covidet.serving import (
     ScanPipeline,
     bls_error,
     classify_error,
+    limit_torch_threads,
+    release_free_memory,
 )
 
 _SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
@@ -47,12 +49,16 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
         text = (version_dir / params.get("pipeline_config", PIPELINE_CONFIG_FILE)).read_text()
+        if params.get("torch_threads"):
+            limit_torch_threads(int(params["torch_threads"]))
         self.pipeline = ScanPipeline(PipelineConfig.from_json(text), _bls)
         self.logger = pb_utils.Logger
         self.metrics = PipelineMetrics(pb_utils, self.logger)
 
     async def execute(self, requests: list) -> list:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        responses = list(await asyncio.gather(*(self._one(r) for r in requests)))
+        release_free_memory()  # the scan's temporaries go back to the OS, not to a fat heap
+        return responses
 
     async def _one(self, request) -> object:
         try:

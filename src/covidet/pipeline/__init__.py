@@ -17,6 +17,7 @@ from covidet.pipeline._fusion import (
     stepwise_covid,
     topk_fusion,
     volume_ml,
+    voxels_ml,
 )
 from covidet.pipeline._preprocess import (
     chunks,
@@ -24,8 +25,10 @@ from covidet.pipeline._preprocess import (
     lung_input,
     prob_to_mask,
     resize_slices,
+    upsample_mask,
 )
 from covidet.pipeline._selection import (
+    MaskSummary,
     SliceSelection,
     classifier_input,
     clean_lung_mask,
@@ -36,6 +39,7 @@ from covidet.pipeline._validate import validate_scan
 __all__ = [
     "FusionResult",
     "LesionStats",
+    "MaskSummary",
     "NoLungError",
     "PipelineError",
     "ScanValidationError",
@@ -53,6 +57,8 @@ __all__ = [
     "select_slices",
     "stepwise_covid",
     "topk_fusion",
+    "upsample_mask",
     "validate_scan",
     "volume_ml",
+    "voxels_ml",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "stepwise_covid",
     "topk_fusion",
     "volume_ml",
+    "voxels_ml",
 ]
 
 
@@ -66,10 +67,15 @@ def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     return float(spacing[0]), float(spacing[1]), float(spacing[2])
 
 
-def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
-    """Volume of the non-zero voxels in mL (1 mL = 1000 mm^3)."""
+def voxels_ml(count: int, spacing: Sequence[float]) -> float:
+    """Volume of ``count`` voxels of the given spacing in mL (1 mL = 1000 mm^3)."""
     dz, dy, dx = _check_spacing(spacing)
-    return float(np.count_nonzero(mask)) * dz * dy * dx / 1000.0
+    return float(count) * dz * dy * dx / 1000.0
+
+
+def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
+    """Volume of the non-zero voxels in mL."""
+    return voxels_ml(int(np.count_nonzero(mask)), spacing)
 
 
 @dataclass(frozen=True)
@@ -78,17 +84,22 @@ class LesionStats:
     lesion_ml: float
     ratio: float
 
+    @classmethod
+    def from_counts(cls, lung_voxels: int, lesion_voxels: int, spacing: Sequence[float]) -> LesionStats:
+        """From voxel counts: lung (lesion included) and lesion inside the lung."""
+        lung_ml, lesion_ml = voxels_ml(lung_voxels, spacing), voxels_ml(lesion_voxels, spacing)
+        return cls(lung_ml, lesion_ml, lesion_ml / lung_ml if lung_ml > 0 else 0.0)
+
 
 def lesion_statistics(
     lung_mask: np.ndarray, lesion_mask: np.ndarray, spacing: Sequence[float]
 ) -> LesionStats:
     """Lung and lesion volumes (lesion restricted to lung) and their ratio (0 without lung)."""
-    lung_ml = volume_ml(lung_mask, spacing)
-    lesion_ml = sum(  # slabs of 16 slices: no full-size boolean temporaries
-        volume_ml((lesion_mask[z : z + 16] > 0) & (lung_mask[z : z + 16] > 0), spacing)
+    lesion_voxels = sum(  # slabs of 16 slices: no full-size boolean temporaries
+        int(np.count_nonzero((lesion_mask[z : z + 16] > 0) & (lung_mask[z : z + 16] > 0)))
         for z in range(0, lung_mask.shape[0], 16)
     )
-    return LesionStats(lung_ml, lesion_ml, lesion_ml / lung_ml if lung_ml > 0 else 0.0)
+    return LesionStats.from_counts(int(np.count_nonzero(lung_mask)), lesion_voxels, spacing)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

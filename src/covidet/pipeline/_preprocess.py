@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["chunks", "lesion_input", "lung_input", "prob_to_mask", "resize_slices"]
+__all__ = ["chunks", "lesion_input", "lung_input", "prob_to_mask", "resize_slices", "upsample_mask"]
 
 
 def chunks(n: int, size: int) -> list[slice]:
@@ -42,6 +42,8 @@ def resize_slices(
 
 #: Slices converted to float at a time: bounds the float copies of a 512x512 scan to ~32 MB.
 _CHUNK = 32
+#: Slices up-sampled to the input grid at a time: an 8 x 512 x 512 float32 temporary is 8 MB.
+_MASK_CHUNK = 8
 
 
 def _per_chunk(
@@ -51,11 +53,12 @@ def _per_chunk(
     fn: Callable[[slice], np.ndarray],
     out: np.ndarray | None = None,
     rows: np.ndarray | None = None,
+    size: int = _CHUNK,
 ) -> np.ndarray:
     """Fill ``out[rows]`` (a new [n, *shape] array by default) chunk by chunk from ``fn(part)``."""
     if out is None:
         out = np.empty((n, *shape), dtype)
-    for part in chunks(n, _CHUNK):
+    for part in chunks(n, size):
         out[part if rows is None else rows[part]] = fn(part)
     return out
 
@@ -66,7 +69,9 @@ def lung_input(hu: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     h, w = record["input_size"]
 
     def one(part: slice) -> np.ndarray:
-        x = np.maximum(hu[part].astype(np.float32), lo) / div
+        x = hu[part].astype(np.float32)
+        np.maximum(x, lo, out=x)
+        x /= div
         return resize_slices(x[:, None], (h, w))
 
     return _per_chunk(hu.shape[0], (1, h, w), np.float32, one)
@@ -91,6 +96,18 @@ def lesion_input(hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | N
     return _per_chunk(take.size, (1, h, w), np.float32, one)
 
 
+def upsample_mask(prob: np.ndarray, out_hw: Sequence[int], threshold: float = 0.5) -> np.ndarray:
+    """Bilinear up-sampling of [N,h,w] (or [N,1,h,w]) probabilities onto the input grid, then
+    ``> threshold``: bool [N,H,W], computed a few slices at a time."""
+    p = prob[:, 0] if prob.ndim == 4 else prob
+    hw = (int(out_hw[0]), int(out_hw[1]))
+
+    def one(part: slice) -> np.ndarray:
+        return resize_slices(p[part], hw, antialias=False) > threshold
+
+    return _per_chunk(p.shape[0], hw, bool, one, size=_MASK_CHUNK)
+
+
 def prob_to_mask(
     prob: np.ndarray,
     out_hw: Sequence[int],
@@ -106,8 +123,6 @@ def prob_to_mask(
     """
     p = prob[:, 0] if prob.ndim == 4 else prob
     hw = (int(out_hw[0]), int(out_hw[1]))
-
-    def one(part: slice) -> np.ndarray:
-        return resize_slices(p[part], hw, antialias=False) > threshold
-
-    return _per_chunk(p.shape[0], hw, np.uint8, one, out=out, rows=rows)
+    return _per_chunk(
+        p.shape[0], hw, np.uint8, lambda part: upsample_mask(p[part], hw, threshold), out=out, rows=rows
+    )

@@ -12,7 +12,7 @@ from scipy import ndimage
 from covidet.pipeline._errors import NoLungError
 from covidet.pipeline._preprocess import resize_slices
 
-__all__ = ["SliceSelection", "classifier_input", "clean_lung_mask", "select_slices"]
+__all__ = ["MaskSummary", "SliceSelection", "classifier_input", "clean_lung_mask", "select_slices"]
 
 
 def clean_lung_mask(mask: np.ndarray, *, keep: int = 2, min_fraction: float = 0.05) -> np.ndarray:
@@ -41,14 +41,50 @@ class SliceSelection:
     n_valid: int
 
 
-def select_slices(lung_mask: np.ndarray, record: Mapping[str, Any]) -> SliceSelection:
+@dataclass
+class MaskSummary:
+    """What slice selection needs of a [S,H,W] lung mask: per-slice pixel counts and which rows
+    and columns hold lung anywhere. Built slab by slab (`add`), so the full-size mask never has to
+    exist at once."""
+
+    counts: np.ndarray  #: int64 [S], mask pixels per slice
+    rows: np.ndarray  #: bool [H], rows with mask pixels in any slice
+    cols: np.ndarray  #: bool [W], columns with mask pixels in any slice
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int, int]) -> MaskSummary:
+        s, h, w = shape
+        return cls(np.zeros(s, np.int64), np.zeros(h, bool), np.zeros(w, bool))
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> MaskSummary:
+        s, h, w = mask.shape
+        summary = cls.empty((s, h, w))
+        summary.add(np.arange(s), mask)
+        return summary
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.counts.size, self.rows.size, self.cols.size)
+
+    def add(self, slices: np.ndarray | slice, mask: np.ndarray) -> None:
+        """Record ``mask`` ([n,H,W]) as the mask of ``slices`` (n slice indices)."""
+        m = mask > 0
+        self.counts[slices] = m.reshape(m.shape[0], -1).sum(axis=1, dtype=np.int64)
+        self.rows |= m.any(axis=(0, 2))
+        self.cols |= m.any(axis=(0, 1))
+
+
+def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]) -> SliceSelection:
     """Jin et al.: slices with more than `min_lung_pixels` lung pixels, `n_slices` of them.
 
     The pixel threshold is defined at 512x512 (``reference_pixels``) and scaled by the in-plane
     area for other sizes. stride = max(n_valid // n_slices, 1); take valid[0::stride][:n_slices].
+    ``lung_mask`` is the [S,H,W] mask or its `MaskSummary`.
     """
-    s, h, w = lung_mask.shape
-    counts = lung_mask.reshape(s, -1).sum(axis=1, dtype=np.int64)
+    summary = lung_mask if isinstance(lung_mask, MaskSummary) else MaskSummary.of(lung_mask)
+    _, h, w = summary.shape
+    counts = summary.counts
     threshold = float(record["min_lung_pixels"]) * (h * w) / float(record["reference_pixels"])
     valid = np.flatnonzero(counts > threshold)
     if valid.size == 0:
@@ -61,19 +97,20 @@ def select_slices(lung_mask: np.ndarray, record: Mapping[str, Any]) -> SliceSele
     stride = max(valid.size // n, 1)
     indices = valid[0::stride][:n].astype(np.int64)
     zs = np.flatnonzero(counts > 0)
-    ys = np.flatnonzero(lung_mask.any(axis=(0, 2)))
-    xs = np.flatnonzero(lung_mask.any(axis=(0, 1)))
+    ys = np.flatnonzero(summary.rows)
+    xs = np.flatnonzero(summary.cols)
     bbox = (int(zs[0]), int(zs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)
     return SliceSelection(indices=indices, bbox=bbox, n_valid=int(valid.size))
 
 
 def classifier_input(
-    hu: np.ndarray, lung_mask: np.ndarray, selection: SliceSelection, record: Mapping[str, Any]
+    hu: np.ndarray, masks: np.ndarray, selection: SliceSelection, record: Mapping[str, Any]
 ) -> np.ndarray:
     """Jin et al. 3-channel slices (mask*255, mask*slice, slice) cropped to the lung box, /255.
 
-    slice = clip(HU, lo, hi) * 255 / (hi - lo), minus the slice minimum, to uint8.
-    Returns float32 [N, 3, h, w].
+    ``masks`` are the lung masks of the selected slices only ([N,H,W], N = len(selection.indices),
+    e.g. ``lung_mask[selection.indices]``). slice = clip(HU, lo, hi) * 255 / (hi - lo), minus the
+    slice minimum, to uint8. Returns float32 [N, 3, h, w].
     """
     lo, hi = (float(v) for v in record["hu_window"])
     _, _, y0, y1, x0, x1 = selection.bbox
@@ -81,6 +118,8 @@ def classifier_input(
     s = np.clip(hu[idx, y0:y1, x0:x1].astype(np.float32), lo, hi) * (255.0 / (hi - lo))
     s -= s.reshape(len(idx), -1).min(axis=1)[:, None, None]
     s8 = np.clip(s, 0, 255).astype(np.uint8)
-    m = (lung_mask[idx, y0:y1, x0:x1] > 0).astype(np.uint8)
+    if masks.shape[0] != len(idx):
+        raise ValueError(f"need the masks of the {len(idx)} selected slices, got {masks.shape[0]}")
+    m = (masks[:, y0:y1, x0:x1] > 0).astype(np.uint8)
     channels = np.stack([m * np.uint8(255), m * s8, s8], axis=1).astype(np.float32)
     return resize_slices(channels, record["input_size"]) / np.float32(255.0)

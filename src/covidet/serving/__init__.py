@@ -6,6 +6,7 @@ adapt tensors to these classes.
 
 from __future__ import annotations
 
+from covidet.serving._memory import limit_torch_threads, release_free_memory
 from covidet.serving._metrics import PipelineMetrics
 from covidet.serving._orchestrator import (
     PIPELINE_CONFIG_FILE,
@@ -30,7 +31,9 @@ __all__ = [
     "TorchRunner",
     "bls_error",
     "classify_error",
+    "limit_torch_threads",
     "make_runner",
+    "release_free_memory",
 ]
 
 

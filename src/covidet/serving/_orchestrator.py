@@ -37,6 +37,11 @@ class PipelineConfig:
     #: contract model name -> checkpoint metadata dict (architecture, variant, preprocessing, ...)
     models: Mapping[str, Mapping[str, Any]]
     slice_batch: int = C.SLICE_BATCH
+    #: chunks of one scan in flight per slice model at a time. Each chunk's input is built just
+    #: before it is sent and its output folded in as it comes back, so a scan never holds more
+    #: than this many chunks (and the BLS shared-memory pool never grows past them). A few are
+    #: enough to keep CPU instances busy; GPUs want more slices queued.
+    max_inflight_chunks: int = 4
     top_k: int = C.TOP_K
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -50,7 +55,11 @@ class PipelineConfig:
     @classmethod
     def from_json(cls, text: str) -> PipelineConfig:
         data = json.loads(text)
-        return cls(models=data["models"], slice_batch=int(data.get("slice_batch", C.SLICE_BATCH)))
+        return cls(
+            models=data["models"],
+            slice_batch=int(data.get("slice_batch", C.SLICE_BATCH)),
+            max_inflight_chunks=int(data.get("max_inflight_chunks", 4)),
+        )
 
     @classmethod
     def from_repository(cls, repository: Path) -> PipelineConfig:
@@ -58,7 +67,14 @@ class PipelineConfig:
         return cls.from_json((repository / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).read_text())
 
     def to_json(self) -> str:
-        return json.dumps({"models": self.models, "slice_batch": self.slice_batch}, indent=2)
+        return json.dumps(
+            {
+                "models": self.models,
+                "slice_batch": self.slice_batch,
+                "max_inflight_chunks": self.max_inflight_chunks,
+            },
+            indent=2,
+        )
 
     def provenance(self) -> dict[str, Any]:
         """Model versions and checkpoint provenance, returned with every answer."""
@@ -87,42 +103,103 @@ class ScanPipeline:
         self._provenance = json.dumps(config.provenance(), sort_keys=True)
 
     async def _batched(self, model: str, x: np.ndarray) -> np.ndarray:
-        """Split a slice stack into batches of at most ``slice_batch`` and run them concurrently."""
-        if x.shape[0] == 0:
-            raise ValueError(f"{model}: empty slice batch")
-        parts = P.chunks(x.shape[0], self.config.slice_batch)
-        outs = await asyncio.gather(*(self._infer(model, np.ascontiguousarray(x[p])) for p in parts))
+        """Run a (small) slice stack through ``model`` in chunks; the outputs concatenated."""
+        outs = await self._stream(model, x.shape[0], lambda part: x[part])
         return np.concatenate(outs, axis=0)
 
-    async def _lung_mask(self, ct: np.ndarray) -> np.ndarray:
-        x = P.lung_input(ct, self._lung)
-        prob = (await self._batched(C.LUNG_SEG.name, x))[:, 0]
-        # Connected components and hole filling at the model's resolution (16x cheaper than on the
-        # input grid), then the cleaned probability is up-sampled onto the input grid.
-        keep = P.clean_lung_mask((prob > 0.5).astype(np.uint8))
-        prob = np.where(keep > 0, np.maximum(prob, 0.51), np.minimum(prob, 0.49)).astype(np.float32)
-        return P.prob_to_mask(prob, (ct.shape[1], ct.shape[2]))
+    async def _stream(
+        self,
+        model: str,
+        n: int,
+        make: Callable[[slice], np.ndarray],
+        fold: Callable[[slice, np.ndarray], None] | None = None,
+    ) -> list[np.ndarray]:
+        """Run ``n`` slices through ``model`` in chunks of at most ``slice_batch``.
 
-    async def _lesion_mask(
-        self, ct: np.ndarray, lung: np.ndarray, bbox: tuple[int, int, int, int, int, int]
-    ) -> np.ndarray:
-        """Lesions on the lung slices, kept inside the lung's bounding box (plus a margin).
-
-        Dense consolidation at the pleura is often missed by lung segmentation; the caller adds
-        the lesion to the lung mask, so that the lesion is always inside the lung.
+        Each chunk's input is built by ``make(part)`` just before it is sent, at most
+        ``max_inflight_chunks`` chunks are in flight, and with ``fold`` each output is folded
+        in as it arrives (and not kept): one scan's memory stays bounded whatever its length.
+        Without ``fold`` the outputs are returned in order.
         """
-        lesion = np.zeros_like(lung)
-        idx = np.flatnonzero(lung.reshape(lung.shape[0], -1).any(axis=1))
+        if n == 0:
+            raise ValueError(f"{model}: empty slice batch")
+        gate = asyncio.Semaphore(max(1, self.config.max_inflight_chunks))
+
+        async def one(part: slice) -> np.ndarray:
+            async with gate:
+                y = await self._infer(model, np.ascontiguousarray(make(part)))
+                if fold is None:
+                    return y
+                fold(part, y)
+                return y[:0]
+
+        return list(await asyncio.gather(*(one(p) for p in P.chunks(n, self.config.slice_batch))))
+
+    async def _lung_prob(self, ct: np.ndarray) -> np.ndarray:
+        """Lung probabilities at the model's resolution, [S,h,w], after 3D clean-up."""
+        h, w = self._lung["input_size"]
+        prob = np.empty((ct.shape[0], int(h), int(w)), np.float32)
+
+        def put(part: slice, y: np.ndarray) -> None:
+            prob[part] = y[:, 0]
+
+        await self._stream(C.LUNG_SEG.name, ct.shape[0], lambda p: P.lung_input(ct[p], self._lung), put)
+        # Connected components and hole filling at the model's resolution (16x cheaper than on the
+        # input grid); the cleaned probability is what gets up-sampled onto the input grid.
+        keep = P.clean_lung_mask((prob > 0.5).astype(np.uint8)) > 0
+        np.copyto(prob, np.where(keep, np.maximum(prob, 0.51), np.minimum(prob, 0.49)))
+        return prob
+
+    def _lung_summary(self, prob: np.ndarray, hw: tuple[int, int]) -> P.MaskSummary:
+        """Per-slice lung pixels on the input grid, slab by slab (no full-size mask)."""
+        summary = P.MaskSummary.empty((prob.shape[0], *hw))
+        # A slice whose probabilities are all <= 0.5 has an empty mask at any resolution
+        # (bilinear values stay within the input's range): only lung slices are up-sampled.
+        rows = np.flatnonzero(prob.reshape(prob.shape[0], -1).max(axis=1) > 0.5)
+        for part in P.chunks(rows.size, self.config.slice_batch):
+            summary.add(rows[part], P.upsample_mask(prob[rows[part]], hw))
+        return summary
+
+    async def _lesions(
+        self,
+        ct: np.ndarray,
+        lung_prob: np.ndarray,
+        summary: P.MaskSummary,
+        bbox: tuple[int, int, int, int, int, int],
+        masks: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[int, int]:
+        """Lesions on the lung slices, streamed: returns (lung, lesion) voxel counts.
+
+        Lesions are kept inside the lung's bounding box (plus a margin); dense consolidation at
+        the pleura is often missed by lung segmentation, so the lesion is added to the lung mask
+        and is always inside the lung. With ``masks`` (full-size uint8 lung, lesion) the final
+        masks are written there as chunks arrive.
+        """
+        hw = (ct.shape[1], ct.shape[2])
+        idx = np.flatnonzero(summary.counts > 0)
         if idx.size == 0:
-            return lesion
-        prob = await self._batched(C.LESION_SEG.name, P.lesion_input(ct, self._lesion, rows=idx))
-        P.prob_to_mask(prob, (ct.shape[1], ct.shape[2]), out=lesion, rows=idx)
+            return 0, 0
         _, _, y0, y1, x0, x1 = bbox
         my, mx = max(2, (y1 - y0) // 20), max(2, (x1 - x0) // 20)
-        keep = np.zeros(lung.shape[1:], bool)
+        keep = np.zeros(hw, bool)
         keep[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx] = True
-        lesion &= keep.astype(np.uint8)
-        return lesion
+        counts = [0, 0]
+
+        def fold(part: slice, prob: np.ndarray) -> None:
+            rows = idx[part]
+            lesion = P.upsample_mask(prob, hw)
+            lesion &= keep
+            lung = P.upsample_mask(lung_prob[rows], hw)
+            lung |= lesion
+            counts[0] += int(np.count_nonzero(lung))
+            counts[1] += int(np.count_nonzero(lesion))
+            if masks is not None:
+                masks[0][rows], masks[1][rows] = lung, lesion
+
+        await self._stream(
+            C.LESION_SEG.name, idx.size, lambda p: P.lesion_input(ct, self._lesion, rows=idx[p]), fold
+        )
+        return counts[0], counts[1]
 
     async def run(
         self,
@@ -140,22 +217,26 @@ class ScanPipeline:
         t0 = time.perf_counter()
         P.validate_scan(ct, spacing)
         sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
-        lung = await self._lung_mask(ct)
+        hw = (int(ct.shape[1]), int(ct.shape[2]))
+        lung_prob = await self._lung_prob(ct)
+        summary = self._lung_summary(lung_prob, hw)
         t_lung = time.perf_counter()
-        selection = P.select_slices(lung, self._cls)
-        cls_in = P.classifier_input(ct, lung, selection, self._cls)
+        selection = P.select_slices(summary, self._cls)
+        selected = P.upsample_mask(lung_prob[selection.indices], hw)
+        cls_in = P.classifier_input(ct, selected, selection, self._cls)
+        del selected
 
+        masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
         probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in)
         feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
-        lesion_t = self._lesion_mask(ct, lung, selection.bbox)
-        slice_probs, feats, lesion = await asyncio.gather(probs_t, feats_t, lesion_t)
-        lung |= lesion
+        lesion_t = self._lesions(ct, lung_prob, summary, selection.bbox, masks)
+        slice_probs, feats, (lung_voxels, lesion_voxels) = await asyncio.gather(probs_t, feats_t, lesion_t)
         t_slices = time.perf_counter()
         stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
         p_viral, p_cgv = float(stepwise[0]), float(stepwise[1])
 
         fused = P.topk_fusion(slice_probs, self.config.top_k)
-        stats = P.lesion_statistics(lung, lesion, sp)
+        stats = P.LesionStats.from_counts(lung_voxels, lesion_voxels, sp)
         empty = np.zeros((0, 0, 0), np.uint8)
         if timings is not None:  # per-stage wall time, for the server's metrics
             end = time.perf_counter()
@@ -172,8 +253,8 @@ class ScanPipeline:
             lesion_volume_ml=stats.lesion_ml,
             lesion_ratio=stats.ratio,
             n_slices_used=len(selection.indices),
-            lung_mask=lung if return_masks else empty,
-            lesion_mask=lesion if return_masks else empty,
+            lung_mask=masks[0] if masks is not None else empty,
+            lesion_mask=masks[1] if masks is not None else empty,
             provenance=self._provenance.encode(),
         )
         return out.to_tensors()

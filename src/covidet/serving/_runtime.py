@@ -43,10 +43,16 @@ class OnnxRunner:
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
         allow_spinning: bool = True,
+        mem_pattern: bool = True,
     ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        # ORT plans (and keeps) one pre-sized activation block per input shape it has seen; the
+        # dynamic batcher's batch sizes vary, so those blocks pile up. Without the plan,
+        # activations come from the arena as needed: 40-65 MB less per slice-model process at
+        # the same speed (within 3%, 1 thread, batch 32, demo models).
+        opts.enable_mem_pattern = mem_pattern
         if not allow_spinning:
             # ORT's worker threads busy-wait between operators by default. In a server where
             # several sessions (and the pipeline's numpy work) share the cores, the spinning
@@ -117,6 +123,7 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path) -> Runner:
             version_dir / parameters.get("model_file", "model.onnx"),
             intra_op_threads=threads,
             allow_spinning=parameters.get("allow_spinning", "true") == "true",
+            mem_pattern=parameters.get("mem_pattern", "true") == "true",
         )
     if runtime == "torch":
         return TorchRunner(

@@ -172,7 +172,7 @@ def _jin_slices(data: DemoData, rec: dict) -> tuple[list[np.ndarray], list[np.nd
     inputs, slice_labels, labels = [], [], []
     for ph in data.phantoms:
         sel = P.select_slices(ph.lung_mask, rec)
-        inputs.append(P.classifier_input(ph.hu, ph.lung_mask, sel, rec).astype(np.float16))
+        inputs.append(P.classifier_input(ph.hu, ph.lung_mask[sel.indices], sel, rec).astype(np.float16))
         lesion_px = ph.lesion_mask[sel.indices].reshape(len(sel.indices), -1).sum(axis=1)
         lung_px = ph.lung_mask[sel.indices].reshape(len(sel.indices), -1).sum(axis=1)
         # A slice shows the scan's disease only where it has lesion; otherwise non-pneumonia.
