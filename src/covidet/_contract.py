@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "CLASS_NAMES",
+    "CLIENT_SHM_PREFIX",
     "CLINICAL_SVM",
     "ENSEMBLE",
     "GRU_FUSION",
@@ -40,6 +41,8 @@ STEPWISE_NAMES: tuple[str, ...] = ("viral_pneumonia", "covid_given_viral")
 TOP_K = 3
 #: Maximum slices per execution of a slice model (the dynamic batcher's max batch).
 SLICE_BATCH = 32
+#: Name prefix of the /dev/shm regions a client writes CT volumes into (the server maps them).
+CLIENT_SHM_PREFIX = "covidet_ct_"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ class LevelResult:
     server: dict[str, Any] = field(default_factory=dict)
     peak_rss_mib: float | None = None
     peak_pss_mib: float | None = None
+    #: peak PSS without the clients' CT shared-memory regions that the server maps
+    peak_own_pss_mib: float | None = None
 
     def summary(self) -> dict[str, Any]:
         ok = [s for s in self.samples if s.ok]
@@ -66,6 +68,7 @@ class LevelResult:
             "slices_per_s": sum(s.slices for s in ok) / self.duration_s if self.duration_s else 0.0,
             "peak_server_rss_mib": self.peak_rss_mib,
             "peak_server_pss_mib": self.peak_pss_mib,
+            "peak_server_own_pss_mib": self.peak_own_pss_mib,
             "server": self.server,
         }
 

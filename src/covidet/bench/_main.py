@@ -51,7 +51,7 @@ def _scans(args: argparse.Namespace) -> list[Scan]:
 
 class _RssSampler:
     def __init__(self, pid: int | None) -> None:
-        self.pid, self.peak, self.peak_pss = pid, 0.0, 0.0
+        self.pid, self.peak, self.peak_pss, self.peak_own = pid, 0.0, 0.0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -60,6 +60,7 @@ class _RssSampler:
             mem = tree_memory_mib(self.pid)
             self.peak = max(self.peak, mem["rss_mib"])
             self.peak_pss = max(self.peak_pss, mem["pss_mib"])
+            self.peak_own = max(self.peak_own, mem["own_pss_mib"])
             self._stop.wait(0.5)
 
     def __enter__(self) -> _RssSampler:
@@ -128,10 +129,12 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
         "slices/s",
         "peak RSS MiB",
         "peak PSS MiB",
+        "own PSS MiB",
     ):
         t.add_column(col, justify="right")
     for r in results:
         rss, pss = r.get("peak_server_rss_mib"), r.get("peak_server_pss_mib")
+        own = r.get("peak_server_own_pss_mib")
         t.add_row(
             r["mode"],
             f"{r['level']:g}",
@@ -144,6 +147,7 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
             f"{r['slices_per_s']:.1f}",
             f"{rss:.0f}" if rss else "-",
             f"{pss:.0f}" if pss else "-",
+            f"{own:.0f}" if own else "-",
         )
     Console().print(t)
     for r in results:
@@ -277,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res.server = server_stats_delta(before, _stats(url, args.protocol))
                 res.peak_rss_mib = rss.peak or None
                 res.peak_pss_mib = rss.peak_pss or None
+                res.peak_own_pss_mib = rss.peak_own or None
                 progress.update(task, completed=args.duration)
                 report["levels"].append(res.to_json())
         if "perf_analyzer" in compare:  # (c) needs the server: run it before stopping it

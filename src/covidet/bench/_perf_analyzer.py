@@ -173,6 +173,7 @@ def run_perf_analyzer(
                     "server_queue_s": float(row["Server Queue"]) / 1e6,
                     "peak_server_rss_mib": None,
                     "peak_server_pss_mib": None,
+                    "peak_server_own_pss_mib": None,
                 }
             )
     return rows

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from covidet import _contract as C
 from covidet.errors import InvalidInputError, PermissionDeniedError
 
 __all__ = ["SharedVolume"]
@@ -30,7 +31,7 @@ class SharedVolume:
 
     def __init__(self, headers: Mapping[str, str] | None = None) -> None:
         self.headers = dict(headers or {})
-        self.name = f"covidet_ct_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.name = f"{C.CLIENT_SHM_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self.key = "/" + self.name
         self.size = 0
         self._handle: Any = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from covidet import _contract as C
+
 __all__ = ["Proc", "StubInfo", "process_tree", "python_stubs", "tree_memory_mib"]
 
 _PROC = Path("/proc")
@@ -74,25 +76,40 @@ def python_stubs(root: int) -> list[StubInfo]:
     return stubs
 
 
-def _pss_kib(pid: int) -> int:
+def _pss_kib(pid: int) -> tuple[int, int]:
+    """(PSS of the process, the part of it in clients' CT shared-memory regions), KiB."""
     try:
-        text = (_PROC / str(pid) / "smaps_rollup").read_text()
+        text = (_PROC / str(pid) / "smaps").read_text()
     except OSError:
-        return 0
+        return 0, 0
+    total = client = 0
+    in_client = False
     for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
+        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line
+            fields = line.split()
+            in_client = len(fields) >= 6 and Path(fields[5]).name.startswith(C.CLIENT_SHM_PREFIX)
+        elif line.startswith("Pss:"):
+            kib = int(line.split()[1])
+            total += kib
+            client += kib if in_client else 0
+    return total, client
 
 
 def tree_memory_mib(root: int) -> dict[str, float]:
-    """Summed RSS and PSS of a process tree in MiB.
+    """Summed RSS and PSS of a process tree in MiB, and the server's own PSS.
 
     RSS counts pages shared between processes (the torch and ORT libraries every stub maps) once per
     process; PSS splits them between the sharers, so the PSS sum is the tree's real footprint.
+    ``client_shm_pss_mib`` is the part of that PSS in the CT regions clients created in /dev/shm
+    and registered (Triton maps them to read the CT; the client owns and frees them):
+    ``own_pss_mib`` is the rest, the memory the server itself holds.
     """
     tree = process_tree(root)
+    pss = [_pss_kib(p.pid) for p in tree]
+    total, client = sum(t for t, _ in pss) / 1024, sum(c for _, c in pss) / 1024
     return {
         "rss_mib": sum(p.rss_kib for p in tree) / 1024,
-        "pss_mib": sum(_pss_kib(p.pid) for p in tree) / 1024,
+        "pss_mib": total,
+        "client_shm_pss_mib": client,
+        "own_pss_mib": total - client,
     }
