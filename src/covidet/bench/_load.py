@@ -47,7 +47,11 @@ class LevelResult:
 
     def summary(self) -> dict[str, Any]:
         ok = [s for s in self.samples if s.ok]
-        lat = np.array([s.latency_s for s in ok]) if ok else np.array([np.nan])
+        lat = np.array([s.latency_s for s in ok])
+
+        def pct(q: float) -> float:  # NaN when no scan succeeded (the errors say why)
+            return float(np.percentile(lat, q)) if lat.size else float("nan")
+
         errors: dict[str, int] = {}
         for s in self.samples:
             if not s.ok:
@@ -60,10 +64,10 @@ class LevelResult:
             "errors": len(self.samples) - len(ok),
             "error_kinds": errors,
             "duration_s": round(self.duration_s, 3),
-            "latency_p50_s": float(np.nanpercentile(lat, 50)),
-            "latency_p90_s": float(np.nanpercentile(lat, 90)),
-            "latency_p99_s": float(np.nanpercentile(lat, 99)),
-            "latency_mean_s": float(np.nanmean(lat)),
+            "latency_p50_s": pct(50),
+            "latency_p90_s": pct(90),
+            "latency_p99_s": pct(99),
+            "latency_mean_s": float(lat.mean()) if lat.size else float("nan"),
             "scans_per_s": len(ok) / self.duration_s if self.duration_s else 0.0,
             "slices_per_s": sum(s.slices for s in ok) / self.duration_s if self.duration_s else 0.0,
             "peak_server_rss_mib": self.peak_rss_mib,
