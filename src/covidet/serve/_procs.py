@@ -85,13 +85,15 @@ def _pss_kib(pid: int) -> tuple[int, int]:
     total = client = 0
     in_client = False
     for line in text.splitlines():
-        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line
-            fields = line.split()
-            in_client = len(fields) >= 6 and Path(fields[5]).name.startswith(C.CLIENT_SHM_PREFIX)
-        elif line.startswith("Pss:"):
-            kib = int(line.split()[1])
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "Pss:":
+            kib = int(fields[1])
             total += kib
             client += kib if in_client else 0
+        elif not fields[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+            in_client = len(fields) >= 6 and Path(fields[5]).name.startswith(C.CLIENT_SHM_PREFIX)
     return total, client
 
 

@@ -36,10 +36,11 @@ _SLICE_TEMPLATE = "slice_model"
 #: other's slices run) and their slices share batches. Each instance holds a whole scan in memory;
 #: 4 instances cost 2.4 GB more peak memory at concurrency 8 for no throughput on 2 cores.
 PIPELINE_INSTANCES = 2
-#: Chunks of one scan in flight per slice model (`PipelineConfig.max_inflight_chunks`). On the
-#: CPU four keep both slice-model instances busy while bounding what a scan holds; a GPU batches
-#: more slices of each scan at once.
-INFLIGHT_CHUNKS = {"cpu": 4, "gpu": 16, "gpu-torch": 16}
+#: Chunks of one scan in flight per slice model (`PipelineConfig.max_inflight_chunks`) on the GPU
+#: profiles: a GPU batches more slices of each scan at once. The CPU profile keeps the default
+#: (`covidet.serving.DEFAULT_INFLIGHT_CHUNKS`, 4: both slice-model instances busy, a scan's
+#: memory bounded).
+GPU_INFLIGHT_CHUNKS = 16
 
 
 class RenderError(RuntimeError):
@@ -307,7 +308,7 @@ def render_repository(
     threads: int | None = None,
 ) -> Path:
     """Write a complete Triton model repository for `profile` into `out_dir` and return it."""
-    from covidet.serving import PIPELINE_CONFIG_FILE, PipelineConfig
+    from covidet.serving import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig
 
     if profile not in PROFILES:
         raise RenderError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -353,14 +354,17 @@ def render_repository(
     pdir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src / C.PIPELINE.name / "1" / "model.py", pdir / "model.py")
     (pdir / PIPELINE_CONFIG_FILE).write_text(
-        PipelineConfig(models=metas, max_inflight_chunks=INFLIGHT_CHUNKS[profile]).to_json()
+        PipelineConfig(
+            models=metas,
+            max_inflight_chunks=DEFAULT_INFLIGHT_CHUNKS if profile == "cpu" else GPU_INFLIGHT_CHUNKS,
+        ).to_json()
     )
     (out / C.PIPELINE.name / "config.pbtxt").write_text(
         _scan_config(
             C.PIPELINE,
             profile,
-            # one torch thread per instance on 2 cores: +16% scans/s at concurrency 2 (0.325 ->
-            # 0.377) against torch's default of a thread per core in each instance
+            # one torch thread per instance on 2 cores: 0.350-0.377 scans/s at concurrency 2 (two
+            # runs) against 0.325 with torch's default of a thread per core in each instance
             {
                 "pipeline_config": PIPELINE_CONFIG_FILE,
                 "torch_threads": str(max(1, threads // PIPELINE_INSTANCES)),

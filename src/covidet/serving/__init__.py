@@ -9,6 +9,7 @@ from __future__ import annotations
 from covidet.serving._memory import limit_torch_threads, release_free_memory
 from covidet.serving._metrics import PipelineMetrics
 from covidet.serving._orchestrator import (
+    DEFAULT_INFLIGHT_CHUNKS,
     PIPELINE_CONFIG_FILE,
     InferFn,
     PipelineConfig,
@@ -18,6 +19,7 @@ from covidet.serving._orchestrator import (
 from covidet.serving._runtime import InProcessModels, OnnxRunner, Runner, TorchRunner, make_runner
 
 __all__ = [
+    "DEFAULT_INFLIGHT_CHUNKS",
     "PIPELINE_CONFIG_FILE",
     "InProcessModels",
     "InferFn",

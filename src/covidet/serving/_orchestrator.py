@@ -21,10 +21,20 @@ import numpy as np
 from covidet import _contract as C
 from covidet import pipeline as P
 
-__all__ = ["PIPELINE_CONFIG_FILE", "InferFn", "PipelineConfig", "ScanOutputs", "ScanPipeline"]
+__all__ = [
+    "DEFAULT_INFLIGHT_CHUNKS",
+    "PIPELINE_CONFIG_FILE",
+    "InferFn",
+    "PipelineConfig",
+    "ScanOutputs",
+    "ScanPipeline",
+]
 
 #: The pipeline step's configuration file in its version folder of a rendered repository.
 PIPELINE_CONFIG_FILE = "pipeline.json"
+
+#: Chunks of one scan in flight per slice model unless the pipeline config says otherwise.
+DEFAULT_INFLIGHT_CHUNKS = 4
 
 #: ``await infer(model_name, batch)`` returns the model's single output for the batch.
 InferFn = Callable[[str, np.ndarray], Awaitable[np.ndarray]]
@@ -41,7 +51,7 @@ class PipelineConfig:
     #: before it is sent and its output folded in as it comes back, so a scan never holds more
     #: than this many chunks (and the BLS shared-memory pool never grows past them). A few are
     #: enough to keep CPU instances busy; GPUs want more slices queued.
-    max_inflight_chunks: int = 4
+    max_inflight_chunks: int = DEFAULT_INFLIGHT_CHUNKS
     top_k: int = C.TOP_K
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -58,7 +68,7 @@ class PipelineConfig:
         return cls(
             models=data["models"],
             slice_batch=int(data.get("slice_batch", C.SLICE_BATCH)),
-            max_inflight_chunks=int(data.get("max_inflight_chunks", 4)),
+            max_inflight_chunks=int(data.get("max_inflight_chunks", DEFAULT_INFLIGHT_CHUNKS)),
         )
 
     @classmethod
@@ -104,36 +114,36 @@ class ScanPipeline:
 
     async def _batched(self, model: str, x: np.ndarray) -> np.ndarray:
         """Run a (small) slice stack through ``model`` in chunks; the outputs concatenated."""
-        outs = await self._stream(model, x.shape[0], lambda part: x[part])
-        return np.concatenate(outs, axis=0)
+        outs: dict[int, np.ndarray] = {}
+
+        def keep(part: slice, y: np.ndarray) -> None:
+            outs[part.start] = y
+
+        await self._stream(model, x.shape[0], lambda part: x[part], keep)
+        return np.concatenate([outs[start] for start in sorted(outs)], axis=0)
 
     async def _stream(
         self,
         model: str,
         n: int,
         make: Callable[[slice], np.ndarray],
-        fold: Callable[[slice, np.ndarray], None] | None = None,
-    ) -> list[np.ndarray]:
+        fold: Callable[[slice, np.ndarray], None],
+    ) -> None:
         """Run ``n`` slices through ``model`` in chunks of at most ``slice_batch``.
 
         Each chunk's input is built by ``make(part)`` just before it is sent, at most
-        ``max_inflight_chunks`` chunks are in flight, and with ``fold`` each output is folded
-        in as it arrives (and not kept): one scan's memory stays bounded whatever its length.
-        Without ``fold`` the outputs are returned in order.
+        ``max_inflight_chunks`` chunks are in flight, and each output is handed to
+        ``fold(part, output)`` as it arrives: one scan's memory stays bounded whatever its length.
         """
         if n == 0:
             raise ValueError(f"{model}: empty slice batch")
         gate = asyncio.Semaphore(max(1, self.config.max_inflight_chunks))
 
-        async def one(part: slice) -> np.ndarray:
+        async def one(part: slice) -> None:
             async with gate:
-                y = await self._infer(model, np.ascontiguousarray(make(part)))
-                if fold is None:
-                    return y
-                fold(part, y)
-                return y[:0]
+                fold(part, await self._infer(model, np.ascontiguousarray(make(part))))
 
-        return list(await asyncio.gather(*(one(p) for p in P.chunks(n, self.config.slice_batch))))
+        await asyncio.gather(*(one(p) for p in P.chunks(n, self.config.slice_batch)))
 
     async def _lung_prob(self, ct: np.ndarray) -> np.ndarray:
         """Lung probabilities at the model's resolution, [S,h,w], after 3D clean-up."""
@@ -155,9 +165,9 @@ class ScanPipeline:
         summary = P.MaskSummary.empty((prob.shape[0], *hw))
         # A slice whose probabilities are all <= 0.5 has an empty mask at any resolution
         # (bilinear values stay within the input's range): only lung slices are up-sampled.
-        rows = np.flatnonzero(prob.reshape(prob.shape[0], -1).max(axis=1) > 0.5)
-        for part in P.chunks(rows.size, self.config.slice_batch):
-            summary.add(rows[part], P.upsample_mask(prob[rows[part]], hw))
+        lit = np.flatnonzero(prob.reshape(prob.shape[0], -1).max(axis=1) > 0.5)
+        for part in P.chunks(lit.size, self.config.slice_batch):
+            summary.add(lit[part], P.upsample_mask(prob[lit[part]], hw))
         return summary
 
     async def _lesions(
@@ -189,6 +199,8 @@ class ScanPipeline:
             rows = idx[part]
             lesion = P.upsample_mask(prob, hw)
             lesion &= keep
+            # Up-sampled again rather than kept from the summary pass: keeping the scan's lung mask
+            # (even bit-packed) costs memory, and unpacking it takes as long as this resize.
             lung = P.upsample_mask(lung_prob[rows], hw)
             lung |= lesion
             counts[0] += int(np.count_nonzero(lung))
