@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,9 +282,19 @@ def test_triton_exposes_the_metrics_we_query(tmp_path: Path, dashboard: dict[str
         for _ in range(3):
             client.infer("echo", [inp])
         client.close()
-        with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
-            text = r.read().decode()
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+        # Triton counts a request after it has sent the response: poll (bounded) until all 3 are in
+        deadline = time.monotonic() + 30.0
+        while True:
+            with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+                text = r.read().decode()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            counted = families.get("nv_inference_request_success")
+            done = counted is not None and [
+                s.value for s in counted.samples if s.labels.get("model") == "echo"
+            ] == [3]
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     # prometheus_client strips a counter's _total; Triton's counters have no such suffix
     exposed = set(families) | {s.name for f in families.values() for s in f.samples}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,13 @@ def test_slices_of_concurrent_callers_share_batches(covidet_server: Any) -> None
     req0, exe0 = counts()
     with ThreadPoolExecutor(len(batches)) as pool:
         together = list(pool.map(one, batches))
+    # Triton records a request's statistics after it has sent the response, so a client can hold all
+    # its answers before the counters move: wait (bounded) for them to catch up.
+    deadline = time.monotonic() + 30.0
     req1, exe1 = counts()
+    while req1 - req0 < len(batches) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        req1, exe1 = counts()
     requests, executions = req1 - req0, exe1 - exe0
     assert requests == len(batches)
     assert executions < requests, f"{executions} executions for {requests} requests: no batching"
