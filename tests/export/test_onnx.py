@@ -85,3 +85,21 @@ def test_tensorrt_without_gpu_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="TensorRT is not available here"):
         build_tensorrt_engine(tmp_path / "m.onnx", tmp_path / "m.plan", input_hw=(64, 64))
     assert not (tmp_path / "m.plan").exists()
+
+
+def test_lung_head_is_one_minus_background_softmax() -> None:
+    """The lung head's element-wise form equals 1 - softmax(logits)[background], extremes included."""
+    from covidet.export import serving_module
+
+    class Logits(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(4, 3, 8, 8, generator=g) * 6
+    y[0, 0], y[1, 1:] = 200.0, 200.0  # certain background / certain lung: no inf or nan
+    got = serving_module(Logits(), "lung_unet")(y)
+    want = 1.0 - torch.softmax(y, dim=1)[:, 0:1]
+    assert got.shape == (4, 1, 8, 8) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert float(got[0].max()) < 1e-6 and float(got[1].min()) == 1.0

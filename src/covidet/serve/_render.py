@@ -9,6 +9,7 @@ source `model_repository/`; ONNX files (cpu), checkpoint references (gpu-torch) 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -256,8 +257,10 @@ def _sha(path: Path) -> str:
 
 
 def _export_onnx(stem: Path, spec: C.ModelSpec, out: Path) -> None:
-    """Checkpoint -> ONNX (verified against PyTorch), cached by checkpoint hash and version."""
-    key = f"{_sha(stem.with_suffix('.pt'))}:{__version__}:{spec.name}"
+    """Checkpoint -> ONNX (verified against PyTorch), cached by checkpoint, exporter and version."""
+    exporter = importlib.util.find_spec("covidet.export._onnx")  # its source, without importing torch
+    assert exporter is not None and exporter.origin is not None
+    key = f"{_sha(stem.with_suffix('.pt'))}:{_sha(Path(exporter.origin))}:{__version__}:{spec.name}"
     stamp = out.with_suffix(".key")
     if out.is_file() and stamp.is_file() and stamp.read_text() == key:
         return
