@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import onnx
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from covidet import _contract as C
 from covidet.export import tensorrt_available
-from covidet.serve._render import RenderError, render_repository
+from covidet.serve._render import (
+    INT8_MODELS,
+    QUANTIZATION_FILE,
+    Calibration,
+    RenderError,
+    render_repository,
+)
 
 _TYPES = {v: k for k, v in model_config_pb2.DataType.items()}
 
@@ -78,7 +88,62 @@ def test_gpu_profile_needs_tensorrt(tmp_path: Path) -> None:
 
 
 def test_unknown_profile_and_missing_checkpoints(tmp_path: Path) -> None:
-    with pytest.raises(RenderError, match="choose one of cpu, gpu, gpu-torch"):
+    with pytest.raises(RenderError, match="choose one of cpu, cpu-int8, gpu, gpu-torch"):
         render_repository("tpu", tmp_path)
     with pytest.raises(RenderError, match="train-demo"):
         render_repository("cpu", tmp_path / "r", tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def int8_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render_repository("cpu-int8", tmp_path_factory.mktemp("int8") / "repo")
+
+
+def test_cpu_int8_profile_quantizes_the_heavy_models(int8_repository: Path) -> None:
+    repo = int8_repository
+    for spec in C.SLICE_MODELS:
+        vdir = repo / spec.name / "1"
+        ops = {n.op_type for n in onnx.load(str(vdir / "model.onnx")).graph.node}
+        cfg = _config(repo, spec.name)
+        assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+        if spec.name in INT8_MODELS:
+            assert "QuantizeLinear" in ops and (vdir / "model.fp32.onnx").is_file()
+            record = json.loads((vdir / QUANTIZATION_FILE).read_text())
+            assert record["precision"] == "int8" and record["check"]["dice"] >= 0.98
+            assert cfg.instance_group[0].count == 2
+        else:
+            assert "QuantizeLinear" not in ops and not (vdir / QUANTIZATION_FILE).exists()
+    lung = repo / C.LUNG_SEG.name / "1" / "model.onnx"
+    before = lung.stat().st_mtime_ns
+    render_repository("cpu-int8", repo)  # cached: same float graph, quantizer and calibration
+    assert lung.stat().st_mtime_ns == before
+
+
+def test_cpu_int8_diagnoses_like_float(
+    int8_repository: Path, repository: Path, phantoms: dict[str, Any]
+) -> None:
+    from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+
+    def run(repo: Path, ph: Any) -> dict[str, np.ndarray]:
+        models = InProcessModels(repo)
+        try:
+            pipe = ScanPipeline(PipelineConfig.from_repository(repo), models.infer)
+            return asyncio.run(pipe.run(ph.hu, np.asarray(ph.spacing, np.float32), return_masks=True))
+        finally:
+            models.close()
+
+    for kind in ("COVID-19", "non-pneumonia"):
+        f, q = run(repository, phantoms[kind]), run(int8_repository, phantoms[kind])
+        assert dice(f["LUNG_MASK"], q["LUNG_MASK"]) > 0.99
+        np.testing.assert_allclose(q["LUNG_VOLUME_ML"], f["LUNG_VOLUME_ML"], rtol=0.02)
+        np.testing.assert_allclose(q["LESION_RATIO"], f["LESION_RATIO"], atol=0.01)
+        np.testing.assert_allclose(q["CLASS_PROBS"], f["CLASS_PROBS"], atol=0.05)
+        assert int(np.argmax(q["CLASS_PROBS"])) == int(np.argmax(f["CLASS_PROBS"]))
+
+
+def test_int8_calibration_needs_two_scans() -> None:
+    with pytest.raises(RenderError, match="at least 2 scans"):
+        Calibration.from_scans([np.zeros((4, 64, 64), np.int16)])
+    two = Calibration.from_scans([np.zeros((4, 64, 64), np.int16), np.ones((4, 64, 64), np.int16)])
+    assert len(two.calibrate) == len(two.check) == 1
+    assert two.fingerprint() != Calibration(two.check, two.calibrate).fingerprint()

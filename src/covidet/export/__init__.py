@@ -1,4 +1,5 @@
-"""Export: checkpoint -> ONNX (verified against PyTorch) -> TensorRT engine (on GPU nodes)."""
+"""Export: checkpoint -> ONNX (verified against PyTorch) -> int8 ONNX (checked on masks, CPU) or
+TensorRT engine (on GPU nodes)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ from covidet.export._onnx import (
     serving_module,
     verify_onnx,
 )
+from covidet.export._quantize import DEFAULT_MIN_DICE, QuantizeReport, quantize_onnx
 from covidet.export._tensorrt import build_tensorrt_engine, tensorrt_available
 
 __all__ = [
+    "DEFAULT_MIN_DICE",
     "ONNX_INPUT",
     "ONNX_OUTPUT",
     "ExportError",
     "ExportReport",
+    "QuantizeReport",
     "build_tensorrt_engine",
     "example_input",
     "export_onnx",
     "fold_weight_standardization",
+    "quantize_onnx",
     "serving_module",
     "tensorrt_available",
     "verify_onnx",

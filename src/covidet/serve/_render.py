@@ -18,11 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from covidet import __version__
 from covidet import _contract as C
 
 __all__ = [
+    "CPU_PROFILES",
     "PROFILES",
+    "QUANTIZATION_FILE",
+    "Calibration",
     "RenderError",
     "checkpoint_metadata",
     "default_checkpoints",
@@ -30,7 +35,11 @@ __all__ = [
     "source_repository",
 ]
 
-PROFILES = ("cpu", "gpu", "gpu-torch")
+PROFILES = ("cpu", "cpu-int8", "gpu", "gpu-torch")
+#: Profiles whose slice models run in ONNX Runtime on the CPU.
+CPU_PROFILES = ("cpu", "cpu-int8")
+#: File beside an int8 model.onnx recording how it was checked against the float graph.
+QUANTIZATION_FILE = "quantization.json"
 #: The Python file that serves all four slice models.
 _SLICE_TEMPLATE = "slice_model"
 #: Instances of the per-scan orchestrator: two scans overlap (one pre/post-processes while the
@@ -192,11 +201,11 @@ def _slice_config(spec: C.ModelSpec, meta: Mapping[str, Any], profile: str, para
     cfg.field("  max_queue_delay_microseconds: 2000", "wait up to 2 ms for slices of other scans")
     cfg.raw("}")
     cfg.raw("instance_group {")
-    if profile == "cpu" and _cpu_instances(spec) > 1:
+    if profile in CPU_PROFILES and _cpu_instances(spec) > 1:
         cfg.field(f"  count: {_cpu_instances(spec)}", "two sessions of half the cores: no core idles")
     else:
         cfg.field("  count: 1", "one instance; ONNX Runtime / CUDA use the cores / GPU fully")
-    cfg.field(f"  kind: {'KIND_CPU' if profile == 'cpu' else 'KIND_GPU'}", "where it runs")
+    cfg.field(f"  kind: {'KIND_CPU' if profile in CPU_PROFILES else 'KIND_GPU'}", "where it runs")
     cfg.raw("}")
     _parameters(cfg, params)
     return cfg.text()
@@ -209,7 +218,7 @@ def _scan_config(spec: C.ModelSpec, profile: str, params: dict, instances: int) 
     _tensors(cfg, "output", spec.outputs, {})
     cfg.raw("instance_group {")
     cfg.field(f"  count: {instances}", "scans processed concurrently")
-    kind = "KIND_CPU" if profile == "cpu" or spec is C.PIPELINE else "KIND_GPU"
+    kind = "KIND_CPU" if profile in CPU_PROFILES or spec is C.PIPELINE else "KIND_GPU"
     cfg.field(f"  kind: {kind}", "where it runs")
     cfg.raw("}")
     _parameters(cfg, params)
@@ -290,6 +299,88 @@ def _rename_io(path: Path, spec: C.ModelSpec) -> None:
     onnx.save(model, str(path))
 
 
+#: cpu-int8 profile: the two heavy models run int8 (static QDQ, checked against float on masks).
+#: The classifier and encoder see 35 slices per scan (3% of the FLOPs) and stay float.
+INT8_MODELS = CPU_HEAVY_MODELS
+#: How each int8 model's input is built from HU slices (the pipeline's own preprocessing).
+_MODEL_INPUTS = {C.LUNG_SEG.name: "lung_input", C.LESION_SEG.name: "lesion_input"}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """HU volumes ([S,H,W]) that calibrate int8 ranges, and other volumes that check the result."""
+
+    calibrate: tuple[np.ndarray, ...]
+    check: tuple[np.ndarray, ...]
+
+    @classmethod
+    def phantoms(cls, n_slices: int = 16, size: int = 256) -> Calibration:
+        """One phantom per class to calibrate, one more per class (other seeds) to check."""
+        from covidet.phantom import make_phantom
+
+        def scans(seed: int) -> tuple[np.ndarray, ...]:
+            return tuple(
+                make_phantom(kind, n_slices=n_slices, size=size, seed=seed + i).hu
+                for i, kind in enumerate(C.CLASS_NAMES)
+            )
+
+        return cls(scans(100), scans(200))
+
+    @classmethod
+    def from_scans(cls, volumes: Iterable[np.ndarray]) -> Calibration:
+        """Real scans: the first half calibrates, the second half checks (at least two scans)."""
+        vols = tuple(np.asarray(v) for v in volumes)
+        if len(vols) < 2:
+            raise RenderError(
+                f"int8 calibration needs at least 2 scans (half calibrate, half check); got {len(vols)}"
+            )
+        half = (len(vols) + 1) // 2
+        return cls(vols[:half], vols[half:])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for group in (self.calibrate, self.check):
+            h.update(f"{len(group)};".encode())
+            for v in group:
+                a = np.ascontiguousarray(v)
+                h.update(f"{a.dtype}{a.shape};".encode() + a.tobytes())
+        return h.hexdigest()
+
+    def inputs(self, model: str, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The model's (calibration, check) inputs, built by the pipeline's preprocessing."""
+        from covidet import pipeline as P
+
+        make = getattr(P, _MODEL_INPUTS[model])
+        return (
+            np.concatenate([make(v, record) for v in self.calibrate]),
+            np.concatenate([make(v, record) for v in self.check]),
+        )
+
+
+def _quantize(spec: C.ModelSpec, meta: Mapping[str, Any], vdir: Path, calibration: Calibration) -> None:
+    """model.fp32.onnx -> int8 model.onnx, checked on masks; cached by float graph, quantizer, data."""
+    quantizer = importlib.util.find_spec("covidet.export._quantize")
+    assert quantizer is not None and quantizer.origin is not None
+    src, out = vdir / "model.fp32.onnx", vdir / "model.onnx"
+    key = ":".join(
+        ("int8", src.with_suffix(".key").read_text(), _sha(Path(quantizer.origin)), calibration.fingerprint())
+    )
+    stamp, record = out.with_suffix(".key"), vdir / QUANTIZATION_FILE
+    if out.is_file() and record.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return
+    from covidet.export import ExportError, quantize_onnx
+
+    tmp = vdir / "model.int8.tmp.onnx"
+    try:
+        report = quantize_onnx(src, tmp, *calibration.inputs(spec.name, meta["preprocessing"]))
+    except ExportError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RenderError(f"{spec.name}: int8 quantization rejected: {exc}") from exc
+    os.replace(tmp, out)
+    record.write_text(json.dumps({"precision": "int8", "check": report.to_json()}, indent=2))
+    stamp.write_text(key)
+
+
 def _build_plan(onnx_path: Path, plan: Path, meta: Mapping[str, Any], cache: Path) -> None:
     from covidet.export import build_tensorrt_engine
 
@@ -309,8 +400,13 @@ def render_repository(
     checkpoints: Path | str | None = None,
     *,
     threads: int | None = None,
+    calibration: Calibration | None = None,
 ) -> Path:
-    """Write a complete Triton model repository for `profile` into `out_dir` and return it."""
+    """Write a complete Triton model repository for `profile` into `out_dir` and return it.
+
+    ``calibration``: the scans that calibrate and check the int8 models of profile ``cpu-int8``
+    (default: `Calibration.phantoms`, the demo models' own domain; give real scans for real
+    checkpoints)."""
     from covidet.serving import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig
 
     if profile not in PROFILES:
@@ -328,9 +424,13 @@ def render_repository(
         stem = (ckpt / spec.name).resolve()
         template = _SLICE_TEMPLATE if spec in C.SLICE_MODELS else spec.name
         (vdir / "checkpoint.json").write_text(json.dumps(metas[spec.name], indent=2))
-        if profile == "cpu" or profile == "gpu":
+        if profile == "cpu-int8" and spec.name in INT8_MODELS:
+            _export_onnx(stem, spec, vdir / "model.fp32.onnx")
+            calibration = calibration or Calibration.phantoms()
+            _quantize(spec, metas[spec.name], vdir, calibration)
+        elif profile in CPU_PROFILES or profile == "gpu":
             _export_onnx(stem, spec, vdir / "model.onnx")
-        if profile == "cpu":
+        if profile in CPU_PROFILES:
             params = {
                 "runtime": "onnxruntime",
                 "model_file": "model.onnx",
@@ -359,7 +459,7 @@ def render_repository(
     (pdir / PIPELINE_CONFIG_FILE).write_text(
         PipelineConfig(
             models=metas,
-            max_inflight_chunks=DEFAULT_INFLIGHT_CHUNKS if profile == "cpu" else GPU_INFLIGHT_CHUNKS,
+            max_inflight_chunks=DEFAULT_INFLIGHT_CHUNKS if profile in CPU_PROFILES else GPU_INFLIGHT_CHUNKS,
         ).to_json()
     )
     (out / C.PIPELINE.name / "config.pbtxt").write_text(
