@@ -122,6 +122,7 @@ def test_cpu_int8_profile_quantizes_the_heavy_models(int8_repository: Path) -> N
 def test_cpu_int8_diagnoses_like_float(
     int8_repository: Path, repository: Path, phantoms: dict[str, Any]
 ) -> None:
+    from covidet.pipeline import dice
     from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 
     def run(repo: Path, ph: Any) -> dict[str, np.ndarray]:
