@@ -9,7 +9,7 @@
 #    plus this script's arguments (passed after `--`), e.g. the restricted-API and TLS flags that
 #    the Helm chart passes. SIGTERM is forwarded: Triton drains in-flight requests.
 #
-# Environment (defaults in brackets): COVIDET_PROFILE [gpu] (cpu | gpu | gpu-torch),
+# Environment (defaults in brackets): COVIDET_PROFILE [gpu] (cpu | cpu-int8 | gpu | gpu-torch),
 # COVIDET_CHECKPOINTS [/opt/covidet/checkpoints], COVIDET_CACHE_DIR [/var/cache/covidet],
 # COVIDET_HOST [0.0.0.0], COVIDET_HTTP_PORT [8000], COVIDET_GRPC_PORT [8001],
 # COVIDET_METRICS_PORT [8002], COVIDET_EXIT_TIMEOUT_S [30], COVIDET_PYTHON [python3],
@@ -30,8 +30,8 @@ die() {
 }
 
 case "$PROFILE" in
-cpu | gpu | gpu-torch) ;;
-*) die "COVIDET_PROFILE='$PROFILE' is not a profile: expected cpu, gpu or gpu-torch" ;;
+cpu | cpu-int8 | gpu | gpu-torch) ;;
+*) die "COVIDET_PROFILE='$PROFILE' is not a profile: expected cpu, cpu-int8, gpu or gpu-torch" ;;
 esac
 [ -d "$CHECKPOINTS" ] || die "checkpoint folder '$CHECKPOINTS' does not exist: mount one there or set COVIDET_CHECKPOINTS"
 mkdir -p "$CACHE" 2>/dev/null || true

@@ -112,3 +112,17 @@ def test_monitor_forecasts_a_course(covidet_server: Any, tmp_path: Path) -> None
 def test_monitor_needs_one_day_per_scan(tmp_path: Path) -> None:
     run = _run("monitor", "a", "b", "--days", "1")
     assert run.returncode == 2 and "one day per scan" in run.stderr
+
+
+def test_export_int8_calibrates_on_given_scans(tmp_path: Path) -> None:
+    scans = []
+    for i, kind in enumerate(("COVID-19", "CAP")):
+        folder = tmp_path / kind
+        write_dicom_series(make_phantom(kind, n_slices=6 + i, size=128, seed=900 + i), folder)
+        scans.append(str(folder))
+    out = tmp_path / "repo"
+    assert main(["export", "--profile", "cpu-int8", "--out", str(out), "--calibration", *scans]) == 0
+    record = json.loads((out / "lesion_seg" / "1" / "quantization.json").read_text())
+    assert (record["check"]["n_calibration"], record["check"]["n_check"]) == (6, 7)  # scan 1 / scan 2
+    run = _run("export", "--profile", "cpu", "--out", str(out), "--calibration", *scans)
+    assert run.returncode == 2 and "--calibration is for --profile cpu-int8" in run.stderr

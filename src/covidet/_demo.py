@@ -23,11 +23,11 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
     from covidet.client import Client
     from covidet.phantom import make_phantom, write_dicom_series
     from covidet.serve import TritonServer, free_ports
-    from covidet.serve._render import render_repository
+    from covidet.serve._render import PROFILES, render_repository
 
     parser = argparse.ArgumentParser(prog="covidet demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="work folder")
-    parser.add_argument("--profile", default="cpu", choices=["cpu", "gpu", "gpu-torch"])
+    parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--slices", type=int, default=160, help="slices per phantom")
     parser.add_argument("--size", type=int, default=512, help="in-plane size")
     parser.add_argument("--seed", type=int, default=7)

@@ -213,18 +213,34 @@ def _deidentify_main(argv: list[str]) -> int:
 
 
 def _export_main(argv: list[str]) -> int:
-    from covidet.serve._render import PROFILES, render_repository
+    from covidet.serve._render import PROFILES, Calibration, render_repository
 
     p = argparse.ArgumentParser(
         prog="covidet export",
-        description="Export checkpoints (ONNX verified against PyTorch; "
-        "TensorRT plans with --profile gpu, on a GPU node).",
+        description="Export checkpoints (ONNX verified against PyTorch; int8 ONNX checked against "
+        "float with --profile cpu-int8; TensorRT plans with --profile gpu, on a GPU node).",
     )
     p.add_argument("--profile", default="cpu", choices=PROFILES)
     p.add_argument("--checkpoints", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("build/model_repository"))
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="SCAN",
+        help="cpu-int8: scans (DICOM folder, NIfTI) like the ones to be served; the first half "
+        "calibrates the int8 ranges, the second half checks the masks (default: phantoms)",
+    )
     args = p.parse_args(argv)
-    repo = render_repository(args.profile, args.out, args.checkpoints)
+    calibration = None
+    if args.calibration:
+        if args.profile != "cpu-int8":
+            p.error(f"--calibration is for --profile cpu-int8 (got --profile {args.profile})")
+        from covidet.client import load_volume
+
+        calibration = Calibration.from_scans(load_volume(path).hu for path in args.calibration)
+    repo = render_repository(args.profile, args.out, args.checkpoints, calibration=calibration)
     print(f"model repository for profile {args.profile}: {repo}")
     return 0
 

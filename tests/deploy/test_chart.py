@@ -7,6 +7,7 @@ the fields we use (see `PODMONITOR_SCHEMA`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -316,3 +317,17 @@ def test_committed_manifests_are_current(render: ModuleType) -> None:
 def test_contract_names_in_adapter_rule() -> None:
     text = (DEPLOY / "prometheus-adapter" / "rules.yaml").read_text()
     assert f'model="{C.PIPELINE.name}"' in text
+
+
+def test_chart_profiles_are_covidets(render: ModuleType) -> None:
+    """The chart's schema accepts exactly covidet's profiles; CPU profiles request no GPU."""
+    from covidet.serve._render import CPU_PROFILES, PROFILES
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert sorted(schema["properties"]["profile"]["enum"]) == sorted(PROFILES)
+    pytest.importorskip("helm_python", reason="helm-python-sdk missing")
+    for profile in PROFILES:
+        c = container(by_kind(render.render_chart({"profile": profile})))
+        assert ("nvidia.com/gpu" in c["resources"].get("limits", {})) == (profile not in CPU_PROFILES), (
+            profile
+        )

@@ -187,7 +187,10 @@ def test_entrypoint_renders_once_then_reuses(tmp_path: Path) -> None:
 
 def test_entrypoint_refuses_bad_settings(tmp_path: Path) -> None:
     bad_profile = _run({"COVIDET_PROFILE": "tpu"}, tmp=tmp_path)
-    assert bad_profile.returncode != 0 and "expected cpu, gpu or gpu-torch" in bad_profile.stderr
+    from covidet.serve._render import PROFILES
+
+    expected = "expected " + ", ".join(PROFILES[:-1]) + f" or {PROFILES[-1]}"  # in step with covidet
+    assert bad_profile.returncode != 0 and expected in bad_profile.stderr
     no_ckpt = _run({"COVIDET_PROFILE": "cpu", "COVIDET_CHECKPOINTS": str(tmp_path / "none")}, tmp=tmp_path)
     assert no_ckpt.returncode != 0 and "does not exist" in no_ckpt.stderr
     blocker = tmp_path / "a-file"

@@ -73,7 +73,9 @@ def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
     repo = render_repository("gpu-torch", tmp_path / "repo")
     from covidet.serving import PipelineConfig
 
-    assert PipelineConfig.from_repository(repo).max_inflight_chunks == 16  # GPUs batch more
+    config = PipelineConfig.from_repository(repo)
+    assert config.max_inflight_chunks == 16  # GPUs batch more
+    assert {m["precision"] for m in config.provenance().values()} == {"float16"}
     cfg = _config(repo, C.LUNG_SEG.name)
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     assert params["runtime"] == "torch" and params["device"] == "cuda"
@@ -140,6 +142,9 @@ def test_cpu_int8_diagnoses_like_float(
         np.testing.assert_allclose(q["LESION_RATIO"], f["LESION_RATIO"], atol=0.01)
         np.testing.assert_allclose(q["CLASS_PROBS"], f["CLASS_PROBS"], atol=0.05)
         assert int(np.argmax(q["CLASS_PROBS"])) == int(np.argmax(f["CLASS_PROBS"]))
+    int8, fp32 = (json.loads(r["PROVENANCE"][0].decode()) for r in (q, f))  # answers say what ran
+    assert (int8["lung_seg"]["precision"], int8["lesion_seg"]["precision"]) == ("int8", "int8")
+    assert int8["slice_classifier"]["precision"] == fp32["lung_seg"]["precision"] == "float32"
 
 
 def test_int8_calibration_needs_two_scans() -> None:

@@ -381,6 +381,13 @@ def _quantize(spec: C.ModelSpec, meta: Mapping[str, Any], vdir: Path, calibratio
     stamp.write_text(key)
 
 
+def _precision(profile: str, model: str) -> str:
+    """The numerics a model runs with in ``profile`` (reported in every answer's provenance)."""
+    if profile in CPU_PROFILES:
+        return "int8" if profile == "cpu-int8" and model in INT8_MODELS else "float32"
+    return "float16"  # TensorRT FP16 plans (gpu) and torch CUDA FP16 (gpu-torch, and the GRU on gpu)
+
+
 def _build_plan(onnx_path: Path, plan: Path, meta: Mapping[str, Any], cache: Path) -> None:
     from covidet.export import build_tensorrt_engine
 
@@ -458,7 +465,8 @@ def render_repository(
     shutil.copy2(src / C.PIPELINE.name / "1" / "model.py", pdir / "model.py")
     (pdir / PIPELINE_CONFIG_FILE).write_text(
         PipelineConfig(
-            models=metas,
+            # each answer's PROVENANCE says which numerics ran, beside the checkpoint's identity
+            models={name: {**meta, "precision": _precision(profile, name)} for name, meta in metas.items()},
             max_inflight_chunks=DEFAULT_INFLIGHT_CHUNKS if profile in CPU_PROFILES else GPU_INFLIGHT_CHUNKS,
         ).to_json()
     )

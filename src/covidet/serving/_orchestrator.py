@@ -96,6 +96,7 @@ class PipelineConfig:
                 "trained": meta.get("trained"),
                 "provenance": meta.get("provenance"),
                 "sha256": str(meta.get("sha256", ""))[:16],
+                "precision": meta.get("precision"),
             }
             for name, meta in self.models.items()
         }

@@ -53,7 +53,7 @@ app.kubernetes.io/component: inference-server
 
 {{/* "true" when pods request GPUs. */}}
 {{- define "covidet.gpu" -}}
-{{- if and (ne .Values.profile "cpu") (gt (int .Values.gpu.count) 0) }}true{{ end }}
+{{- if and (not (hasPrefix "cpu" .Values.profile)) (gt (int .Values.gpu.count) 0) }}true{{ end }}
 {{- end }}
 
 {{/* tritonserver flags added to covidet's own (deploy/entrypoint.sh passes them through). */}}
