@@ -20,6 +20,14 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cpu-int8 repository (lung and lesion models int8, calibrated on phantoms)."""
+    from covidet.serve._render import render_repository
+
+    return render_repository("cpu-int8", tmp_path_factory.mktemp("int8") / "model_repository")
+
+
+@pytest.fixture(scope="session")
 def covidet_server(repository: Path) -> Iterator[object]:
     """A real Triton server on free 127.0.0.1 ports, serving the rendered repository."""
     from covidet.serve import TritonServer

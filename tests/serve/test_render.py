@@ -96,11 +96,6 @@ def test_unknown_profile_and_missing_checkpoints(tmp_path: Path) -> None:
         render_repository("cpu", tmp_path / "r", tmp_path / "empty")
 
 
-@pytest.fixture(scope="module")
-def int8_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return render_repository("cpu-int8", tmp_path_factory.mktemp("int8") / "repo")
-
-
 def test_cpu_int8_profile_quantizes_the_heavy_models(int8_repository: Path) -> None:
     repo = int8_repository
     for spec in C.SLICE_MODELS:
