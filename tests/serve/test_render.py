@@ -148,3 +148,19 @@ def test_int8_calibration_needs_two_scans() -> None:
     two = Calibration.from_scans([np.zeros((4, 64, 64), np.int16), np.ones((4, 64, 64), np.int16)])
     assert len(two.calibrate) == len(two.check) == 1
     assert two.fingerprint() != Calibration(two.check, two.calibrate).fingerprint()
+
+
+def test_int8_of_real_checkpoints_needs_real_calibration(tmp_path: Path) -> None:
+    import shutil
+
+    from covidet.serve._render import default_checkpoints
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(default_checkpoints(), ckpt)
+    meta = json.loads((ckpt / "lesion_seg.json").read_text())
+    (ckpt / "lesion_seg.json").write_text(json.dumps({**meta, "variant": "full"}))
+    with pytest.raises(RenderError, match=r"non-demo checkpoints \(lesion_seg\) needs calibration"):
+        render_repository("cpu-int8", tmp_path / "r", ckpt)
+    two = Calibration.phantoms(n_slices=2, size=64)
+    with pytest.raises(RenderError, match="calibration scans are for profile cpu-int8, not cpu"):
+        render_repository("cpu", tmp_path / "r", calibration=two)

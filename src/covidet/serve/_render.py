@@ -422,6 +422,16 @@ def render_repository(
     out = Path(out_dir).resolve()
     src = source_repository()
     metas = checkpoint_metadata(ckpt)
+    if calibration is not None and profile != "cpu-int8":
+        raise RenderError(f"calibration scans are for profile cpu-int8, not {profile}")
+    if profile == "cpu-int8" and calibration is None:
+        foreign = sorted(n for n in INT8_MODELS if metas[n].get("variant") != "demo")
+        if foreign:  # phantoms are the demo models' own domain, nobody else's
+            raise RenderError(
+                f"profile cpu-int8 with non-demo checkpoints ({', '.join(foreign)}) needs calibration "
+                "scans like the ones to be served: `covidet export --profile cpu-int8 --calibration "
+                "SCAN SCAN...`, then `covidet serve --model-repository` on the result"
+            )
     out.mkdir(parents=True, exist_ok=True)
     threads = threads or (os.cpu_count() or 1)
 
