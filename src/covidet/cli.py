@@ -23,6 +23,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("covidet.cli", "_export_main", "export checkpoints to ONNX / TensorRT"),
     "train-demo": ("covidet.train", "main_train_demo", "train the demo checkpoints on phantoms"),
     "evaluate-demo": ("covidet.train", "main_evaluate_demo", "measure Dice/accuracy on phantoms"),
+    "init-checkpoints": (
+        "covidet.train",
+        "main_init_checkpoints",
+        "untrained full-size checkpoints (random weights) for benchmarks",
+    ),
     "bench": ("covidet.bench", "main", "load-test a server (same as benchmarks/bench.py)"),
     "soak": ("covidet.bench._soak", "main_soak", "bounded soak: failures, latency drift, memory"),
     "train-svm": ("covidet.clinical", "main_train_svm", "train the clinical SVM (DL#3) from a CSV"),

@@ -131,3 +131,20 @@ def test_soak_short_run(covidet_server: Any, tmp_path: Path) -> None:
     assert code == 0 and report["summary"]["failures"] == 0
     assert report["summary"]["windows"] == 2 and report["summary"]["requests"] >= 2
     assert report["summary"]["latency_p50_first_s"] > 0
+
+
+def test_bench_baselines_only_on_other_checkpoints(tmp_path: Path) -> None:
+    """No levels: no server, only the in-process baselines, on untrained checkpoints."""
+    from covidet.train import write_untrained
+
+    write_untrained(tmp_path / "ckpt", variant="demo", seed=3)
+    out = tmp_path / "b.json"
+    argv = ["--concurrency", "", "--checkpoints", str(tmp_path / "ckpt"), "--slices", "6", "--size", "64"]
+    argv += ["--scans", "1", "--compare", "torch,naive", "--baseline-scans", "1", "--json", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["levels"] == []
+    assert [b["summary"]["mode"] for b in report["baselines"]] == ["torch-inprocess-cpu", "naive-torch"]
+    assert all(b["summary"]["ok"] == 1 for b in report["baselines"])
+    assert report["server"]["checkpoints"]["lung_seg"] == "demo"
+    assert report["server"]["torch_baseline_device"] == "cpu" and "cpu_model" in report["machine"]

@@ -2,7 +2,8 @@
 
 (a) ``naive``: PyTorch eager, one slice at a time, in-process (how research code runs).
 (b) ``onnx``: the same ONNX models with ONNX Runtime, batched, in-process, no server — the floor.
-Both run the exact serving pipeline (`ScanPipeline`) with a different ``infer``.
+``torch``: PyTorch eager batched in-process (FP16 on CUDA) — the GPU profiles' floor.
+All run the exact serving pipeline (`ScanPipeline`) with a different ``infer``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from covidet import _contract as C
 from covidet.bench._load import LevelResult, Sample, Scan
 from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 
-__all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx"]
+__all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx", "run_torch"]
 
 
 def _sequential(pipe: ScanPipeline, scans: Sequence[Scan], n: int, mode: str) -> LevelResult:
@@ -28,7 +29,11 @@ def _sequential(pipe: ScanPipeline, scans: Sequence[Scan], n: int, mode: str) ->
     for i in range(n):
         scan = scans[i % len(scans)]
         s0 = time.perf_counter()
-        asyncio.run(pipe.run(scan.hu, np.asarray(scan.spacing, np.float32)))
+        try:
+            asyncio.run(pipe.run(scan.hu, np.asarray(scan.spacing, np.float32)))
+        except ValueError as exc:  # the pipeline's answer to bad input (e.g. no lung): counted, not fatal
+            samples.append(Sample(s0, time.perf_counter() - s0, False, scan.hu.shape[0], type(exc).__name__))
+            continue
         samples.append(Sample(s0, time.perf_counter() - s0, True, scan.hu.shape[0]))
     return LevelResult(mode, 1, time.perf_counter() - t0, samples)
 
@@ -44,23 +49,45 @@ def run_onnx(repository: Path, scans: Sequence[Scan], n: int) -> LevelResult:
         models.close()
 
 
-def run_naive(checkpoints: Path, repository: Path, scans: Sequence[Scan], n: int) -> LevelResult:
-    """Baseline (a): PyTorch eager on the CPU, one slice per forward pass, in-process."""
+def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_slice: bool) -> ScanPipeline:
+    """The serving pipeline over PyTorch eager models: float32 one slice per pass (``per_slice``),
+    or batched as the server batches (FP16 and channels-last on CUDA, as the gpu-torch profile)."""
     from covidet.serving import TorchRunner
 
     runners = {
-        spec.name: TorchRunner(checkpoints / spec.name, device="cpu", fp16=False)
+        spec.name: TorchRunner(checkpoints / spec.name, device=device, fp16=not per_slice)
         for spec in (*C.SLICE_MODELS, C.GRU_FUSION)
     }
 
     async def infer(model: str, x: np.ndarray) -> np.ndarray:
         if model == C.GRU_FUSION.name:
             return runners[model](x[np.newaxis])[0]
-        return np.concatenate([runners[model](x[i : i + 1]) for i in range(x.shape[0])])
+        if per_slice:
+            return np.concatenate([runners[model](x[i : i + 1]) for i in range(x.shape[0])])
+        return runners[model](x)
 
     cfg = PipelineConfig.from_repository(repository)
-    pipe = ScanPipeline(PipelineConfig(models=cfg.models, slice_batch=1), infer)
-    return _sequential(pipe, scans, n, "naive-torch")
+    batch = 1 if per_slice else cfg.slice_batch
+    return ScanPipeline(PipelineConfig(models=cfg.models, slice_batch=batch), infer)
+
+
+def run_naive(
+    checkpoints: Path, repository: Path, scans: Sequence[Scan], n: int, *, device: str = "cpu"
+) -> LevelResult:
+    """Baseline (a): PyTorch eager, float32, one slice per forward pass, in-process."""
+    pipe = _torch_pipeline(checkpoints, repository, device, per_slice=True)
+    if device != "cpu":  # CUDA context, cuDNN algorithm choice: not part of a scan
+        _sequential(pipe, scans, 1, "warmup")
+    return _sequential(pipe, scans, n, f"naive-torch-{device}" if device != "cpu" else "naive-torch")
+
+
+def run_torch(
+    checkpoints: Path, repository: Path, scans: Sequence[Scan], n: int, *, device: str = "cuda"
+) -> LevelResult:
+    """PyTorch eager batched in-process (FP16 channels-last on CUDA): the GPU profiles' floor."""
+    pipe = _torch_pipeline(checkpoints, repository, device, per_slice=False)
+    _sequential(pipe, scans, 1, "warmup")
+    return _sequential(pipe, scans, n, f"torch-inprocess-{device}")
 
 
 def _model_flops(checkpoints: Path) -> dict[str, float]:

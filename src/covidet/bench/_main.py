@@ -27,8 +27,9 @@ from covidet.serve._procs import tree_memory_mib
 
 __all__ = ["BASELINES", "main"]
 
-#: (a) PyTorch eager per slice, (b) ONNX Runtime in-process, (c) Triton's perf_analyzer.
-BASELINES = ("naive", "onnx", "perf_analyzer")
+#: (a) PyTorch eager per slice, (b) ONNX Runtime in-process, (c) Triton's perf_analyzer, and
+#: PyTorch batched in-process (FP16 on CUDA): the GPU profiles' floor.
+BASELINES = ("naive", "onnx", "perf_analyzer", "torch")
 
 
 def _scans(args: argparse.Namespace) -> list[Scan]:
@@ -187,12 +188,51 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _cpu_info() -> dict[str, Any]:
+    """CPU model and the vector extensions that decide float and int8 kernel speed."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": platform.processor()}
+    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in text.splitlines()) if v}
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return {"cpu_model": fields.get("model name", ""), "cpu_vector": [f for f in wanted if f in flags]}
+
+
+def _torch_device(choice: str, gpu_profile: bool) -> str:
+    """Device of the torch baselines: as asked, or (auto) CUDA for GPU profiles when present."""
+    if choice != "auto":
+        return choice
+    if not gpu_profile:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.py", description=__doc__)
     p.add_argument("--url", default=None, help="server gRPC/HTTP address (default: start one)")
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     p.add_argument("--profile", default="cpu", help="profile of the server started by bench")
-    p.add_argument("--concurrency", default="1,2,4", help="closed-loop levels, e.g. 1,2,4,8,16")
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="checkpoint folder (default: the demo models; `covidet init-checkpoints` writes full-size ones)",
+    )
+    p.add_argument(
+        "--torch-device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="device of the naive and torch baselines (auto: cuda for GPU profiles when present)",
+    )
+    p.add_argument(
+        "--concurrency",
+        default="1,2,4",
+        help="closed-loop levels, e.g. 1,2,4,8,16 ('' with no --rate: no server)",
+    )
     p.add_argument("--rate", default="", help="open-loop levels in scans/s, e.g. 0.5,1")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per level")
     p.add_argument("--warmup", type=int, default=2, help="warm-up scans before measuring")
@@ -225,11 +265,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     scans = _scans(args)
     levels = [("closed", float(c)) for c in args.concurrency.split(",") if c]
     levels += [("open", float(r)) for r in args.rate.split(",") if r]
+    from covidet.serve._render import (
+        CPU_PROFILES,
+        checkpoint_metadata,
+        default_checkpoints,
+        render_repository,
+    )
+
+    checkpoints = args.checkpoints or default_checkpoints()
+    device = _torch_device(args.torch_device, args.profile not in CPU_PROFILES)
     report: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            **_cpu_info(),
+        },
+        "server": {
+            "profile": None if args.url else args.profile,
+            "url_given": args.url is not None,
+            "checkpoints": {n: m.get("variant") for n, m in checkpoint_metadata(checkpoints).items()},
+            "torch_baseline_device": device,
         },
         "workload": {
             "scans": [s.name for s in scans],
@@ -241,15 +297,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "levels": [],
         "baselines": [],
     }
-    from covidet.serve._render import default_checkpoints, render_repository
-
     tmp = tempfile.TemporaryDirectory()
-    repo = render_repository(args.profile if not args.url else "cpu", Path(tmp.name) / "repo")
+    # the served repository (its pipeline.json also configures the in-process baselines); the
+    # ONNX baseline needs ONNX graphs, which only the CPU profiles have
+    profile = args.profile if not args.url else "cpu"
+    repo = render_repository(profile, Path(tmp.name) / "repo", checkpoints)
     server = None
     url = args.url
     make_fn: _Clients | None = None
     try:
-        if url is None:
+        if url is None and levels:
             from covidet.serve import TritonServer
 
             server = TritonServer.on_free_ports(repo)
@@ -257,10 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with console.status("starting Triton..."):
                 server.wait_ready(timeout=600)
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
-        make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory)
-        warm = make_fn()
-        for i in range(args.warmup):
-            warm(scans[i % len(scans)])
+        if levels:
+            make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory)
+            warm = make_fn()
+            for i in range(args.warmup):
+                warm(scans[i % len(scans)])
         with Progress(console=console) as progress:
             for mode, level in levels:
                 task = progress.add_task(f"{mode} {level:g}", total=args.duration)
@@ -269,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 def tick(_: Any, task: Any = task, t0: float = t0) -> None:
                     progress.update(task, completed=min(args.duration, time.perf_counter() - t0))
 
+                assert url is not None and make_fn is not None
                 before = _stats(url, args.protocol)
                 with _RssSampler(server.pid if server else None) as rss:
                     if mode == "closed":
@@ -284,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res.peak_own_pss_mib = rss.peak_own or None
                 progress.update(task, completed=args.duration)
                 report["levels"].append(res.to_json())
-        if "perf_analyzer" in compare:  # (c) needs the server: run it before stopping it
+        if "perf_analyzer" in compare and url:  # (c) needs the server: run it before stopping it
             from covidet.bench._perf_analyzer import run_perf_analyzer
 
             closed = [int(level) for mode, level in levels if mode == "closed"] or [1]
@@ -305,12 +364,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         with console.status(f"baseline {name}..."):
             if name == "naive":
-                res = B.run_naive(default_checkpoints(), repo, scans, args.baseline_scans)
-            else:
+                res = B.run_naive(checkpoints, repo, scans, args.baseline_scans, device=device)
+            elif name == "torch":
+                res = B.run_torch(checkpoints, repo, scans, args.baseline_scans, device=device)
+            elif profile in CPU_PROFILES:
                 res = B.run_onnx(repo, scans, args.baseline_scans)
+            else:  # the same checkpoints' ONNX graphs, rendered for the CPU
+                res = B.run_onnx(
+                    render_repository("cpu", Path(tmp.name) / "cpu", checkpoints), scans, args.baseline_scans
+                )
         report["baselines"].append(res.to_json())
     if args.flops:
-        f = B.flops_per_scan(default_checkpoints(), scans[0])
+        f = B.flops_per_scan(checkpoints, scans[0])
         peak = B.measure_peak_flops()
         best = max((r["summary"]["scans_per_s"] for r in report["levels"]), default=0.0)
         report["flops"] = {

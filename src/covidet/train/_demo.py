@@ -247,7 +247,16 @@ def train_stepwise(
     return net.encoder, net.gru
 
 
-def _meta(model_name: str, rec: dict, seed: int, extra: dict[str, Any]) -> CheckpointMeta:
+def checkpoint_meta(
+    model_name: str,
+    rec: dict,
+    extra: dict[str, Any],
+    *,
+    variant: str,
+    provenance: str,
+    trained: bool,
+) -> CheckpointMeta:
+    """The metadata of a covidet checkpoint of contract model ``model_name`` (sha256 set on save)."""
     spec = {s.name: s for s in C.all_models()}[model_name]
     names = {
         C.LUNG_SEG.name: ["background", "lung_a", "lung_b"],
@@ -258,13 +267,13 @@ def _meta(model_name: str, rec: dict, seed: int, extra: dict[str, Any]) -> Check
     }[model_name]
     return CheckpointMeta(
         architecture=str(spec.architecture),
-        variant=VARIANT,
+        variant=variant,
         version="1",
         preprocessing=rec,
         class_names=names,
         ws_convention="biased_var_eps_in_sqrt" if model_name == C.SLICE_ENCODER.name else None,
-        provenance=_provenance(seed),
-        trained=True,
+        provenance=provenance,
+        trained=trained,
         sha256="",
         extra=extra,
     )
@@ -293,7 +302,8 @@ def train_all(
 
     def save(name: str, model: nn.Module, rec: dict, extra: dict[str, Any]) -> None:
         stem = out / name
-        save_checkpoint(model, _meta(name, rec, seed, extra), stem)
+        meta = checkpoint_meta(name, rec, extra, variant=VARIANT, provenance=_provenance(seed), trained=True)
+        save_checkpoint(model, meta, stem)
         written[name] = stem
 
     if "lung" in parts:
