@@ -123,15 +123,23 @@ def flops_per_scan(checkpoints: Path, scan: Scan, n_used: int = 35) -> dict[str,
     return {"per_slice": per, "per_scan": total}
 
 
-def measure_peak_flops(seconds: float = 2.0) -> float:
-    """This machine's achievable FP32 FLOP/s: a large matmul in torch (all cores)."""
+def measure_peak_flops(seconds: float = 2.0, device: str = "cpu") -> float:
+    """Achievable matmul FLOP/s in torch: FP32 on the CPU (all cores), FP16 on CUDA (tensor cores:
+    what the FP16 profiles run on)."""
     import torch
 
-    n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+    n, dtype = (1024, torch.float32) if device == "cpu" else (8192, torch.float16)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    sync()
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         count += 1
+        if count % 16 == 0:
+            sync()
+    sync()
     return 2.0 * n**3 * count / (time.perf_counter() - t0)

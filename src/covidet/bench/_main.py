@@ -376,18 +376,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["baselines"].append(res.to_json())
     if args.flops:
         f = B.flops_per_scan(checkpoints, scans[0])
-        peak = B.measure_peak_flops()
+        peak = B.measure_peak_flops(device=device)
         best = max((r["summary"]["scans_per_s"] for r in report["levels"]), default=0.0)
         report["flops"] = {
             **f,
             "machine_peak_flops": peak,
+            "peak_measured_on": f"{device} ({'fp32' if device == 'cpu' else 'fp16'} matmul)",
             "achieved_flops_server": f["per_scan"] * best,
             "fraction_of_peak": f["per_scan"] * best / peak,
+            "achieved_flops_baselines": {
+                r["summary"]["mode"]: f["per_scan"] * float(r["summary"].get("scans_per_s") or 0.0)
+                for r in report["baselines"]
+            },
         }
     tmp.cleanup()
     summaries = [r["summary"] for r in report["levels"] + report["baselines"]]
     _print(summaries, f"covidet bench: {report['workload']['shape']} scans, {args.protocol}")
-    if "flops" in report:
+    if "flops" in report and report["levels"]:
         f = report["flops"]
         console.print(
             f"FLOPs per scan {f['per_scan'] / 1e9:.1f} G; machine peak {f['machine_peak_flops'] / 1e9:.0f}"
