@@ -32,7 +32,8 @@ def _sequential(pipe: ScanPipeline, scans: Sequence[Scan], n: int, mode: str) ->
         try:
             asyncio.run(pipe.run(scan.hu, np.asarray(scan.spacing, np.float32)))
         except ValueError as exc:  # the pipeline's answer to bad input (e.g. no lung): counted, not fatal
-            samples.append(Sample(s0, time.perf_counter() - s0, False, scan.hu.shape[0], type(exc).__name__))
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            samples.append(Sample(s0, time.perf_counter() - s0, False, scan.hu.shape[0], error))
             continue
         samples.append(Sample(s0, time.perf_counter() - s0, True, scan.hu.shape[0]))
     return LevelResult(mode, 1, time.perf_counter() - t0, samples)
