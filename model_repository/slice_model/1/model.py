@@ -2,7 +2,9 @@
 
 One file serves the four slice models; the repository rendering copies it into each model's
 version folder. The dynamic batcher hands `execute` several requests (slices of several scans):
-they are concatenated, run as one batch, and split back, one response per request.
+they are concatenated, run as one batch, and split back, one response per request. The torch
+runtime takes its inputs and gives its outputs by DLPack (no numpy round trip, and an input that
+Triton placed on the GPU stays there); ONNX Runtime takes numpy.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from covidet.serving import make_runner
+from covidet.serving import TorchRunner, make_runner
 
 
 class TritonPythonModel:
@@ -26,30 +28,38 @@ class TritonPythonModel:
         self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.runner = make_runner(params, version_dir)
+        self.dlpack = isinstance(self.runner, TorchRunner)
+        if self.dlpack:
+            import torch
+
+            self._torch = torch
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{self.name}: runtime {params.get('runtime', 'onnxruntime')} ready")
 
     def execute(self, requests: list) -> list:
-        arrays, responses = [], [None] * len(requests)
-        for request in requests:
-            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
-            arrays.append(tensor.as_numpy())
-        sizes = [a.shape[0] for a in arrays]
+        tensors = [pb_utils.get_input_tensor_by_name(r, self.input_name) for r in requests]
         try:
-            batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
-            out = self.runner(np.ascontiguousarray(batch, dtype=np.float32))
+            outputs = self._run_dlpack(tensors) if self.dlpack else self._run_numpy(tensors)
         except Exception as exc:  # one failing batch fails its requests, the model keeps serving
-            self.logger.log_error(f"{self.name}: batch of {sum(sizes)} slices failed: {exc!r}")
+            self.logger.log_error(f"{self.name}: batch of {len(requests)} requests failed: {exc!r}")
             err = pb_utils.TritonError(f"{self.name} failed: {exc}")
             return [pb_utils.InferenceResponse(error=err) for _ in requests]
-        start = 0
-        for i, n in enumerate(sizes):
-            part = out[start : start + n].astype(self.output_dtype, copy=False)
-            start += n
-            responses[i] = pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(self.output_name, part)]
-            )
-        return responses
+        return [pb_utils.InferenceResponse(output_tensors=[out]) for out in outputs]
+
+    def _run_numpy(self, tensors: list) -> list:
+        arrays = [t.as_numpy() for t in tensors]
+        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+        out = self.runner(np.ascontiguousarray(batch, dtype=np.float32))
+        parts = np.split(out, np.cumsum([a.shape[0] for a in arrays])[:-1])
+        return [pb_utils.Tensor(self.output_name, p.astype(self.output_dtype, copy=False)) for p in parts]
+
+    def _run_dlpack(self, tensors: list) -> list:
+        from torch.utils.dlpack import from_dlpack, to_dlpack
+
+        inputs = [from_dlpack(t.to_dlpack()) for t in tensors]
+        out = self.runner.forward(inputs[0] if len(inputs) == 1 else self._torch.cat(inputs))
+        parts = out.split([int(x.shape[0]) for x in inputs])
+        return [pb_utils.Tensor.from_dlpack(self.output_name, to_dlpack(p.contiguous())) for p in parts]
 
     def finalize(self) -> None:
         self.runner = None

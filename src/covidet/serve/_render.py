@@ -139,6 +139,7 @@ _PARAMETER_DOCS = {
     "checkpoint": "covidet checkpoint stem (.pt + .json)",
     "device": "torch device",
     "fp16": "half precision on the GPU",
+    "compile": "torch.compile mode (reduce-overhead: CUDA graphs), per padded batch size; none: eager",
     "pipeline_config": "per-model preprocessing records, from the checkpoints' metadata",
     "torch_threads": "torch threads for resizing (cores / pipeline instances): no oversubscription",
 }
@@ -458,6 +459,8 @@ def render_repository(
             }
         else:
             params = {"runtime": "torch", "checkpoint": str(stem), "device": "cuda", "fp16": "true"}
+            if spec in C.SLICE_MODELS:  # the GRU's sequence length varies per scan: eager
+                params["compile"] = "reduce-overhead"
         if profile == "gpu" and spec in C.SLICE_MODELS:
             _build_plan(vdir / "model.onnx", vdir / "model.plan", metas[spec.name], out / ".trt_timing.cache")
             (vdir / "model.py").unlink(missing_ok=True)

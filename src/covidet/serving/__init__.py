@@ -16,9 +16,17 @@ from covidet.serving._orchestrator import (
     ScanOutputs,
     ScanPipeline,
 )
-from covidet.serving._runtime import InProcessModels, OnnxRunner, Runner, TorchRunner, make_runner
+from covidet.serving._runtime import (
+    COMPILE_BUCKETS,
+    InProcessModels,
+    OnnxRunner,
+    Runner,
+    TorchRunner,
+    make_runner,
+)
 
 __all__ = [
+    "COMPILE_BUCKETS",
     "DEFAULT_INFLIGHT_CHUNKS",
     "PIPELINE_CONFIG_FILE",
     "InProcessModels",

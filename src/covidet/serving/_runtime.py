@@ -19,6 +19,7 @@ import numpy as np
 from covidet import _contract as C
 
 __all__ = [
+    "COMPILE_BUCKETS",
     "InProcessModels",
     "OnnxRunner",
     "Runner",
@@ -76,8 +77,19 @@ class OnnxRunner:
         return np.asarray(out)
 
 
+#: Batch sizes a compiled TorchRunner is specialised for: a batch is padded up to the next one, so
+#: the dynamic batcher's 1..32 slices cost at most six compilations (and six CUDA graphs).
+COMPILE_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
 class TorchRunner:
-    """PyTorch eager on CUDA (FP16, channels-last) or CPU, from a covidet checkpoint."""
+    """PyTorch on CUDA (FP16, channels-last) or CPU, from a covidet checkpoint.
+
+    ``compile_mode`` (e.g. ``"reduce-overhead"``: inductor kernels replayed as CUDA graphs, the
+    gpu-torch profile's setting) compiles the module with `torch.compile`, specialised per batch
+    size in `COMPILE_BUCKETS` (inputs padded up, outputs cut back). `forward` takes and returns
+    torch tensors, so a Triton model can hand them over by DLPack without copies.
+    """
 
     def __init__(
         self,
@@ -86,6 +98,7 @@ class TorchRunner:
         device: str = "cuda",
         fp16: bool = True,
         channels_last: bool = True,
+        compile_mode: str | None = None,
     ) -> None:
         import torch
 
@@ -101,17 +114,28 @@ class TorchRunner:
         self.channels_last = channels_last and self.device.type == "cuda"
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.module = module
+        self.compiled = bool(compile_mode)
+        self.module = torch.compile(module, mode=compile_mode, dynamic=False) if compile_mode else module
         self._torch = torch
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, t: Any) -> Any:
+        """One batch as a torch tensor (any device, any float dtype) -> float32 output on the CPU."""
         torch = self._torch
+        n = int(t.shape[0])
         with torch.inference_mode():
-            t = torch.from_numpy(x).to(self.device, self.dtype, non_blocking=True)
+            t = t.to(self.device, self.dtype, non_blocking=True)
+            if self.compiled:  # always a fresh (inference-mode) buffer: the graphs' guards match
+                size = next((b for b in COMPILE_BUCKETS if b >= n), n)
+                padded = t.new_zeros((size, *t.shape[1:]))
+                padded[:n] = t
+                t = padded
             if self.channels_last and t.ndim == 4:
                 t = t.contiguous(memory_format=torch.channels_last)
-            out = self.module(t)
-            return out.float().cpu().numpy()
+            out = self.module(t)[:n]
+            return out.float().cpu().contiguous()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.forward(self._torch.from_numpy(x)).numpy())
 
 
 def make_runner(parameters: Mapping[str, str], version_dir: Path) -> Runner:
@@ -130,6 +154,7 @@ def make_runner(parameters: Mapping[str, str], version_dir: Path) -> Runner:
             parameters["checkpoint"],
             device=parameters.get("device", "cuda"),
             fp16=parameters.get("fp16", "true") == "true",
+            compile_mode=None if parameters.get("compile", "none") == "none" else parameters["compile"],
         )
     raise ValueError(f"unknown runtime {runtime!r}; expected 'onnxruntime' or 'torch'")
 

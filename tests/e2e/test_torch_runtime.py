@@ -1,0 +1,60 @@
+"""The gpu-torch profile's Triton path, run here on the CPU: torch runtime, DLPack in and out.
+
+The repository is the gpu-torch rendering with its device switched to the CPU (no GPU here), so
+the slice models' torch runtime, its DLPack hand-over and the GRU's torch runner all run inside
+Triton's Python backend; the answer must match the float ONNX Runtime repository's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from covidet import _contract as C
+from covidet.client import Client
+from covidet.serve import TritonServer
+from covidet.serve._render import render_repository
+from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+
+pytestmark = pytest.mark.e2e
+
+
+def _on_cpu(repo: Path) -> None:
+    for config in repo.glob("*/config.pbtxt"):
+        text = config.read_text()
+        assert 'string_value: "cuda"' in text or "KIND_GPU" not in text, config
+        text = text.replace('string_value: "cuda"', 'string_value: "cpu"').replace("KIND_GPU", "KIND_CPU")
+        config.write_text(text.replace('string_value: "reduce-overhead"', 'string_value: "none"'))
+
+
+def test_torch_runtime_serves_like_onnx(tmp_path: Path, repository: Path, phantoms: dict[str, Any]) -> None:
+    repo = render_repository("gpu-torch", tmp_path / "repo")
+    _on_cpu(repo)
+    ph = phantoms["influenza"]
+    server = TritonServer.on_free_ports(repo)
+    server.start()
+    try:
+        server.wait_ready(timeout=float(os.environ.get("COVIDET_TEST_READY_TIMEOUT", "300")))
+        with Client(server.grpc_url, timeout_s=600) as client:
+            served = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
+    finally:
+        server.stop()
+    models = InProcessModels(repository)
+    try:
+        pipe = ScanPipeline(PipelineConfig.from_repository(repository), models.infer)
+        ref = asyncio.run(pipe.run(ph.hu, np.asarray(ph.spacing, np.float32), return_masks=True))
+    finally:
+        models.close()
+    from covidet.pipeline import dice
+
+    assert served.lung_mask is not None and dice(served.lung_mask, ref["LUNG_MASK"]) > 0.999
+    np.testing.assert_allclose(served.lung_volume_ml, float(ref["LUNG_VOLUME_ML"][0]), rtol=1e-3)
+    np.testing.assert_allclose(served.lesion_ratio, float(ref["LESION_RATIO"][0]), atol=1e-3)
+    probs = [served.class_probs[name] for name in C.CLASS_NAMES]
+    np.testing.assert_allclose(probs, ref["CLASS_PROBS"], atol=1e-4)
+    np.testing.assert_allclose(served.p_viral, float(ref["P_VIRAL"][0]), atol=1e-4)
