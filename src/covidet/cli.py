@@ -218,7 +218,7 @@ def _deidentify_main(argv: list[str]) -> int:
 
 
 def _export_main(argv: list[str]) -> int:
-    from covidet.serve._render import PROFILES, Calibration, render_repository
+    from covidet.serve._render import PROFILES, TORCH_COMPILE_MODES, Calibration, render_repository
 
     p = argparse.ArgumentParser(
         prog="covidet export",
@@ -237,6 +237,12 @@ def _export_main(argv: list[str]) -> int:
         help="cpu-int8: scans (DICOM folder, NIfTI) like the ones to be served; the first half "
         "calibrates the int8 ranges, the second half checks the masks (default: phantoms)",
     )
+    p.add_argument(
+        "--torch-compile",
+        choices=TORCH_COMPILE_MODES,
+        default="reduce-overhead",
+        help="gpu-torch: torch.compile mode of the slice models (none: eager)",
+    )
     args = p.parse_args(argv)
     calibration = None
     if args.calibration:
@@ -245,7 +251,9 @@ def _export_main(argv: list[str]) -> int:
         from covidet.client import load_volume
 
         calibration = Calibration.from_scans(load_volume(path).hu for path in args.calibration)
-    repo = render_repository(args.profile, args.out, args.checkpoints, calibration=calibration)
+    repo = render_repository(
+        args.profile, args.out, args.checkpoints, calibration=calibration, torch_compile=args.torch_compile
+    )
     print(f"model repository for profile {args.profile}: {repo}")
     return 0
 

@@ -81,6 +81,10 @@ def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
     assert params["runtime"] == "torch" and params["device"] == "cuda"
     assert Path(params["checkpoint"]).with_suffix(".pt").is_file()
     assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert params["compile"] == "reduce-overhead"  # CUDA graphs per padded batch size
+    assert "compile" not in _config(repo, C.GRU_FUSION.name).parameters  # varying sequence: eager
+    with pytest.raises(RenderError, match="torch_compile 'fast': choose one of reduce-overhead"):
+        render_repository("gpu-torch", tmp_path / "other", torch_compile="fast")
 
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and a GPU are present")

@@ -223,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="checkpoint folder (default: the demo models; `covidet init-checkpoints` writes full-size ones)",
     )
     p.add_argument(
+        "--torch-compile",
+        default="reduce-overhead",
+        help="gpu-torch: torch.compile mode of the slice models (none: eager, no compile time)",
+    )
+    p.add_argument(
         "--torch-device",
         choices=["auto", "cpu", "cuda"],
         default="auto",
@@ -301,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the served repository (its pipeline.json also configures the in-process baselines); the
     # ONNX baseline needs ONNX graphs, which only the CPU profiles have
     profile = args.profile if not args.url else "cpu"
-    repo = render_repository(profile, Path(tmp.name) / "repo", checkpoints)
+    repo = render_repository(profile, Path(tmp.name) / "repo", checkpoints, torch_compile=args.torch_compile)
     server = None
     url = args.url
     make_fn: _Clients | None = None

@@ -27,6 +27,7 @@ __all__ = [
     "CPU_PROFILES",
     "PROFILES",
     "QUANTIZATION_FILE",
+    "TORCH_COMPILE_MODES",
     "Calibration",
     "RenderError",
     "checkpoint_metadata",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 PROFILES = ("cpu", "cpu-int8", "gpu", "gpu-torch")
+#: `torch.compile` modes of the gpu-torch slice models ("none": eager).
+TORCH_COMPILE_MODES = ("reduce-overhead", "default", "max-autotune", "none")
 #: Profiles whose slice models run in ONNX Runtime on the CPU.
 CPU_PROFILES = ("cpu", "cpu-int8")
 #: File beside an int8 model.onnx recording how it was checked against the float graph.
@@ -409,12 +412,14 @@ def render_repository(
     *,
     threads: int | None = None,
     calibration: Calibration | None = None,
+    torch_compile: str = "reduce-overhead",
 ) -> Path:
     """Write a complete Triton model repository for `profile` into `out_dir` and return it.
 
     ``calibration``: the scans that calibrate and check the int8 models of profile ``cpu-int8``
     (default: `Calibration.phantoms`, the demo models' own domain; give real scans for real
-    checkpoints)."""
+    checkpoints). ``torch_compile``: the `torch.compile` mode of the gpu-torch slice models
+    (``none``: eager; each compiled batch-size bucket costs a compilation when first used)."""
     from covidet.serving import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig
 
     if profile not in PROFILES:
@@ -423,6 +428,8 @@ def render_repository(
     out = Path(out_dir).resolve()
     src = source_repository()
     metas = checkpoint_metadata(ckpt)
+    if torch_compile not in TORCH_COMPILE_MODES:
+        raise RenderError(f"torch_compile {torch_compile!r}: choose one of {', '.join(TORCH_COMPILE_MODES)}")
     if calibration is not None and profile != "cpu-int8":
         raise RenderError(f"calibration scans are for profile cpu-int8, not {profile}")
     if profile == "cpu-int8" and calibration is None:
@@ -460,7 +467,7 @@ def render_repository(
         else:
             params = {"runtime": "torch", "checkpoint": str(stem), "device": "cuda", "fp16": "true"}
             if spec in C.SLICE_MODELS:  # the GRU's sequence length varies per scan: eager
-                params["compile"] = "reduce-overhead"
+                params["compile"] = torch_compile
         if profile == "gpu" and spec in C.SLICE_MODELS:
             _build_plan(vdir / "model.onnx", vdir / "model.plan", metas[spec.name], out / ".trt_timing.cache")
             (vdir / "model.py").unlink(missing_ok=True)
