@@ -29,8 +29,6 @@ from covidet.phantom import Phantom, make_phantom
 __all__ = ["DemoData", "main_train_demo", "make_demo_data", "train_all"]
 
 VARIANT = "demo"
-#: Multiplies every model's epoch count (``--quick`` smoke runs use a small value).
-_EPOCH_SCALE = [1.0]
 #: Independently trainable parts: lung U-Net, lesion DeepLabV3+, 4-class ResNet, encoder + GRU.
 PARTS = ("lung", "lesion", "classifier", "stepwise")
 #: Phantom in-plane sizes cycled through during training, so the models see several resolutions.
@@ -87,8 +85,9 @@ def _fit(
     seed: int,
     name: str,
     log: Callable[[str], None],
+    epoch_scale: float = 1.0,
 ) -> None:
-    epochs = max(1, round(epochs * _EPOCH_SCALE[0]))
+    epochs = max(1, round(epochs * epoch_scale))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -123,7 +122,9 @@ def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * inter + 1) / (p.sum() + target.sum() + 1)
 
 
-def train_lung(data: DemoData, rec: dict, seed: int, log: Callable[[str], None]) -> nn.Module:
+def train_lung(
+    data: DemoData, rec: dict, seed: int, log: Callable[[str], None], *, epoch_scale: float = 1.0
+) -> nn.Module:
     xs, ys = [], []
     size = rec["input_size"]
     for ph in data.phantoms:
@@ -141,11 +142,24 @@ def train_lung(data: DemoData, rec: dict, seed: int, log: Callable[[str], None])
     def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
         return F.cross_entropy(m(x[idx]), y[idx])
 
-    _fit(model, loss, len(x), epochs=4, batch=32, lr=1e-2, seed=seed, name="lung_seg", log=log)
+    _fit(
+        model,
+        loss,
+        len(x),
+        epochs=4,
+        batch=32,
+        lr=1e-2,
+        seed=seed,
+        name="lung_seg",
+        log=log,
+        epoch_scale=epoch_scale,
+    )
     return model
 
 
-def train_lesion(data: DemoData, rec: dict, seed: int, log: Callable[[str], None]) -> nn.Module:
+def train_lesion(
+    data: DemoData, rec: dict, seed: int, log: Callable[[str], None], *, epoch_scale: float = 1.0
+) -> nn.Module:
     xs, ys = [], []
     size = rec["input_size"]
     for ph in data.phantoms:
@@ -163,7 +177,18 @@ def train_lesion(data: DemoData, rec: dict, seed: int, log: Callable[[str], None
         logits = m(x[idx])
         return F.binary_cross_entropy_with_logits(logits, y[idx]) + _soft_dice(logits, y[idx])
 
-    _fit(model, loss, len(x), epochs=10, batch=16, lr=5e-3, seed=seed, name="lesion_seg", log=log)
+    _fit(
+        model,
+        loss,
+        len(x),
+        epochs=10,
+        batch=16,
+        lr=5e-3,
+        seed=seed,
+        name="lesion_seg",
+        log=log,
+        epoch_scale=epoch_scale,
+    )
     return model
 
 
@@ -183,7 +208,11 @@ def _jin_slices(data: DemoData, rec: dict) -> tuple[list[np.ndarray], list[np.nd
 
 
 def train_classifier(
-    jin: tuple[list[np.ndarray], list[np.ndarray], list[int]], seed: int, log: Callable[[str], None]
+    jin: tuple[list[np.ndarray], list[np.ndarray], list[int]],
+    seed: int,
+    log: Callable[[str], None],
+    *,
+    epoch_scale: float = 1.0,
 ) -> nn.Module:
     x = torch.from_numpy(np.concatenate(jin[0]))
     y = torch.from_numpy(np.concatenate(jin[1]))
@@ -193,7 +222,18 @@ def train_classifier(
     def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
         return F.cross_entropy(m(x[idx].float()), y[idx])
 
-    _fit(model, loss, len(x), epochs=6, batch=32, lr=3e-3, seed=seed, name="classifier", log=log)
+    _fit(
+        model,
+        loss,
+        len(x),
+        epochs=6,
+        batch=32,
+        lr=3e-3,
+        seed=seed,
+        name="classifier",
+        log=log,
+        epoch_scale=epoch_scale,
+    )
     return model
 
 
@@ -214,7 +254,11 @@ class _StepwiseNet(nn.Module):
 
 
 def train_stepwise(
-    jin: tuple[list[np.ndarray], list[np.ndarray], list[int]], seed: int, log: Callable[[str], None]
+    jin: tuple[list[np.ndarray], list[np.ndarray], list[int]],
+    seed: int,
+    log: Callable[[str], None],
+    *,
+    epoch_scale: float = 1.0,
 ) -> tuple[nn.Module, nn.Module]:
     """Encoder first (slice-level 4-class head, then dropped), then the GRU on its features."""
     seqs, slice_labels, labels = jin
@@ -227,7 +271,18 @@ def train_stepwise(
     def slice_loss(m: Any, idx: np.ndarray) -> torch.Tensor:
         return F.cross_entropy(m.aux(m.encoder(x[idx].float())), y[idx])
 
-    _fit(net, slice_loss, len(x), epochs=6, batch=32, lr=3e-3, seed=seed, name="encoder", log=log)
+    _fit(
+        net,
+        slice_loss,
+        len(x),
+        epochs=6,
+        batch=32,
+        lr=3e-3,
+        seed=seed,
+        name="encoder",
+        log=log,
+        epoch_scale=epoch_scale,
+    )
     with torch.no_grad():  # GroupNorm: no batch statistics, features are the same in eval mode
         feats = [net.encoder(torch.from_numpy(s).float()) for s in seqs]
     dl1 = torch.tensor([float(lab in viral) for lab in labels])
@@ -243,7 +298,18 @@ def train_stepwise(
                 total = total + F.binary_cross_entropy(probs[1], dl2[i])
         return total / len(idx)
 
-    _fit(net.gru, seq_loss, len(seqs), epochs=60, batch=8, lr=1e-2, seed=seed, name="gru", log=log)
+    _fit(
+        net.gru,
+        seq_loss,
+        len(seqs),
+        epochs=60,
+        batch=8,
+        lr=1e-2,
+        seed=seed,
+        name="gru",
+        log=log,
+        epoch_scale=epoch_scale,
+    )
     return net.encoder, net.gru
 
 
@@ -287,6 +353,7 @@ def train_all(
     n_slices: int = 48,
     parts: Sequence[str] = PARTS,
     log: Callable[[str], None] = print,
+    epoch_scale: float = 1.0,
 ) -> dict[str, Path]:
     """Train the demo models (``parts`` of PARTS) and write `<model>.pt` + `<model>.json` into `out`.
 
@@ -295,8 +362,6 @@ def train_all(
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recs = P.default_records()
     t0 = time.perf_counter()
-    data = make_demo_data(n_per_class, n_slices, seed)
-    log(f"{len(data.phantoms)} segmentation phantoms generated ({time.perf_counter() - t0:.0f} s)")
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 
@@ -306,11 +371,18 @@ def train_all(
         save_checkpoint(model, meta, stem)
         written[name] = stem
 
+    if "lung" in parts or "lesion" in parts:
+        data = make_demo_data(n_per_class, n_slices, seed)
+        log(f"{len(data.phantoms)} segmentation phantoms generated ({time.perf_counter() - t0:.0f} s)")
     if "lung" in parts:
-        save(C.LUNG_SEG.name, train_lung(data, recs[C.LUNG_SEG.name], seed, log), recs[C.LUNG_SEG.name], {})
+        lung = train_lung(data, recs[C.LUNG_SEG.name], seed, log, epoch_scale=epoch_scale)
+        save(C.LUNG_SEG.name, lung, recs[C.LUNG_SEG.name], {})
     if "lesion" in parts:
-        lesion = train_lesion(data, recs[C.LESION_SEG.name], seed + 1, log)
+        lesion = train_lesion(data, recs[C.LESION_SEG.name], seed + 1, log, epoch_scale=epoch_scale)
         save(C.LESION_SEG.name, lesion, recs[C.LESION_SEG.name], {})
+    if "classifier" not in parts and "stepwise" not in parts:
+        log(f"demo checkpoints written to {out} ({time.perf_counter() - t0:.0f} s)")
+        return written
     # The classifiers see Jin et al.'s 35 slices taken by stride over the lung. Scans of 90+ slices
     # make that stride cover the whole lung (with fewer, only the upper 35 lung slices are taken).
     t1 = time.perf_counter()
@@ -319,10 +391,10 @@ def train_all(
     jin = _jin_slices(cls_data, recs[C.SLICE_CLASSIFIER.name])
     del cls_data
     if "classifier" in parts:
-        cls = train_classifier(jin, seed + 2, log)
+        cls = train_classifier(jin, seed + 2, log, epoch_scale=epoch_scale)
         save(C.SLICE_CLASSIFIER.name, cls, recs[C.SLICE_CLASSIFIER.name], {})
     if "stepwise" in parts:
-        encoder, gru = train_stepwise(jin, seed + 3, log)
+        encoder, gru = train_stepwise(jin, seed + 3, log, epoch_scale=epoch_scale)
         dim = _feature_dim(encoder)
         save(C.SLICE_ENCODER.name, encoder, recs[C.SLICE_ENCODER.name], {"feature_dim": dim})
         save(C.GRU_FUSION.name, gru, recs[C.GRU_FUSION.name], {"feature_dim": dim})
@@ -346,13 +418,17 @@ def main_train_demo(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale all epoch counts")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     args = parser.parse_args(argv)
-    _EPOCH_SCALE[0] = args.epoch_scale
     parts = [p for p in args.only.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
     written = train_all(
-        args.out, seed=args.seed, n_per_class=args.per_class, n_slices=args.slices, parts=parts
+        args.out,
+        seed=args.seed,
+        n_per_class=args.per_class,
+        n_slices=args.slices,
+        parts=parts,
+        epoch_scale=args.epoch_scale,
     )
     print(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
     return 0
