@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from covidet.serving import make_runner
+from covidet.serving import make_runner, run_sequence
 
 
 class TritonPythonModel:
@@ -31,8 +31,7 @@ class TritonPythonModel:
                 )
                 responses.append(pb_utils.InferenceResponse(error=err))
                 continue
-            # The graph takes a batch of sequences; one request is one scan's sequence.
-            probs = self.runner(np.ascontiguousarray(feats[np.newaxis], dtype=np.float32))[0]
+            probs = run_sequence(self.runner, feats)  # one request is one scan's sequence
             out = pb_utils.Tensor(self.output_name, probs.astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
         return responses

@@ -53,7 +53,7 @@ def run_onnx(repository: Path, scans: Sequence[Scan], n: int) -> LevelResult:
 def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_slice: bool) -> ScanPipeline:
     """The serving pipeline over PyTorch eager models: float32 one slice per pass (``per_slice``),
     or batched as the server batches (FP16 and channels-last on CUDA, as the gpu-torch profile)."""
-    from covidet.serving import TorchRunner
+    from covidet.serving import TorchRunner, run_sequence
 
     runners = {
         spec.name: TorchRunner(checkpoints / spec.name, device=device, fp16=not per_slice)
@@ -62,7 +62,7 @@ def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_sli
 
     async def infer(model: str, x: np.ndarray) -> np.ndarray:
         if model == C.GRU_FUSION.name:
-            return runners[model](x[np.newaxis])[0]
+            return run_sequence(runners[model], x)
         if per_slice:
             return np.concatenate([runners[model](x[i : i + 1]) for i in range(x.shape[0])])
         return runners[model](x)

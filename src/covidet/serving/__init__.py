@@ -23,6 +23,7 @@ from covidet.serving._runtime import (
     Runner,
     TorchRunner,
     make_runner,
+    run_sequence,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "limit_torch_threads",
     "make_runner",
     "release_free_memory",
+    "run_sequence",
 ]
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "Runner",
     "TorchRunner",
     "make_runner",
+    "run_sequence",
 ]
 
 
@@ -138,6 +139,12 @@ class TorchRunner:
         return np.asarray(self.forward(self._torch.from_numpy(x)).numpy())
 
 
+def run_sequence(runner: Runner, features: np.ndarray) -> np.ndarray:
+    """One scan's slice features [S, F] through the GRU graph, which takes a batch of sequences
+    [B, S, F]: a batch of one, its single row returned."""
+    return runner(np.ascontiguousarray(features[np.newaxis], dtype=np.float32))[0]
+
+
 def make_runner(parameters: Mapping[str, str], version_dir: Path) -> Runner:
     """Build the runner a slice model's config asks for (``runtime`` parameter)."""
     runtime = parameters.get("runtime", "onnxruntime")
@@ -173,8 +180,7 @@ class InProcessModels:
                 repository / spec.name / "1" / "model.onnx", intra_op_threads=threads
             )
         gru = self.runners[C.GRU_FUSION.name]
-        # The GRU graph takes a batch of sequences; one scan is a batch of one.
-        self.runners[C.GRU_FUSION.name] = lambda x: gru(x[np.newaxis])[0]
+        self.runners[C.GRU_FUSION.name] = lambda x: run_sequence(gru, x)
         # One worker: the runners already use all cores; a queue keeps batches from thrashing.
         self._pool = ThreadPoolExecutor(max_workers=1)
 
