@@ -8,7 +8,7 @@
 #
 # Env: LEVELS [1,4,16] (closed-loop concurrency), DURATION [20] s per level, COMPILE [none]
 # (torch.compile mode of the slice models: reduce-overhead compiles each batch-size bucket of
-# each model on first use, minutes for the full-size networks), VARIANT [full].
+# each model at load, minutes for the full-size networks), VARIANT [full].
 set -euo pipefail
 STAGE="${1:?usage: gpu_served.sh install|run}"
 OUT="${OUT:-/tmp/covidet-gpu-served}"

@@ -82,6 +82,10 @@ def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
     assert Path(params["checkpoint"]).with_suffix(".pt").is_file()
     assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert params["compile"] == "reduce-overhead"  # CUDA graphs per padded batch size
+    from covidet.serving import COMPILE_BUCKETS
+
+    assert [w.batch_size for w in cfg.model_warmup] == list(COMPILE_BUCKETS)  # compiled at load
+    assert list(cfg.model_warmup[0].inputs[C.LUNG_SEG.inputs[0].name].dims) == [1, 128, 128]
     assert "compile" not in _config(repo, C.GRU_FUSION.name).parameters  # varying sequence: eager
     with pytest.raises(RenderError, match="torch_compile 'fast': choose one of reduce-overhead"):
         render_repository("gpu-torch", tmp_path / "other", torch_compile="fast")

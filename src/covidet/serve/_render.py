@@ -211,8 +211,31 @@ def _slice_config(spec: C.ModelSpec, meta: Mapping[str, Any], profile: str, para
         cfg.field("  count: 1", "one instance; ONNX Runtime / CUDA use the cores / GPU fully")
     cfg.field(f"  kind: {'KIND_CPU' if profile in CPU_PROFILES else 'KIND_GPU'}", "where it runs")
     cfg.raw("}")
+    if profile == "gpu-torch":
+        _warmup(cfg, spec, dims)
     _parameters(cfg, params)
     return cfg.text()
+
+
+def _warmup(cfg: _Config, spec: C.ModelSpec, dims: Mapping[str, tuple]) -> None:
+    """One zero batch of each compile bucket at load: torch.compile (and CUDA graph capture, and
+    cuDNN's algorithm choice) happen before the model reports ready, not under the first scans."""
+    from covidet.serving import COMPILE_BUCKETS
+
+    (inp,) = spec.inputs
+    for size in COMPILE_BUCKETS:
+        cfg.raw("model_warmup {")
+        cfg.field(f'  name: "batch {size}"', "one warm-up pass per padded batch size")
+        cfg.field(f"  batch_size: {size}", "slices in the warm-up batch")
+        cfg.raw("  inputs {")
+        cfg.field(f'    key: "{inp.name}"', "the model's input")
+        cfg.raw("    value {")
+        cfg.field(f"      data_type: {_config_dtype(inp.dtype)}", "wire dtype from covidet._contract")
+        cfg.field(f"      dims: {_dims(dims[inp.name])}", "one slice (batch axis excluded)")
+        cfg.field("      zero_data: true", "zeros: only shapes matter here")
+        cfg.raw("    }")
+        cfg.raw("  }")
+        cfg.raw("}")
 
 
 def _scan_config(spec: C.ModelSpec, profile: str, params: dict, instances: int) -> str:
