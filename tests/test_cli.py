@@ -21,7 +21,16 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands() -> None:
     run = _run("--help")
     assert run.returncode == 0
-    for cmd in ("serve", "diagnose", "demo", "phantom", "export", "train-demo", "evaluate-demo"):
+    for cmd in (
+        "serve",
+        "diagnose",
+        "demo",
+        "phantom",
+        "export",
+        "train-demo",
+        "evaluate-demo",
+        "init-checkpoints",
+    ):
         assert cmd in run.stdout
 
 

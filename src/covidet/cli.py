@@ -1,4 +1,5 @@
-"""The `covidet` command line: serve, diagnose, demo, phantom, export, train-demo, evaluate-demo."""
+"""The `covidet` command line: serve, diagnose, demo, phantom, export, train-demo, evaluate-demo,
+init-checkpoints, bench, soak and the clinical / progression tools."""
 
 from __future__ import annotations
 
