@@ -74,6 +74,18 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [order[i : i + size] for i in range(0, n, size)]
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every part of one training run shares: where it reports, how long it trains."""
+
+    log: Callable[[str], None] = print
+    #: multiplies every model's epoch count (smoke runs use a small value)
+    epoch_scale: float = 1.0
+
+    def epochs(self, n: int) -> int:
+        return max(1, round(n * self.epoch_scale))
+
+
 def _fit(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, np.ndarray], torch.Tensor],
@@ -84,10 +96,9 @@ def _fit(
     lr: float,
     seed: int,
     name: str,
-    log: Callable[[str], None],
-    epoch_scale: float = 1.0,
+    run: _Run,
 ) -> None:
-    epochs = max(1, round(epochs * epoch_scale))
+    epochs = run.epochs(epochs)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -104,7 +115,7 @@ def _fit(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-        log(
+        run.log(
             f"{name}: epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} "
             f"({time.perf_counter() - t0:.0f} s)"
         )
@@ -122,9 +133,7 @@ def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * inter + 1) / (p.sum() + target.sum() + 1)
 
 
-def train_lung(
-    data: DemoData, rec: dict, seed: int, log: Callable[[str], None], *, epoch_scale: float = 1.0
-) -> nn.Module:
+def train_lung(data: DemoData, rec: dict, seed: int, run: _Run) -> nn.Module:
     xs, ys = [], []
     size = rec["input_size"]
     for ph in data.phantoms:
@@ -142,24 +151,11 @@ def train_lung(
     def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
         return F.cross_entropy(m(x[idx]), y[idx])
 
-    _fit(
-        model,
-        loss,
-        len(x),
-        epochs=4,
-        batch=32,
-        lr=1e-2,
-        seed=seed,
-        name="lung_seg",
-        log=log,
-        epoch_scale=epoch_scale,
-    )
+    _fit(model, loss, len(x), epochs=4, batch=32, lr=1e-2, seed=seed, name="lung_seg", run=run)
     return model
 
 
-def train_lesion(
-    data: DemoData, rec: dict, seed: int, log: Callable[[str], None], *, epoch_scale: float = 1.0
-) -> nn.Module:
+def train_lesion(data: DemoData, rec: dict, seed: int, run: _Run) -> nn.Module:
     xs, ys = [], []
     size = rec["input_size"]
     for ph in data.phantoms:
@@ -177,18 +173,7 @@ def train_lesion(
         logits = m(x[idx])
         return F.binary_cross_entropy_with_logits(logits, y[idx]) + _soft_dice(logits, y[idx])
 
-    _fit(
-        model,
-        loss,
-        len(x),
-        epochs=10,
-        batch=16,
-        lr=5e-3,
-        seed=seed,
-        name="lesion_seg",
-        log=log,
-        epoch_scale=epoch_scale,
-    )
+    _fit(model, loss, len(x), epochs=10, batch=16, lr=5e-3, seed=seed, name="lesion_seg", run=run)
     return model
 
 
@@ -210,9 +195,7 @@ def _jin_slices(data: DemoData, rec: dict) -> tuple[list[np.ndarray], list[np.nd
 def train_classifier(
     jin: tuple[list[np.ndarray], list[np.ndarray], list[int]],
     seed: int,
-    log: Callable[[str], None],
-    *,
-    epoch_scale: float = 1.0,
+    run: _Run,
 ) -> nn.Module:
     x = torch.from_numpy(np.concatenate(jin[0]))
     y = torch.from_numpy(np.concatenate(jin[1]))
@@ -222,18 +205,7 @@ def train_classifier(
     def loss(m: nn.Module, idx: np.ndarray) -> torch.Tensor:
         return F.cross_entropy(m(x[idx].float()), y[idx])
 
-    _fit(
-        model,
-        loss,
-        len(x),
-        epochs=6,
-        batch=32,
-        lr=3e-3,
-        seed=seed,
-        name="classifier",
-        log=log,
-        epoch_scale=epoch_scale,
-    )
+    _fit(model, loss, len(x), epochs=6, batch=32, lr=3e-3, seed=seed, name="classifier", run=run)
     return model
 
 
@@ -256,9 +228,7 @@ class _StepwiseNet(nn.Module):
 def train_stepwise(
     jin: tuple[list[np.ndarray], list[np.ndarray], list[int]],
     seed: int,
-    log: Callable[[str], None],
-    *,
-    epoch_scale: float = 1.0,
+    run: _Run,
 ) -> tuple[nn.Module, nn.Module]:
     """Encoder first (slice-level 4-class head, then dropped), then the GRU on its features."""
     seqs, slice_labels, labels = jin
@@ -271,18 +241,7 @@ def train_stepwise(
     def slice_loss(m: Any, idx: np.ndarray) -> torch.Tensor:
         return F.cross_entropy(m.aux(m.encoder(x[idx].float())), y[idx])
 
-    _fit(
-        net,
-        slice_loss,
-        len(x),
-        epochs=6,
-        batch=32,
-        lr=3e-3,
-        seed=seed,
-        name="encoder",
-        log=log,
-        epoch_scale=epoch_scale,
-    )
+    _fit(net, slice_loss, len(x), epochs=6, batch=32, lr=3e-3, seed=seed, name="encoder", run=run)
     with torch.no_grad():  # GroupNorm: no batch statistics, features are the same in eval mode
         feats = [net.encoder(torch.from_numpy(s).float()) for s in seqs]
     dl1 = torch.tensor([float(lab in viral) for lab in labels])
@@ -298,18 +257,7 @@ def train_stepwise(
                 total = total + F.binary_cross_entropy(probs[1], dl2[i])
         return total / len(idx)
 
-    _fit(
-        net.gru,
-        seq_loss,
-        len(seqs),
-        epochs=60,
-        batch=8,
-        lr=1e-2,
-        seed=seed,
-        name="gru",
-        log=log,
-        epoch_scale=epoch_scale,
-    )
+    _fit(net.gru, seq_loss, len(seqs), epochs=60, batch=8, lr=1e-2, seed=seed, name="gru", run=run)
     return net.encoder, net.gru
 
 
@@ -360,6 +308,7 @@ def train_all(
     Each part seeds itself, so training parts separately gives the same weights as all at once.
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    run = _Run(log, epoch_scale)
     recs = P.default_records()
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -375,10 +324,10 @@ def train_all(
         data = make_demo_data(n_per_class, n_slices, seed)
         log(f"{len(data.phantoms)} segmentation phantoms generated ({time.perf_counter() - t0:.0f} s)")
     if "lung" in parts:
-        lung = train_lung(data, recs[C.LUNG_SEG.name], seed, log, epoch_scale=epoch_scale)
+        lung = train_lung(data, recs[C.LUNG_SEG.name], seed, run)
         save(C.LUNG_SEG.name, lung, recs[C.LUNG_SEG.name], {})
     if "lesion" in parts:
-        lesion = train_lesion(data, recs[C.LESION_SEG.name], seed + 1, log, epoch_scale=epoch_scale)
+        lesion = train_lesion(data, recs[C.LESION_SEG.name], seed + 1, run)
         save(C.LESION_SEG.name, lesion, recs[C.LESION_SEG.name], {})
     if "classifier" not in parts and "stepwise" not in parts:
         log(f"demo checkpoints written to {out} ({time.perf_counter() - t0:.0f} s)")
@@ -391,10 +340,10 @@ def train_all(
     jin = _jin_slices(cls_data, recs[C.SLICE_CLASSIFIER.name])
     del cls_data
     if "classifier" in parts:
-        cls = train_classifier(jin, seed + 2, log, epoch_scale=epoch_scale)
+        cls = train_classifier(jin, seed + 2, run)
         save(C.SLICE_CLASSIFIER.name, cls, recs[C.SLICE_CLASSIFIER.name], {})
     if "stepwise" in parts:
-        encoder, gru = train_stepwise(jin, seed + 3, log, epoch_scale=epoch_scale)
+        encoder, gru = train_stepwise(jin, seed + 3, run)
         dim = _feature_dim(encoder)
         save(C.SLICE_ENCODER.name, encoder, recs[C.SLICE_ENCODER.name], {"feature_dim": dim})
         save(C.GRU_FUSION.name, gru, recs[C.GRU_FUSION.name], {"feature_dim": dim})
