@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from covidet import _contract as C
@@ -35,10 +38,52 @@ def covidet_server(repository: Path) -> Iterator[object]:
     server = TritonServer.on_free_ports(repository)
     server.start()
     try:
-        server.wait_ready(timeout=float(os.environ.get("COVIDET_TEST_READY_TIMEOUT", "300")))
+        server.wait_ready(timeout=_ready_timeout())
         yield server
     finally:
         server.stop()
+
+
+def _ready_timeout() -> float:
+    return float(os.environ.get("COVIDET_TEST_READY_TIMEOUT", "300"))
+
+
+@pytest.fixture(scope="session")
+def diagnose_in_process() -> Callable[..., dict[str, np.ndarray]]:
+    """``run(repo, phantom, return_masks=False)``: the repository's models in-process through the
+    serving pipeline, no server: the reference answer (output tensors by contract name)."""
+    from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+
+    def run(repo: Path, ph: Any, *, return_masks: bool = False) -> dict[str, np.ndarray]:
+        models = InProcessModels(repo)
+        try:
+            pipe = ScanPipeline(PipelineConfig.from_repository(repo), models.infer)
+            spacing = np.asarray(ph.spacing, np.float32)
+            return asyncio.run(pipe.run(ph.hu, spacing, return_masks=return_masks))
+        finally:
+            models.close()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def diagnose_served() -> Callable[..., Any]:
+    """``run(repo, phantom, **diagnose_options)``: a Triton server of its own on ``repo`` (free
+    127.0.0.1 ports), one diagnosis over gRPC, the server stopped; returns the `Diagnosis`."""
+    from covidet.client import Client
+    from covidet.serve import TritonServer
+
+    def run(repo: Path, ph: Any, **options: Any) -> Any:
+        server = TritonServer.on_free_ports(repo)
+        server.start()
+        try:
+            server.wait_ready(timeout=_ready_timeout())
+            with Client(server.grpc_url, timeout_s=600) as client:
+                return client.diagnose(ph.hu, spacing=ph.spacing, **options)
+        finally:
+            server.stop()
+
+    return run
 
 
 @pytest.fixture(scope="session")

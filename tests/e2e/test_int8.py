@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,29 +10,19 @@ import numpy as np
 import pytest
 
 from covidet import _contract as C
-from covidet.client import Client
-from covidet.serve import TritonServer
-from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 
 pytestmark = pytest.mark.e2e
 
 
-def test_int8_server_answers_like_in_process(int8_repository: Path, phantoms: dict[str, Any]) -> None:
+def test_int8_server_answers_like_in_process(
+    int8_repository: Path,
+    phantoms: dict[str, Any],
+    diagnose_served: Callable[..., Any],
+    diagnose_in_process: Callable[..., dict[str, np.ndarray]],
+) -> None:
     ph = phantoms["COVID-19"]
-    server = TritonServer.on_free_ports(int8_repository)
-    server.start()
-    try:
-        server.wait_ready(timeout=float(os.environ.get("COVIDET_TEST_READY_TIMEOUT", "300")))
-        with Client(server.grpc_url, timeout_s=600) as client:
-            served = client.diagnose(ph.hu, spacing=ph.spacing)
-    finally:
-        server.stop()
-    models = InProcessModels(int8_repository)
-    try:
-        pipe = ScanPipeline(PipelineConfig.from_repository(int8_repository), models.infer)
-        ref = asyncio.run(pipe.run(ph.hu, np.asarray(ph.spacing, np.float32)))
-    finally:
-        models.close()
+    served = diagnose_served(int8_repository, ph)
+    ref = diagnose_in_process(int8_repository, ph)
     assert served.provenance[C.LUNG_SEG.name]["precision"] == "int8"
     assert served.provenance[C.SLICE_CLASSIFIER.name]["precision"] == "float32"
     # the same int8 graphs; thread counts differ (1 per instance served, 2 in-process)

@@ -7,8 +7,7 @@ Triton's Python backend; the answer must match the float ONNX Runtime repository
 
 from __future__ import annotations
 
-import asyncio
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,7 @@ import numpy as np
 import pytest
 
 from covidet import _contract as C
-from covidet.client import Client
-from covidet.serve import TritonServer
 from covidet.serve._render import render_repository
-from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -33,24 +29,18 @@ def _on_cpu(repo: Path) -> None:
         )
 
 
-def test_torch_runtime_serves_like_onnx(tmp_path: Path, repository: Path, phantoms: dict[str, Any]) -> None:
+def test_torch_runtime_serves_like_onnx(
+    tmp_path: Path,
+    repository: Path,
+    phantoms: dict[str, Any],
+    diagnose_served: Callable[..., Any],
+    diagnose_in_process: Callable[..., dict[str, np.ndarray]],
+) -> None:
     repo = render_repository("gpu-torch", tmp_path / "repo", torch_compile="none")  # eager: no compile time
     _on_cpu(repo)
     ph = phantoms["influenza"]
-    server = TritonServer.on_free_ports(repo)
-    server.start()
-    try:
-        server.wait_ready(timeout=float(os.environ.get("COVIDET_TEST_READY_TIMEOUT", "300")))
-        with Client(server.grpc_url, timeout_s=600) as client:
-            served = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
-    finally:
-        server.stop()
-    models = InProcessModels(repository)
-    try:
-        pipe = ScanPipeline(PipelineConfig.from_repository(repository), models.infer)
-        ref = asyncio.run(pipe.run(ph.hu, np.asarray(ph.spacing, np.float32), return_masks=True))
-    finally:
-        models.close()
+    served = diagnose_served(repo, ph, return_masks=True)
+    ref = diagnose_in_process(repository, ph, return_masks=True)
     from covidet.pipeline import dice
 
     assert served.lung_mask is not None and dice(served.lung_mask, ref["LUNG_MASK"]) > 0.999

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,18 +125,15 @@ def test_cpu_int8_profile_quantizes_the_heavy_models(int8_repository: Path) -> N
 
 
 def test_cpu_int8_diagnoses_like_float(
-    int8_repository: Path, repository: Path, phantoms: dict[str, Any]
+    int8_repository: Path,
+    repository: Path,
+    phantoms: dict[str, Any],
+    diagnose_in_process: Callable[..., dict[str, np.ndarray]],
 ) -> None:
     from covidet.pipeline import dice
-    from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 
     def run(repo: Path, ph: Any) -> dict[str, np.ndarray]:
-        models = InProcessModels(repo)
-        try:
-            pipe = ScanPipeline(PipelineConfig.from_repository(repo), models.infer)
-            return asyncio.run(pipe.run(ph.hu, np.asarray(ph.spacing, np.float32), return_masks=True))
-        finally:
-            models.close()
+        return diagnose_in_process(repo, ph, return_masks=True)
 
     for kind in ("COVID-19", "non-pneumonia"):
         f, q = run(repository, phantoms[kind]), run(int8_repository, phantoms[kind])
@@ -155,7 +152,7 @@ def test_int8_calibration_needs_two_scans() -> None:
         Calibration.from_scans([np.zeros((4, 64, 64), np.int16)])
     two = Calibration.from_scans([np.zeros((4, 64, 64), np.int16), np.ones((4, 64, 64), np.int16)])
     assert len(two.calibrate) == len(two.check) == 1
-    assert two.fingerprint() != Calibration(two.check, two.calibrate).fingerprint()
+    assert two.fingerprint != Calibration(two.check, two.calibrate).fingerprint
 
 
 def test_int8_of_real_checkpoints_needs_real_calibration(tmp_path: Path) -> None:

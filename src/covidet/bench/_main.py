@@ -24,6 +24,7 @@ from covidet.bench._load import (
     server_stats_delta,
 )
 from covidet.serve._procs import tree_memory_mib
+from covidet.serve._render import TORCH_COMPILE_MODES
 
 __all__ = ["BASELINES", "main"]
 
@@ -224,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--torch-compile",
+        choices=TORCH_COMPILE_MODES,
         default="reduce-overhead",
         help="gpu-torch: torch.compile mode of the slice models (none: eager, no compile time)",
     )

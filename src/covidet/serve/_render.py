@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,9 @@ class Calibration:
         half = (len(vols) + 1) // 2
         return cls(vols[:half], vols[half:])
 
+    @cached_property
     def fingerprint(self) -> str:
+        """sha256 of every volume, computed once however many models it calibrates."""
         h = hashlib.sha256()
         for group in (self.calibrate, self.check):
             h.update(f"{len(group)};".encode())
@@ -205,7 +208,7 @@ def _quantize(spec: C.ModelSpec, meta: Mapping[str, Any], vdir: Path, calibratio
     assert quantizer is not None and quantizer.origin is not None
     src, out = vdir / "model.fp32.onnx", vdir / "model.onnx"
     key = ":".join(
-        ("int8", src.with_suffix(".key").read_text(), _sha(Path(quantizer.origin)), calibration.fingerprint())
+        ("int8", src.with_suffix(".key").read_text(), _sha(Path(quantizer.origin)), calibration.fingerprint)
     )
     stamp, record = out.with_suffix(".key"), vdir / QUANTIZATION_FILE
     if out.is_file() and record.is_file() and stamp.is_file() and stamp.read_text() == key:
@@ -257,7 +260,7 @@ def render_repository(
     ``calibration``: the scans that calibrate and check the int8 models of profile ``cpu-int8``
     (default: `Calibration.phantoms`, the demo models' own domain; give real scans for real
     checkpoints). ``torch_compile``: the `torch.compile` mode of the gpu-torch slice models
-    (``none``: eager; each compiled batch-size bucket costs a compilation when first used)."""
+    (``none``: eager; each compiled batch-size bucket is compiled by Triton's warm-up at load)."""
     from covidet.serving import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig
 
     if profile not in PROFILES:
