@@ -105,6 +105,14 @@ def quantize_onnx(
     if calibration.shape[0] == 0 or check.shape[0] == 0:
         raise ExportError(f"{src.name}: quantization needs calibration and check inputs; got none")
     input_name = onnx.load(str(src)).graph.input[0].name
+    ref = _run(src, check, batch)  # the float answer first: nothing to quantize for without foreground
+    ref_mask = ref > threshold
+    foreground = int(ref_mask.sum())
+    if foreground == 0:
+        raise ExportError(
+            f"{src.name}: the float model finds no foreground in the {check.shape[0]} check inputs, "
+            "so int8 masks cannot be compared; check with scans that contain it"
+        )
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -136,14 +144,8 @@ def quantize_onnx(
             )
         finally:
             root.setLevel(level)
-    ref, got = _run(src, check, batch), _run(dst, check, batch)
-    ref_mask, got_mask = ref > threshold, got > threshold
-    foreground = int(ref_mask.sum())
-    if foreground == 0:
-        raise ExportError(
-            f"{src.name}: the float model finds no foreground in the {check.shape[0]} check inputs, "
-            "so int8 masks cannot be compared; check with scans that contain it"
-        )
+    got = _run(dst, check, batch)
+    got_mask = got > threshold
     report = QuantizeReport(
         dst,
         dice(ref_mask, got_mask),
