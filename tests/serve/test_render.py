@@ -91,6 +91,26 @@ def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
         render_repository("gpu-torch", tmp_path / "other", torch_compile="fast")
 
 
+def test_gpu_slice_configs_are_tensorrt_plans_with_cuda_graphs(repository: Path) -> None:
+    # The gpu profile renders only where TensorRT builds plans; its config text is checked here.
+    from covidet.serve._configs import slice_config
+    from covidet.serving import COMPILE_BUCKETS
+
+    for spec in C.SLICE_MODELS:
+        meta = json.loads((repository / spec.name / "1" / "checkpoint.json").read_text())
+        text = slice_config(spec, meta, "gpu", {})
+        cfg = text_format.Parse(text, model_config_pb2.ModelConfig())
+        assert cfg.platform == "tensorrt_plan" and not cfg.backend and not cfg.parameters
+        assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+        assert cfg.optimization.cuda.graphs
+        sizes = [g.batch_size for g in cfg.optimization.cuda.graph_spec]
+        assert sizes == [b for b in COMPILE_BUCKETS if b <= spec.max_batch_size]
+        assert not any(g.HasField("graph_lower_bound") for g in cfg.optimization.cuda.graph_spec)
+        assert list(cfg.input[0].dims) == [spec.inputs[0].dims[0], *meta["preprocessing"]["input_size"]]
+        fields = [ln for ln in text.splitlines() if ":" in ln]
+        assert all("#" in ln for ln in fields), "every config field carries a comment"
+
+
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and a GPU are present")
 def test_gpu_profile_needs_tensorrt(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="TensorRT is not available here"):
