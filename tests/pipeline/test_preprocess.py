@@ -23,6 +23,24 @@ def test_lesion_input_window() -> None:
     np.testing.assert_allclose(x[0, 0], [[0.0, 0.0], [0.5, 1.0]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_window_after_resize_equals_window_then_resize(dtype: type) -> None:
+    # The affine part of the windows is applied on the model-sized slices; the clip stays first.
+    rng = np.random.default_rng(0)
+    hu = rng.integers(-2000, 1500, (3, 64, 48)).astype(dtype)
+    lung, lesion = dict(RECS["lung_seg"], input_size=[16, 24]), dict(RECS["lesion_seg"], input_size=[32, 32])
+    lo, hi = lesion["hu_window"]
+    want_lung = P.resize_slices(
+        np.maximum(hu.astype(np.float32), lung["hu_min"])[:, None] / lung["divisor"], (16, 24)
+    )
+    want_lesion = P.resize_slices(
+        ((np.clip(hu.astype(np.float32), lo, hi) - lo) / (hi - lo))[:, None], (32, 32)
+    )
+    np.testing.assert_allclose(P.lung_input(hu, lung), want_lung, atol=1e-5)
+    np.testing.assert_allclose(P.lesion_input(hu, lesion), want_lesion, atol=1e-6)
+    assert P.lung_input(hu, lung).dtype == np.float32
+
+
 def test_resize_shapes_and_chunking_of_long_scans() -> None:
     hu = np.zeros((70, 64, 48), np.int16)  # more than one internal chunk, non-square
     x = P.lung_input(hu, dict(RECS["lung_seg"], input_size=[32, 32]))

@@ -60,6 +60,22 @@ def test_clean_lung_mask_drops_small_blobs_and_fills_holes() -> None:
     assert out.sum() == 2 * 8 * 25 * 20
 
 
+def test_hole_filling_equals_scipy_slice_by_slice() -> None:
+    from scipy import ndimage
+
+    from covidet.pipeline._selection import _fill_holes_per_slice
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((12, 40, 33)) < 0.55  # many holes, some open to the border, rings in rings
+    masks[3] = False
+    masks[4] = True
+    masks[5, 10:30, 10:25] = True
+    masks[5, 15:20, 15:20] = False  # a closed hole
+    masks[5, 20:22, 0:12] = False  # a channel to the border: not a hole
+    want = np.stack([ndimage.binary_fill_holes(m) for m in masks])
+    np.testing.assert_array_equal(_fill_holes_per_slice(masks), want)
+
+
 def test_classifier_input_channels_follow_jin() -> None:
     hu = np.full((1, 40, 40), -1200, np.int16)
     hu[0, 10:30, 10:30] = 500  # inside the lung box: max of the window
