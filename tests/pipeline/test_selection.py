@@ -116,6 +116,9 @@ def test_mask_summary_built_slab_by_slab_selects_like_the_whole_mask() -> None:
     np.testing.assert_array_equal(summary.counts, mask.reshape(30, -1).sum(axis=1))
     np.testing.assert_array_equal(summary.rows, whole.rows)
     np.testing.assert_array_equal(summary.cols, mask.any(axis=(0, 1)))
+    np.testing.assert_array_equal(summary.masks(np.arange(30)), mask > 0)  # kept, bit-packed
+    np.testing.assert_array_equal(summary.masks([7, 3]), mask[[7, 3]] > 0)
+    assert not P.MaskSummary.empty(mask.shape).masks(slice(0, 2)).any()  # never added: empty
     a, b = P.select_slices(summary, REC), P.select_slices(mask, REC)
     np.testing.assert_array_equal(a.indices, b.indices)
     assert (a.bbox, a.n_valid) == (b.bbox, b.n_valid)

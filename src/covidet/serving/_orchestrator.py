@@ -162,7 +162,7 @@ class ScanPipeline:
         return prob
 
     def _lung_summary(self, prob: np.ndarray, hw: tuple[int, int]) -> P.MaskSummary:
-        """Per-slice lung pixels on the input grid, slab by slab (no full-size mask)."""
+        """The lung mask on the input grid, up-sampled slab by slab, kept bit-packed."""
         summary = P.MaskSummary.empty((prob.shape[0], *hw))
         # A slice whose probabilities are all <= 0.5 has an empty mask at any resolution
         # (bilinear values stay within the input's range): only lung slices are up-sampled.
@@ -174,7 +174,6 @@ class ScanPipeline:
     async def _lesions(
         self,
         ct: np.ndarray,
-        lung_prob: np.ndarray,
         summary: P.MaskSummary,
         bbox: tuple[int, int, int, int, int, int],
         masks: tuple[np.ndarray, np.ndarray] | None,
@@ -200,9 +199,7 @@ class ScanPipeline:
             rows = idx[part]
             lesion = P.upsample_mask(prob, hw)
             lesion &= keep
-            # Up-sampled again rather than kept from the summary pass: keeping the scan's lung mask
-            # (even bit-packed) costs memory, and unpacking it takes as long as this resize.
-            lung = P.upsample_mask(lung_prob[rows], hw)
+            lung = summary.masks(rows)
             lung |= lesion
             counts[0] += int(np.count_nonzero(lung))
             counts[1] += int(np.count_nonzero(lesion))
@@ -235,14 +232,13 @@ class ScanPipeline:
         summary = self._lung_summary(lung_prob, hw)
         t_lung = time.perf_counter()
         selection = P.select_slices(summary, self._cls)
-        selected = P.upsample_mask(lung_prob[selection.indices], hw)
-        cls_in = P.classifier_input(ct, selected, selection, self._cls)
-        del selected
+        cls_in = P.classifier_input(ct, summary.masks(selection.indices), selection, self._cls)
+        del lung_prob
 
         masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
         probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in)
         feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
-        lesion_t = self._lesions(ct, lung_prob, summary, selection.bbox, masks)
+        lesion_t = self._lesions(ct, summary, selection.bbox, masks)
         slice_probs, feats, (lung_voxels, lesion_voxels) = await asyncio.gather(probs_t, feats_t, lesion_t)
         t_slices = time.perf_counter()
         stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
