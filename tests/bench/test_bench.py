@@ -35,7 +35,7 @@ def test_bench_smoke(covidet_server: Any, tmp_path: Path) -> None:
             "--scans",
             "2",
             "--compare",
-            "onnx,naive,perf_analyzer",
+            "onnx,naive,perf_analyzer,prepost",
             "--baseline-scans",
             "1",
             "--json",
@@ -56,7 +56,7 @@ def test_bench_smoke(covidet_server: Any, tmp_path: Path) -> None:
         assert lv["slices_per_s"] == pytest.approx(lv["scans_per_s"] * 24, rel=1e-6)
     assert "lung_seg" in levels[0]["server"] and levels[0]["server"]["lung_seg"]["executions"] >= 1
     modes = [b["summary"]["mode"] for b in report["baselines"]]
-    assert modes == ["perf_analyzer", "perf_analyzer", "onnx-inprocess", "naive-torch"]
+    assert modes == ["perf_analyzer", "perf_analyzer", "onnx-inprocess", "naive-torch", "prepost-1core"]
     assert all(b["summary"]["ok"] == 1 for b in report["baselines"][2:])
     for pa, level in zip(report["baselines"][:2], (1, 2), strict=True):  # Triton's own load generator
         s = pa["summary"]
@@ -148,3 +148,30 @@ def test_bench_baselines_only_on_other_checkpoints(tmp_path: Path) -> None:
     assert all(b["summary"]["ok"] == 1 for b in report["baselines"])
     assert report["server"]["checkpoints"]["lung_seg"] == "demo"
     assert report["server"]["torch_baseline_device"] == "cpu" and "cpu_model" in report["machine"]
+
+
+def test_replayed_models_leave_the_pipeline_s_own_work(repository: Path, phantoms: dict[str, Any]) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from covidet.bench._baselines import _Replay
+    from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+
+    scan = phantoms["COVID-19"]
+    models = InProcessModels(repository)
+    try:
+        replay = _Replay(models)
+        pipe = ScanPipeline(PipelineConfig.from_repository(repository), replay.infer)
+        spacing = np.asarray(scan.spacing, np.float32)
+        replay.start(0, recording=True)
+        want = asyncio.run(pipe.run(scan.hu, spacing))
+        replay.start(0, recording=False)
+        got = asyncio.run(pipe.run(scan.hu, spacing))  # no model runs: every output replayed
+        for name, value in want.items():
+            np.testing.assert_array_equal(got[name], value)
+        replay.start(0, recording=False)
+        with pytest.raises(RuntimeError, match="recorded"):  # another scan's calls do not fit
+            asyncio.run(pipe.run(scan.hu[:-8], spacing))
+    finally:
+        models.close()

@@ -7,6 +7,7 @@ Triton's Python backend; the answer must match the float ONNX Runtime repository
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from covidet import _contract as C
 from covidet.serve._render import render_repository
+from covidet.serving import PIPELINE_CONFIG_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +29,11 @@ def _on_cpu(repo: Path) -> None:
         config.write_text(
             text.replace('string_value: "cuda"', 'string_value: "cpu"').replace("KIND_GPU", "KIND_CPU")
         )
+    # the pipeline's pre/post device too: its torch path runs here on the CPU
+    pipeline = repo / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE
+    config = json.loads(pipeline.read_text())
+    assert config["device"] == "cuda"
+    pipeline.write_text(json.dumps({**config, "device": "cpu"}))
 
 
 def test_torch_runtime_serves_like_onnx(

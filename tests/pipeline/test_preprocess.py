@@ -41,6 +41,34 @@ def test_window_after_resize_equals_window_then_resize(dtype: type) -> None:
     assert P.lung_input(hu, lung).dtype == np.float32
 
 
+def _devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_device_preprocessing_equals_the_cpu_path(device: str) -> None:
+    # The GPU profiles window, resize and up-sample with torch on their device ("cpu" runs the
+    # same code here; "cuda" where there is a GPU).
+    rng = np.random.default_rng(1)
+    hu = rng.integers(-1500, 600, (40, 96, 80)).astype(np.int16)  # two input chunks
+    lung, lesion = dict(RECS["lung_seg"], input_size=[24, 20]), dict(RECS["lesion_seg"], input_size=[48, 40])
+    np.testing.assert_allclose(P.lung_input(hu, lung, device=device), P.lung_input(hu, lung), atol=1e-5)
+    rows = np.array([3, 1, 39, 20])
+    np.testing.assert_allclose(
+        P.lesion_input(hu, lesion, rows, device=device), P.lesion_input(hu, lesion, rows), atol=1e-6
+    )
+    yy, xx = np.mgrid[0:24, 0:20]
+    prob = np.stack([1 / (1 + np.exp(-(6 - np.hypot(yy - 12, xx - 9 + z / 8)))) for z in range(40)])
+    got = P.upsample_mask(prob.astype(np.float32), (96, 80), device=device)
+    want = P.upsample_mask(prob.astype(np.float32), (96, 80))
+    assert got.dtype == bool and got.shape == want.shape
+    assert np.count_nonzero(got != want) <= 2  # float rounding at the threshold, on the GPU
+    if device == "cpu":
+        np.testing.assert_array_equal(got, want)
+
+
 def test_resize_shapes_and_chunking_of_long_scans() -> None:
     hu = np.zeros((70, 64, 48), np.int16)  # more than one internal chunk, non-square
     x = P.lung_input(hu, dict(RECS["lung_seg"], input_size=[32, 32]))

@@ -64,6 +64,7 @@ def test_cpu_pipeline_bounds_its_threads_and_chunks(repository: Path) -> None:
     params = {k: v.string_value for k, v in _config(repository, C.PIPELINE.name).parameters.items()}
     assert int(params["torch_threads"]) >= 1
     assert PipelineConfig.from_repository(repository).max_inflight_chunks == 4
+    assert PipelineConfig.from_repository(repository).device is None  # numpy and torch on the CPU
     for spec in C.SLICE_MODELS:
         slice_params = _config(repository, spec.name).parameters
         assert slice_params["mem_pattern"].string_value == "false"
@@ -75,6 +76,7 @@ def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
 
     config = PipelineConfig.from_repository(repo)
     assert config.max_inflight_chunks == 16  # GPUs batch more
+    assert config.device == "cuda"  # pre/post-processing on the GPU too
     assert {m["precision"] for m in config.provenance().values()} == {"float16"}
     cfg = _config(repo, C.LUNG_SEG.name)
     params = {k: v.string_value for k, v in cfg.parameters.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from covidet import _contract as C
 from covidet.bench._load import LevelResult, Sample, Scan
 from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 
-__all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx", "run_torch"]
+__all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx", "run_prepost", "run_torch"]
 
 
 def _sequential(pipe: ScanPipeline, scans: Sequence[Scan], n: int, mode: str) -> LevelResult:
@@ -50,6 +51,72 @@ def run_onnx(repository: Path, scans: Sequence[Scan], n: int) -> LevelResult:
         models.close()
 
 
+class _Replay:
+    """The slice models' outputs recorded for each scan, then replayed: what a replayed scan
+    costs is the pipeline's own work (windowing, resizing, masks, selection, fusion)."""
+
+    def __init__(self, models: InProcessModels) -> None:
+        self._models = models
+        self._outputs: dict[tuple[int, str, int], tuple[tuple[int, ...], np.ndarray]] = {}
+        self._calls: dict[str, int] = {}
+        self.scan = 0
+        self.recording = True
+
+    def start(self, scan: int, *, recording: bool) -> None:
+        self.scan, self.recording = scan, recording
+        self._calls.clear()
+
+    async def infer(self, model: str, x: np.ndarray) -> np.ndarray:
+        # a scan's requests to one model come in chunk order (one FIFO gate per stream)
+        n = self._calls[model] = self._calls.get(model, 0) + 1
+        key = (self.scan, model, n)
+        if self.recording:
+            y = await self._models.infer(model, x)
+            self._outputs[key] = (x.shape, y)
+            return y
+        shape, y = self._outputs[key]
+        if shape != x.shape:
+            raise RuntimeError(f"replay of {model} call {n}: input {x.shape}, recorded {shape}")
+        return y
+
+
+def run_prepost(
+    repository: Path, scans: Sequence[Scan], n: int, *, pipeline: PipelineConfig | None = None
+) -> LevelResult:
+    """The pipeline's own work per scan on one core: every model output replayed from a recorded
+    run of ``repository``'s ONNX models, torch on one thread. Its scans/s is what one CPU core of
+    pre/post-processing can feed; a GPU node needs (target scans/s) / (this) cores for it, besides
+    the models and Triton. ``pipeline``: the served profile's pipeline configuration (its
+    pre/post device: cuda for the GPU profiles), default ``repository``'s."""
+    import torch
+
+    models = InProcessModels(repository)
+    replay = _Replay(models)
+    config = pipeline or PipelineConfig.from_repository(repository)
+    pipe = ScanPipeline(config, replay.infer)
+    threads = torch.get_num_threads()
+    try:
+        for i, scan in enumerate(scans):  # record (scans the pipeline rejects are recorded too)
+            replay.start(i, recording=True)
+            try:
+                asyncio.run(pipe.run(scan.hu, np.asarray(scan.spacing, np.float32)))
+            except ValueError:
+                pass
+        torch.set_num_threads(1)
+        samples = []
+        t0 = time.perf_counter()
+        for k in range(n):
+            i = k % len(scans)
+            replay.start(i, recording=False)
+            one = _sequential(pipe, [scans[i]], 1, "prepost")
+            samples.extend(one.samples)
+        mode = "prepost-1core" + (f"-{config.device}" if config.device else "")
+        return LevelResult(mode, 1, time.perf_counter() - t0, samples)
+    finally:
+        torch.set_num_threads(threads)
+        models.close()
+
+
 def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_slice: bool) -> ScanPipeline:
     """The serving pipeline over PyTorch eager models: float32 one slice per pass (``per_slice``),
     or batched as the server batches (FP16 and channels-last on CUDA, as the gpu-torch profile)."""
@@ -68,8 +135,11 @@ def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_sli
         return runners[model](x)
 
     cfg = PipelineConfig.from_repository(repository)
-    batch = 1 if per_slice else cfg.slice_batch
-    return ScanPipeline(PipelineConfig(models=cfg.models, slice_batch=batch), infer)
+    if per_slice:  # as research code runs: one slice per pass, all pre/post-processing on the CPU
+        cfg = replace(cfg, slice_batch=1, device=None)
+    elif cfg.device:  # the profile's pre/post device (cuda for the GPU profiles) follows the models'
+        cfg = replace(cfg, device=device)
+    return ScanPipeline(cfg, infer)
 
 
 def run_naive(

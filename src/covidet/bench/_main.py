@@ -28,9 +28,10 @@ from covidet.serve._render import TORCH_COMPILE_MODES
 
 __all__ = ["BASELINES", "main"]
 
-#: (a) PyTorch eager per slice, (b) ONNX Runtime in-process, (c) Triton's perf_analyzer, and
-#: PyTorch batched in-process (FP16 on CUDA): the GPU profiles' floor.
-BASELINES = ("naive", "onnx", "perf_analyzer", "torch")
+#: (a) PyTorch eager per slice, (b) ONNX Runtime in-process, (c) Triton's perf_analyzer,
+#: PyTorch batched in-process (FP16 on CUDA): the GPU profiles' floor, and the pipeline's own
+#: pre/post-processing on one core (model outputs replayed): the CPU a GPU node needs per scan/s.
+BASELINES = ("naive", "onnx", "perf_analyzer", "torch", "prepost")
 
 
 def _scans(args: argparse.Namespace) -> list[Scan]:
@@ -201,6 +202,14 @@ def _cpu_info() -> dict[str, Any]:
     return {"cpu_model": fields.get("model name", ""), "cpu_vector": [f for f in wanted if f in flags]}
 
 
+def _cpu_repository(tmp: Path, checkpoints: Path) -> Path:
+    """The checkpoints rendered for the CPU profile once per run (for the in-process baselines)."""
+    from covidet.serve._render import render_repository
+
+    out = tmp / "cpu"
+    return out if (out / C.PIPELINE.name).is_dir() else render_repository("cpu", out, checkpoints)
+
+
 def _torch_device(choice: str, gpu_profile: bool) -> str:
     """Device of the torch baselines: as asked, or (auto) CUDA for GPU profiles when present."""
     if choice != "auto":
@@ -365,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server:
             server.stop()
     from covidet.bench import _baselines as B
+    from covidet.serving import PipelineConfig
 
     for name in compare:
         if name == "perf_analyzer":
@@ -374,12 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = B.run_naive(checkpoints, repo, scans, args.baseline_scans, device=device)
             elif name == "torch":
                 res = B.run_torch(checkpoints, repo, scans, args.baseline_scans, device=device)
-            elif profile in CPU_PROFILES:
-                res = B.run_onnx(repo, scans, args.baseline_scans)
-            else:  # the same checkpoints' ONNX graphs, rendered for the CPU
-                res = B.run_onnx(
-                    render_repository("cpu", Path(tmp.name) / "cpu", checkpoints), scans, args.baseline_scans
-                )
+            else:  # onnx, prepost: ONNX graphs (for GPU profiles the same checkpoints', for the CPU)
+                onnx_repo = repo if profile in CPU_PROFILES else _cpu_repository(Path(tmp.name), checkpoints)
+                if name == "prepost":  # the served profile's pre/post (on the GPU for GPU profiles)
+                    served = PipelineConfig.from_repository(repo)
+                    res = B.run_prepost(onnx_repo, scans, args.baseline_scans, pipeline=served)
+                else:
+                    res = B.run_onnx(onnx_repo, scans, args.baseline_scans)
         report["baselines"].append(res.to_json())
     if args.flops:
         f = B.flops_per_scan(checkpoints, scans[0])

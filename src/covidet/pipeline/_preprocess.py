@@ -1,4 +1,5 @@
-"""Windowing and resizing of CT slices (Jin et al. and our lesion model), on the CPU with torch."""
+"""Windowing and resizing of CT slices (Jin et al. and our lesion model): numpy and torch on the
+CPU, or torch on a device (``device="cuda"``: the GPU profiles keep the CPU for the rest)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ def chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _resize(t: Any, size: Sequence[int], antialias: bool, mode: str) -> Any:
+    """[N,C,H,W] float torch tensor resized to ``size`` (align_corners=False; antialiased only
+    when shrinking), on whatever device it lives."""
+    import torch.nn.functional as F
+
+    out_hw = (int(size[0]), int(size[1]))
+    if tuple(t.shape[-2:]) == out_hw:
+        return t
+    down = t.shape[-2] > out_hw[0] or t.shape[-1] > out_hw[1]
+    return F.interpolate(t, size=out_hw, mode=mode, align_corners=False, antialias=antialias and down)
+
+
 def resize_slices(
     x: np.ndarray, size: Sequence[int], *, antialias: bool = True, mode: str = "bilinear"
 ) -> np.ndarray:
@@ -26,18 +39,19 @@ def resize_slices(
     slice-model, fusion, SVM and GPR stubs) import this package without loading torch.
     """
     import torch
-    import torch.nn.functional as F
 
     squeeze = x.ndim == 3
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if squeeze:
-        t = t[:, None]
-    out_hw = (int(size[0]), int(size[1]))
-    if tuple(t.shape[-2:]) != out_hw:
-        down = t.shape[-2] > out_hw[0] or t.shape[-1] > out_hw[1]
-        t = F.interpolate(t, size=out_hw, mode=mode, align_corners=False, antialias=antialias and down)
-    out = t.numpy()
+    out = _resize(t[:, None] if squeeze else t, size, antialias, mode).numpy()
     return out[:, 0] if squeeze else out
+
+
+def _to_device(x: np.ndarray, device: str) -> Any:
+    """A torch tensor of ``x`` on ``device`` (copied there in its own dtype: int16 HU is half the
+    bytes of float)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 
 #: Slices converted to float at a time: bounds the float copies of a 512x512 scan to ~32 MB.
@@ -79,33 +93,53 @@ def _clipped(hu: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
 
 
 def _windowed(
-    hu: np.ndarray, lo: float | None, hi: float | None, offset: float, scale: float, size: Sequence[int]
+    hu: np.ndarray,
+    lo: float | None,
+    hi: float | None,
+    offset: float,
+    scale: float,
+    size: Sequence[int],
+    device: str | None = None,
 ) -> np.ndarray:
     """``(clip(hu, lo, hi) - offset) / scale`` resized to ``size``; [N,1,h,w] float32.
 
     Resizing is linear with weights summing to one, so the affine part is applied after it, on the
     (4-16x smaller) model-sized slices: equal to windowing first up to float rounding (1e-7).
+    With ``device`` (a torch device) the clip and resize run there, the HU copied over as is.
     """
-    y = resize_slices(_clipped(hu, lo, hi)[:, None], size)
+    if device is None:
+        y = resize_slices(_clipped(hu, lo, hi)[:, None], size)
+    else:
+        t = _to_device(hu, device).float().clamp(lo, hi)
+        y = _resize(t[:, None], size, True, "bilinear").cpu().numpy()
     if offset:
         y -= np.float32(offset)
     y /= np.float32(scale)
     return y
 
 
-def lung_input(hu: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
-    """Jin et al. lung U-Net input: ``max(HU, hu_min) / divisor``, resized; [N,1,h,w] float32."""
+def lung_input(hu: np.ndarray, record: Mapping[str, Any], *, device: str | None = None) -> np.ndarray:
+    """Jin et al. lung U-Net input: ``max(HU, hu_min) / divisor``, resized; [N,1,h,w] float32.
+
+    ``device``: the torch device that windows and resizes (default: numpy and torch on the CPU).
+    """
     lo, div = float(record["hu_min"]), float(record["divisor"])
     h, w = record["input_size"]
     return _per_chunk(
-        hu.shape[0], (1, h, w), np.float32, lambda part: _windowed(hu[part], lo, None, 0.0, div, (h, w))
+        hu.shape[0],
+        (1, h, w),
+        np.float32,
+        lambda part: _windowed(hu[part], lo, None, 0.0, div, (h, w), device),
     )
 
 
-def lesion_input(hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
+def lesion_input(
+    hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | None = None, *, device: str | None = None
+) -> np.ndarray:
     """Lesion model input: lung window scaled to [0, 1], resized; [N,1,h,w] float32.
 
     ``rows`` picks slices of ``hu`` chunk by chunk, without copying the selected volume first.
+    ``device``: as for `lung_input`.
     """
     lo, hi = (float(v) for v in record["hu_window"])
     h, w = record["input_size"]
@@ -114,20 +148,26 @@ def lesion_input(hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | N
         take.size,
         (1, h, w),
         np.float32,
-        lambda part: _windowed(hu[take[part]], lo, hi, lo, hi - lo, (h, w)),
+        lambda part: _windowed(hu[take[part]], lo, hi, lo, hi - lo, (h, w), device),
     )
 
 
-def upsample_mask(prob: np.ndarray, out_hw: Sequence[int], threshold: float = 0.5) -> np.ndarray:
+def upsample_mask(
+    prob: np.ndarray, out_hw: Sequence[int], threshold: float = 0.5, *, device: str | None = None
+) -> np.ndarray:
     """Bilinear up-sampling of [N,h,w] (or [N,1,h,w]) probabilities onto the input grid, then
-    ``> threshold``: bool [N,H,W], computed a few slices at a time."""
+    ``> threshold``: bool [N,H,W], computed a few slices at a time. With ``device`` (a torch
+    device) both run there and only the bool masks come back."""
     p = prob[:, 0] if prob.ndim == 4 else prob
     hw = (int(out_hw[0]), int(out_hw[1]))
 
     def one(part: slice) -> np.ndarray:
-        return resize_slices(p[part], hw, antialias=False) > threshold
+        if device is None:
+            return resize_slices(p[part], hw, antialias=False) > threshold
+        t = _to_device(p[part].astype(np.float32, copy=False), device)[:, None]
+        return (_resize(t, hw, False, "bilinear")[:, 0] > threshold).cpu().numpy()
 
-    return _per_chunk(p.shape[0], hw, bool, one, size=_MASK_CHUNK)
+    return _per_chunk(p.shape[0], hw, bool, one, size=_MASK_CHUNK if device is None else _CHUNK)
 
 
 def prob_to_mask(
