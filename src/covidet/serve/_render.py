@@ -329,8 +329,8 @@ def render_repository(
             # each answer's PROVENANCE says which numerics ran, beside the checkpoint's identity
             models={name: {**meta, "precision": _precision(profile, name)} for name, meta in metas.items()},
             max_inflight_chunks=DEFAULT_INFLIGHT_CHUNKS if profile in CPU_PROFILES else GPU_INFLIGHT_CHUNKS,
-            # GPU profiles window, resize and up-sample on the GPU: the CPU would need ~22 cores
-            # for that alone at 25 scans/s (0.87 CPU-s a 300x512x512 scan)
+            # GPU profiles window, resize and up-sample on the GPU: the CPU would need ~24 cores
+            # for that alone at 25 scans/s (0.97 CPU-s a 300x512x512 scan)
             device=None if profile in CPU_PROFILES else "cuda",
         ).to_json()
     )

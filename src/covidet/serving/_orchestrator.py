@@ -55,8 +55,8 @@ class PipelineConfig:
     top_k: int = C.TOP_K
     #: torch device of the heavy pre/post-processing (windowing and resizing the model inputs,
     #: up-sampling the masks onto the input grid); None: numpy and torch on the CPU. The GPU
-    #: profiles say "cuda": a 300x512x512 scan's pre/post costs ~0.9 CPU-seconds on the CPU, which
-    #: alone would take 22 cores at 25 scans/s.
+    #: profiles say "cuda": a 300x512x512 scan's pre/post costs ~0.97 CPU-seconds on the CPU, which
+    #: alone would take 24 cores at 25 scans/s.
     device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
