@@ -2,7 +2,8 @@
 # GPU check, prepared for a session that is lent a GPU machine (benchmarks/README.md, "GPU"):
 # the full-size networks' in-process floor with PyTorch CUDA FP16, channels-last (the gpu-torch
 # profile's models and pipeline, no server), against naive eager FP32 one slice per pass, on the
-# machine image's own python3 (torch, numpy, scipy and rich are there: nothing to install).
+# machine image's own python3 (torch, numpy, scipy and rich are there: nothing to install), and the
+# pipeline's own pre/post-processing with the models replayed (prepost: the CPU a GPU node needs).
 #
 #   device tool: run(command="bash benchmarks/device/gpu_inprocess.sh", timeout_s=540)
 #   here (CPU, small, to check the script): VARIANT=demo DEVICE=cpu SLICES=40 SIZE=256 SCANS=1 \
@@ -27,5 +28,5 @@ fi
 ckpt="$(mktemp -d)/checkpoints"
 "$PY" -m covidet.cli init-checkpoints --variant "$VARIANT" --out "$ckpt"
 "$PY" benchmarks/bench.py --profile gpu-torch --checkpoints "$ckpt" --torch-device "$DEVICE" \
-    --concurrency "" --compare torch,naive --baseline-scans "$SCANS" --slices "$SLICES" --size "$SIZE" \
+    --concurrency "" --compare torch,naive,prepost --baseline-scans "$SCANS" --slices "$SLICES" --size "$SIZE" \
     --scans 2 --flops --json "$OUT/inprocess-$VARIANT.json" 2>&1 | tee "$OUT/inprocess-$VARIANT.log"

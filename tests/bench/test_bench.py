@@ -133,6 +133,28 @@ def test_soak_short_run(covidet_server: Any, tmp_path: Path) -> None:
     assert report["summary"]["latency_p50_first_s"] > 0
 
 
+def test_prepost_of_a_gpu_profile_records_with_torch(tmp_path: Path) -> None:
+    """gpu-torch has no ONNX graphs: its pre/post baseline records with the torch models, and
+    replays with the profile's device path (torch; here on the CPU)."""
+    out = tmp_path / "b.json"
+    argv = ["--profile", "gpu-torch", "--torch-device", "cpu", "--concurrency", "", "--slices", "24"]
+    argv += [
+        "--size",
+        "128",
+        "--scans",
+        "1",
+        "--compare",
+        "prepost",
+        "--baseline-scans",
+        "2",
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    (baseline,) = json.loads(out.read_text())["baselines"]
+    assert baseline["summary"]["mode"] == "prepost-1core-cpu" and baseline["summary"]["ok"] == 2
+
+
 def test_bench_baselines_only_on_other_checkpoints(tmp_path: Path) -> None:
     """No levels: no server, only the in-process baselines, on untrained checkpoints."""
     from covidet.train import write_untrained
@@ -161,7 +183,7 @@ def test_replayed_models_leave_the_pipeline_s_own_work(repository: Path, phantom
     scan = phantoms["COVID-19"]
     models = InProcessModels(repository)
     try:
-        replay = _Replay(models)
+        replay = _Replay(models.infer)
         pipe = ScanPipeline(PipelineConfig.from_repository(repository), replay.infer)
         spacing = np.asarray(scan.spacing, np.float32)
         replay.start(0, recording=True)

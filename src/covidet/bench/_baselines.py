@@ -19,7 +19,7 @@ import numpy as np
 
 from covidet import _contract as C
 from covidet.bench._load import LevelResult, Sample, Scan
-from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+from covidet.serving import InferFn, InProcessModels, PipelineConfig, ScanPipeline
 
 __all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx", "run_prepost", "run_torch"]
 
@@ -55,8 +55,8 @@ class _Replay:
     """The slice models' outputs recorded for each scan, then replayed: what a replayed scan
     costs is the pipeline's own work (windowing, resizing, masks, selection, fusion)."""
 
-    def __init__(self, models: InProcessModels) -> None:
-        self._models = models
+    def __init__(self, infer: InferFn) -> None:
+        self._record = infer
         self._outputs: dict[tuple[int, str, int], tuple[tuple[int, ...], np.ndarray]] = {}
         self._calls: dict[str, int] = {}
         self.scan = 0
@@ -71,7 +71,7 @@ class _Replay:
         n = self._calls[model] = self._calls.get(model, 0) + 1
         key = (self.scan, model, n)
         if self.recording:
-            y = await self._models.infer(model, x)
+            y = await self._record(model, x)
             self._outputs[key] = (x.shape, y)
             return y
         shape, y = self._outputs[key]
@@ -81,18 +81,29 @@ class _Replay:
 
 
 def run_prepost(
-    repository: Path, scans: Sequence[Scan], n: int, *, pipeline: PipelineConfig | None = None
+    repository: Path,
+    scans: Sequence[Scan],
+    n: int,
+    *,
+    checkpoints: Path | None = None,
+    device: str = "cpu",
 ) -> LevelResult:
-    """The pipeline's own work per scan on one core: every model output replayed from a recorded
-    run of ``repository``'s ONNX models, torch on one thread. Its scans/s is what one CPU core of
-    pre/post-processing can feed; a GPU node needs (target scans/s) / (this) cores for it, besides
-    the models and Triton. ``pipeline``: the served profile's pipeline configuration (its
-    pre/post device: cuda for the GPU profiles), default ``repository``'s."""
+    """The pipeline's own work per scan on one core, as ``repository`` configures it (its
+    pre/post device: cuda for the GPU profiles): every model output replayed from a recorded run,
+    torch on one thread. Its scans/s is what one CPU core of pre/post-processing can feed; a GPU
+    node needs (target scans/s) / (this) cores for it, besides the models and Triton.
+
+    The recording runs ``repository``'s ONNX models in-process, or with ``checkpoints`` the
+    PyTorch models batched on ``device`` (the GPU profiles, which have no ONNX graphs).
+    """
     import torch
 
-    models = InProcessModels(repository)
-    replay = _Replay(models)
-    config = pipeline or PipelineConfig.from_repository(repository)
+    config = PipelineConfig.from_repository(repository)
+    if checkpoints and config.device:  # pre/post on the device the torch models run on
+        config = replace(config, device=device)
+    models = None if checkpoints else InProcessModels(repository)
+    record = models.infer if models else _torch_infer(checkpoints or repository, device, per_slice=False)
+    replay = _Replay(record)
     pipe = ScanPipeline(config, replay.infer)
     threads = torch.get_num_threads()
     try:
@@ -108,18 +119,18 @@ def run_prepost(
         for k in range(n):
             i = k % len(scans)
             replay.start(i, recording=False)
-            one = _sequential(pipe, [scans[i]], 1, "prepost")
-            samples.extend(one.samples)
+            samples.extend(_sequential(pipe, [scans[i]], 1, "prepost").samples)
         mode = "prepost-1core" + (f"-{config.device}" if config.device else "")
         return LevelResult(mode, 1, time.perf_counter() - t0, samples)
     finally:
         torch.set_num_threads(threads)
-        models.close()
+        if models is not None:
+            models.close()
 
 
-def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_slice: bool) -> ScanPipeline:
-    """The serving pipeline over PyTorch eager models: float32 one slice per pass (``per_slice``),
-    or batched as the server batches (FP16 and channels-last on CUDA, as the gpu-torch profile)."""
+def _torch_infer(checkpoints: Path, device: str, *, per_slice: bool) -> InferFn:
+    """PyTorch eager models as an `InferFn`: float32 one slice per pass (``per_slice``), or
+    batched as the server batches (FP16 and channels-last on CUDA, as the gpu-torch profile)."""
     from covidet.serving import TorchRunner, run_sequence
 
     runners = {
@@ -134,12 +145,17 @@ def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_sli
             return np.concatenate([runners[model](x[i : i + 1]) for i in range(x.shape[0])])
         return runners[model](x)
 
+    return infer
+
+
+def _torch_pipeline(checkpoints: Path, repository: Path, device: str, *, per_slice: bool) -> ScanPipeline:
+    """The serving pipeline over `_torch_infer` models."""
     cfg = PipelineConfig.from_repository(repository)
     if per_slice:  # as research code runs: one slice per pass, all pre/post-processing on the CPU
         cfg = replace(cfg, slice_batch=1, device=None)
     elif cfg.device:  # the profile's pre/post device (cuda for the GPU profiles) follows the models'
         cfg = replace(cfg, device=device)
-    return ScanPipeline(cfg, infer)
+    return ScanPipeline(cfg, _torch_infer(checkpoints, device, per_slice=per_slice))
 
 
 def run_naive(

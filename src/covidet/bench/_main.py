@@ -202,14 +202,6 @@ def _cpu_info() -> dict[str, Any]:
     return {"cpu_model": fields.get("model name", ""), "cpu_vector": [f for f in wanted if f in flags]}
 
 
-def _cpu_repository(tmp: Path, checkpoints: Path) -> Path:
-    """The checkpoints rendered for the CPU profile once per run (for the in-process baselines)."""
-    from covidet.serve._render import render_repository
-
-    out = tmp / "cpu"
-    return out if (out / C.PIPELINE.name).is_dir() else render_repository("cpu", out, checkpoints)
-
-
 def _torch_device(choice: str, gpu_profile: bool) -> str:
     """Device of the torch baselines: as asked, or (auto) CUDA for GPU profiles when present."""
     if choice != "auto":
@@ -374,7 +366,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server:
             server.stop()
     from covidet.bench import _baselines as B
-    from covidet.serving import PipelineConfig
 
     for name in compare:
         if name == "perf_analyzer":
@@ -384,13 +375,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = B.run_naive(checkpoints, repo, scans, args.baseline_scans, device=device)
             elif name == "torch":
                 res = B.run_torch(checkpoints, repo, scans, args.baseline_scans, device=device)
-            else:  # onnx, prepost: ONNX graphs (for GPU profiles the same checkpoints', for the CPU)
-                onnx_repo = repo if profile in CPU_PROFILES else _cpu_repository(Path(tmp.name), checkpoints)
-                if name == "prepost":  # the served profile's pre/post (on the GPU for GPU profiles)
-                    served = PipelineConfig.from_repository(repo)
-                    res = B.run_prepost(onnx_repo, scans, args.baseline_scans, pipeline=served)
-                else:
-                    res = B.run_onnx(onnx_repo, scans, args.baseline_scans)
+            elif name == "prepost":  # the served profile's pre/post; GPU ones record with torch
+                gpu = profile not in CPU_PROFILES
+                res = B.run_prepost(
+                    repo, scans, args.baseline_scans, checkpoints=checkpoints if gpu else None, device=device
+                )
+            elif profile in CPU_PROFILES:
+                res = B.run_onnx(repo, scans, args.baseline_scans)
+            else:  # the same checkpoints' ONNX graphs, rendered for the CPU
+                res = B.run_onnx(
+                    render_repository("cpu", Path(tmp.name) / "cpu", checkpoints), scans, args.baseline_scans
+                )
         report["baselines"].append(res.to_json())
     if args.flops:
         f = B.flops_per_scan(checkpoints, scans[0])
