@@ -129,3 +129,43 @@ def test_classifier_input_wants_the_masks_of_the_selected_slices() -> None:
     sel = P.select_slices(mask, REC)
     with pytest.raises(ValueError, match="20 selected slices"):
         P.classifier_input(np.zeros(mask.shape, np.int16), mask, sel, REC)
+
+
+def _devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_mask_summary_and_lesion_fold_on_a_device_equal_the_cpu_path(device: str) -> None:
+    # The GPU profiles up-sample, count, pack and fold on the device; "cpu" runs that torch path.
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:20, 0:15]
+    lung = np.stack([1 / (1 + np.exp(-(5 - np.hypot(yy - 10, xx - 7 + z / 4)))) for z in range(12)])
+    lesion = (rng.random((12, 20, 15)) * lung).astype(np.float32)  # lesions inside the lung
+    lung = lung.astype(np.float32)
+    rows = np.arange(12)
+    cpu, dev = P.MaskSummary.empty((12, 60, 45)), P.MaskSummary.empty((12, 60, 45))  # 2700 px: not /8
+    cpu.add_probabilities(rows[:7], lung[:7])
+    cpu.add_probabilities(rows[7:], lung[7:])
+    dev.add_probabilities(rows[:7], lung[:7], device=device)
+    dev.add_probabilities(rows[7:], lung[7:], device=device)
+    assert cpu.counts.sum() > 0
+    if device == "cpu":  # bit-exact (on a GPU, float rounding at the threshold may differ)
+        for a, b in ((cpu.counts, dev.counts), (cpu.rows, dev.rows), (cpu.cols, dev.cols)):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(cpu.packed, dev.packed)
+    np.testing.assert_array_equal(dev.masks_on_device(rows[3:9], device).cpu().numpy(), dev.masks(rows[3:9]))
+    keep = np.zeros((60, 45), bool)
+    keep[5:50, 3:40] = True
+    want = P.fold_lesions(cpu, rows[2:10], lesion[2:10], keep, want_masks=True)
+    got = P.fold_lesions(dev, rows[2:10], lesion[2:10], keep, want_masks=True, device=device)
+    assert want[1] > 0 and abs(got[0] - want[0]) <= 4 and abs(got[1] - want[1]) <= 4
+    assert np.count_nonzero(got[2] != want[2]) <= 4 and np.count_nonzero(got[3] != want[3]) <= 4
+    if device == "cpu":
+        assert got[:2] == want[:2]
+    n_lung, n_lesion, none_lung, none_lesion = P.fold_lesions(
+        dev, rows[2:10], lesion[2:10], keep, device=device
+    )
+    assert (n_lung, n_lesion) == got[:2] and none_lung is None and none_lesion is None

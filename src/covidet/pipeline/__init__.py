@@ -32,6 +32,7 @@ from covidet.pipeline._selection import (
     SliceSelection,
     classifier_input,
     clean_lung_mask,
+    fold_lesions,
     select_slices,
 )
 from covidet.pipeline._validate import validate_scan
@@ -49,6 +50,7 @@ __all__ = [
     "clean_lung_mask",
     "default_records",
     "dice",
+    "fold_lesions",
     "lesion_input",
     "lesion_statistics",
     "lung_input",

@@ -8,7 +8,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["chunks", "lesion_input", "lung_input", "prob_to_mask", "resize_slices", "upsample_mask"]
+__all__ = [
+    "chunks",
+    "lesion_input",
+    "lung_input",
+    "prob_to_mask",
+    "resize_slices",
+    "upsample_mask",
+    "upsample_on_device",
+]
 
 
 def chunks(n: int, size: int) -> list[slice]:
@@ -164,10 +172,15 @@ def upsample_mask(
     def one(part: slice) -> np.ndarray:
         if device is None:
             return resize_slices(p[part], hw, antialias=False) > threshold
-        t = _to_device(p[part].astype(np.float32, copy=False), device)[:, None]
-        return (_resize(t, hw, False, "bilinear")[:, 0] > threshold).cpu().numpy()
+        return upsample_on_device(p[part], hw, threshold, device).cpu().numpy()
 
     return _per_chunk(p.shape[0], hw, bool, one, size=_MASK_CHUNK if device is None else _CHUNK)
+
+
+def upsample_on_device(prob: np.ndarray, out_hw: Sequence[int], threshold: float, device: str) -> Any:
+    """`upsample_mask` of [n,h,w] probabilities as a bool torch tensor [n,H,W] left on ``device``."""
+    t = _to_device(prob.astype(np.float32, copy=False), device)[:, None]
+    return _resize(t, out_hw, False, "bilinear")[:, 0] > threshold
 
 
 def prob_to_mask(

@@ -10,9 +10,19 @@ import numpy as np
 from scipy import ndimage
 
 from covidet.pipeline._errors import NoLungError
-from covidet.pipeline._preprocess import resize_slices
+from covidet.pipeline._preprocess import resize_slices, upsample_mask, upsample_on_device
 
-__all__ = ["MaskSummary", "SliceSelection", "classifier_input", "clean_lung_mask", "select_slices"]
+__all__ = [
+    "MaskSummary",
+    "SliceSelection",
+    "classifier_input",
+    "clean_lung_mask",
+    "fold_lesions",
+    "select_slices",
+]
+
+#: np.packbits' bit order (the first pixel is the most significant bit), for torch
+_BITS = (128, 64, 32, 16, 8, 4, 2, 1)
 
 
 def clean_lung_mask(mask: np.ndarray, *, keep: int = 2, min_fraction: float = 0.05) -> np.ndarray:
@@ -102,6 +112,74 @@ class MaskSummary:
         _, h, w = self.shape
         bits = np.unpackbits(self.packed[slices], axis=1, count=h * w)
         return bits.view(bool).reshape(-1, h, w)
+
+    def add_probabilities(
+        self, slices: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5, device: str | None = None
+    ) -> None:
+        """Record the masks of model-resolution probabilities ``prob`` ([n,h,w]) up-sampled onto
+        the grid and thresholded. With ``device`` the masks are made, counted and packed there:
+        only the counts and the packed bits (1/8 of the pixels) come back."""
+        _, h, w = self.shape
+        if device is None:
+            self.add(slices, upsample_mask(prob, (h, w), threshold))
+            return
+        import torch
+
+        m = upsample_on_device(prob, (h, w), threshold, device)
+        self.counts[slices] = m.sum(dim=(1, 2)).cpu().numpy()
+        self.rows |= m.any(dim=2).any(dim=0).cpu().numpy()
+        self.cols |= m.any(dim=1).any(dim=0).cpu().numpy()
+        flat = torch.nn.functional.pad(m.reshape(m.shape[0], -1), (0, self.packed.shape[1] * 8 - h * w))
+        weights = torch.tensor(_BITS, dtype=torch.uint8, device=m.device)
+        packed = (flat.view(m.shape[0], -1, 8).to(torch.uint8) * weights).sum(dim=2, dtype=torch.uint8)
+        self.packed[slices] = packed.cpu().numpy()
+
+    def masks_on_device(self, slices: np.ndarray, device: str) -> Any:
+        """`masks` as a bool torch tensor on ``device`` (the packed bits copied over, unpacked there)."""
+        import torch
+
+        _, h, w = self.shape
+        packed = torch.from_numpy(self.packed[slices]).to(device)
+        weights = torch.tensor(_BITS, dtype=torch.uint8, device=packed.device)
+        bits = (packed[:, :, None] & weights) != 0
+        return bits.reshape(packed.shape[0], -1)[:, : h * w].reshape(-1, h, w)
+
+
+def fold_lesions(
+    summary: MaskSummary,
+    rows: np.ndarray,
+    prob: np.ndarray,
+    keep: np.ndarray,
+    *,
+    want_masks: bool = False,
+    device: str | None = None,
+) -> tuple[int, int, np.ndarray | None, np.ndarray | None]:
+    """One chunk of lesion probabilities ([n,h,w] for slices ``rows``) onto the grid:
+    ``(lung voxels, lesion voxels, lung mask, lesion mask)`` of those slices (masks bool [n,H,W]
+    when ``want_masks``, else None).
+
+    The lesion is kept inside ``keep`` (bool [H,W], the lung's box plus a margin) and added to the
+    lung: dense consolidation at the pleura is often missed by lung segmentation, and a lesion is
+    always inside the lung. With ``device`` all of it runs there; the masks come back only when
+    asked for.
+    """
+    _, h, w = summary.shape
+    if device is None:
+        lesion = upsample_mask(prob, (h, w))
+        lesion &= keep
+        lung = summary.masks(rows)
+        lung |= lesion
+        n_lung, n_lesion = int(np.count_nonzero(lung)), int(np.count_nonzero(lesion))
+        return (n_lung, n_lesion, lung, lesion) if want_masks else (n_lung, n_lesion, None, None)
+    import torch
+
+    lesion_t = upsample_on_device(prob, (h, w), 0.5, device)
+    lesion_t &= torch.from_numpy(keep).to(lesion_t.device)
+    lung_t = summary.masks_on_device(rows, device) | lesion_t
+    n_lung, n_lesion = int(lung_t.sum()), int(lesion_t.sum())
+    if not want_masks:
+        return n_lung, n_lesion, None, None
+    return n_lung, n_lesion, lung_t.cpu().numpy(), lesion_t.cpu().numpy()
 
 
 def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]) -> SliceSelection:

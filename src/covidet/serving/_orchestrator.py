@@ -178,7 +178,7 @@ class ScanPipeline:
         # (bilinear values stay within the input's range): only lung slices are up-sampled.
         lit = np.flatnonzero(prob.reshape(prob.shape[0], -1).max(axis=1) > 0.5)
         for part in P.chunks(lit.size, self.config.slice_batch):
-            summary.add(lit[part], P.upsample_mask(prob[lit[part]], hw, device=self._device))
+            summary.add_probabilities(lit[part], prob[lit[part]], device=self._device)
         return summary
 
     async def _lesions(
@@ -190,9 +190,8 @@ class ScanPipeline:
     ) -> tuple[int, int]:
         """Lesions on the lung slices, streamed: returns (lung, lesion) voxel counts.
 
-        Lesions are kept inside the lung's bounding box (plus a margin); dense consolidation at
-        the pleura is often missed by lung segmentation, so the lesion is added to the lung mask
-        and is always inside the lung. With ``masks`` (full-size uint8 lung, lesion) the final
+        Lesions are kept inside the lung's bounding box (plus a margin) and added to the lung
+        (`covidet.pipeline.fold_lesions`). With ``masks`` (full-size uint8 lung, lesion) the final
         masks are written there as chunks arrive.
         """
         hw = (ct.shape[1], ct.shape[2])
@@ -207,12 +206,11 @@ class ScanPipeline:
 
         def fold(part: slice, prob: np.ndarray) -> None:
             rows = idx[part]
-            lesion = P.upsample_mask(prob, hw, device=self._device)
-            lesion &= keep
-            lung = summary.masks(rows)
-            lung |= lesion
-            counts[0] += int(np.count_nonzero(lung))
-            counts[1] += int(np.count_nonzero(lesion))
+            n_lung, n_lesion, lung, lesion = P.fold_lesions(
+                summary, rows, prob[:, 0], keep, want_masks=masks is not None, device=self._device
+            )
+            counts[0] += n_lung
+            counts[1] += n_lesion
             if masks is not None:
                 masks[0][rows], masks[1][rows] = lung, lesion
 
