@@ -70,8 +70,21 @@ def test_cpu_pipeline_bounds_its_threads_and_chunks(repository: Path) -> None:
         assert slice_params["mem_pattern"].string_value == "false"
 
 
+def test_pipeline_instances_bound_the_scans_in_flight() -> None:
+    from covidet.serve._render import MAX_GPU_PIPELINE_INSTANCES, PIPELINE_INSTANCES, pipeline_instances
+
+    assert [pipeline_instances("cpu", c) for c in (2, 16)] == [PIPELINE_INSTANCES] * 2
+    assert pipeline_instances("cpu-int8", 64) == PIPELINE_INSTANCES
+    assert [pipeline_instances(p, 16) for p in ("gpu", "gpu-torch")] == [8, 8]  # 25 scans/s
+    assert pipeline_instances("gpu-torch", 2) == PIPELINE_INSTANCES
+    assert pipeline_instances("gpu", 128) == MAX_GPU_PIPELINE_INSTANCES
+
+
 def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
-    repo = render_repository("gpu-torch", tmp_path / "repo")
+    repo = render_repository("gpu-torch", tmp_path / "repo", threads=16)
+    pipeline = _config(repo, C.PIPELINE.name)
+    assert pipeline.instance_group[0].count == 8  # scans in flight on a 16-core GPU node
+    assert pipeline.parameters["torch_threads"].string_value == "2"
     from covidet.serving import PipelineConfig
 
     config = PipelineConfig.from_repository(repo)

@@ -56,6 +56,26 @@ _SLICE_TEMPLATE = "slice_model"
 #: other's slices run) and their slices share batches. Each instance holds a whole scan in memory;
 #: 4 instances cost 2.4 GB more peak memory at concurrency 8 for no throughput on 2 cores.
 PIPELINE_INSTANCES = 2
+#: At most this many orchestrator instances on the GPU profiles (`pipeline_instances`): each holds
+#: a scan in host memory and up to ~0.4 GB of /dev/shm (the chart's 4 GiB `shm.sizeLimit`).
+MAX_GPU_PIPELINE_INSTANCES = 8
+
+
+def pipeline_instances(profile: str, cores: int) -> int:
+    """Orchestrator instances of ``profile`` on a node with ``cores`` CPU cores.
+
+    An instance runs one scan at a time, so the instances bound the scans in flight: throughput
+    <= instances / latency (Little's law), and each scan's host work (~0.25-0.3 core-s with
+    pre/post on the GPU, run in its instance's one Python thread) caps an instance at ~3-4 scans/s.
+    The GPU profiles' 25 scans/s therefore need about 8: half the cores, at most
+    `MAX_GPU_PIPELINE_INSTANCES`, at least `PIPELINE_INSTANCES`. The CPU profiles keep two (more
+    cost memory and bring nothing on cores the slice models already fill).
+    """
+    if profile in CPU_PROFILES:
+        return PIPELINE_INSTANCES
+    return max(PIPELINE_INSTANCES, min(MAX_GPU_PIPELINE_INSTANCES, cores // 2))
+
+
 #: Chunks of one scan in flight per slice model (`PipelineConfig.max_inflight_chunks`) on the GPU
 #: profiles: a GPU batches more slices of each scan at once. The CPU profile keeps the default
 #: (`covidet.serving.DEFAULT_INFLIGHT_CHUNKS`, 4: both slice-model instances busy, a scan's
@@ -342,9 +362,9 @@ def render_repository(
             # runs) against 0.325 with torch's default of a thread per core in each instance
             {
                 "pipeline_config": PIPELINE_CONFIG_FILE,
-                "torch_threads": str(max(1, threads // PIPELINE_INSTANCES)),
+                "torch_threads": str(max(1, threads // pipeline_instances(profile, threads))),
             },
-            PIPELINE_INSTANCES,
+            pipeline_instances(profile, threads),
         )
     )
     for spec in (C.CLINICAL_SVM, C.PROGRESSION_GPR):  # Python models with their own config
