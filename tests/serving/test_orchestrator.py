@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -184,9 +185,11 @@ def _whole_volume_reference(
     return lung | lesion, lesion, selection
 
 
-def test_streamed_scan_equals_the_whole_volume_computation() -> None:
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_streamed_scan_equals_the_whole_volume_computation(device: str | None) -> None:
     """Chunks folded in as they arrive give exactly the masks, volumes and selection of the
-    computation on whole volumes — with and without masks returned."""
+    computation on whole volumes — with and without masks returned, with the CPU path (None)
+    and with the GPU profiles' torch device path (run here on the CPU)."""
     ct, _ = _volume(s=45)
     ct[20:26, 40:50, 22:32] = -300  # a dense "lesion" inside the left lung
     fake = FakeModels()
@@ -200,7 +203,7 @@ def test_streamed_scan_equals_the_whole_volume_computation() -> None:
         seen.setdefault(model, []).append(y)
         return y
 
-    pipe = ScanPipeline(_config(slice_batch=4), infer)
+    pipe = ScanPipeline(replace(_config(slice_batch=4), device=device), infer)
     spacing = np.array([2.0, 0.7, 0.7], np.float32)
     out = asyncio.run(pipe.run(ct, spacing, return_masks=True))
     # Whole-volume outputs of the same stand-in models (chunk outputs in slice order).
@@ -243,6 +246,17 @@ def test_a_scan_keeps_at_most_max_inflight_chunks_per_model(inflight: int) -> No
 
 
 def test_pipeline_config_round_trips_through_json() -> None:
-    config = PipelineConfig(models=_config().models, slice_batch=16, max_inflight_chunks=7)
+    config = PipelineConfig(models=_config().models, slice_batch=16, max_inflight_chunks=7, device="cuda")
     back = PipelineConfig.from_json(config.to_json())
     assert (back.slice_batch, back.max_inflight_chunks, dict(back.models)) == (16, 7, dict(config.models))
+    assert back.device == "cuda" and PipelineConfig.from_json(_config().to_json()).device is None
+
+
+def test_a_pre_post_device_it_cannot_use_is_refused_at_load() -> None:
+    import torch
+
+    with pytest.raises(RuntimeError, match=r"'tpu' is not a torch device.*serve a CPU profile"):
+        ScanPipeline(replace(_config(), device="tpu"), FakeModels().infer)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
+            ScanPipeline(replace(_config(), device="cuda"), FakeModels().infer)

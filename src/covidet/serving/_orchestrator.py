@@ -120,6 +120,8 @@ class ScanPipeline:
         self._lesion = config.record(C.LESION_SEG.name)
         self._provenance = json.dumps(config.provenance(), sort_keys=True)
         self._device = config.device
+        if config.device is not None:
+            _check_device(config.device)
 
     async def _batched(self, model: str, x: np.ndarray) -> np.ndarray:
         """Run a (small) slice stack through ``model`` in chunks; the outputs concatenated."""
@@ -278,6 +280,22 @@ class ScanPipeline:
             provenance=self._provenance.encode(),
         )
         return out.to_tensors()
+
+
+def _check_device(device: str) -> None:
+    """Refuse a pre/post device this process cannot use, at load rather than at the first scan."""
+    import torch
+
+    fix = (
+        f'serve a CPU profile (cpu, cpu-int8), or set "device" in {PIPELINE_CONFIG_FILE} to null '
+        '(numpy on the CPU) or "cpu"'
+    )
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise RuntimeError(f"pre/post device {device!r} is not a torch device ({exc}); {fix}") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"pre/post device {device!r}: no CUDA GPU is visible to this process; {fix}")
 
 
 @dataclass(frozen=True)
