@@ -59,6 +59,11 @@ def test_device_preprocessing_equals_the_cpu_path(device: str) -> None:
     np.testing.assert_allclose(
         P.lesion_input(hu, lesion, rows, device=device), P.lesion_input(hu, lesion, rows), atol=1e-6
     )
+    on = P.on_device(hu, device)  # the CT copied to the device once, for both inputs
+    np.testing.assert_allclose(P.lung_input(on, lung, device=device), P.lung_input(hu, lung), atol=1e-5)
+    np.testing.assert_allclose(
+        P.lesion_input(on, lesion, rows, device=device), P.lesion_input(hu, lesion, rows), atol=1e-6
+    )
     yy, xx = np.mgrid[0:24, 0:20]
     prob = np.stack([1 / (1 + np.exp(-(6 - np.hypot(yy - 12, xx - 9 + z / 8)))) for z in range(40)])
     got = P.upsample_mask(prob.astype(np.float32), (96, 80), device=device)

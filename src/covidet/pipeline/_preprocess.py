@@ -12,6 +12,7 @@ __all__ = [
     "chunks",
     "lesion_input",
     "lung_input",
+    "on_device",
     "prob_to_mask",
     "resize_slices",
     "upsample_mask",
@@ -54,11 +55,13 @@ def resize_slices(
     return out[:, 0] if squeeze else out
 
 
-def _to_device(x: np.ndarray, device: str) -> Any:
-    """A torch tensor of ``x`` on ``device`` (copied there in its own dtype: int16 HU is half the
-    bytes of float)."""
+def on_device(x: Any, device: str) -> Any:
+    """A torch tensor of ``x`` (an array, or a tensor already there) on ``device``, copied in its
+    own dtype: int16 HU is half the bytes of float."""
     import torch
 
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 
@@ -118,7 +121,7 @@ def _windowed(
     if device is None:
         y = resize_slices(_clipped(hu, lo, hi)[:, None], size)
     else:
-        t = _to_device(hu, device).float().clamp(lo, hi)
+        t = on_device(hu, device).float().clamp(lo, hi)
         y = _resize(t[:, None], size, True, "bilinear").cpu().numpy()
     if offset:
         y -= np.float32(offset)
@@ -126,10 +129,11 @@ def _windowed(
     return y
 
 
-def lung_input(hu: np.ndarray, record: Mapping[str, Any], *, device: str | None = None) -> np.ndarray:
+def lung_input(hu: Any, record: Mapping[str, Any], *, device: str | None = None) -> np.ndarray:
     """Jin et al. lung U-Net input: ``max(HU, hu_min) / divisor``, resized; [N,1,h,w] float32.
 
-    ``device``: the torch device that windows and resizes (default: numpy and torch on the CPU).
+    ``device``: the torch device that windows and resizes (default: numpy and torch on the CPU);
+    ``hu`` may then be a tensor already there (`on_device`), copied over once for all inputs.
     """
     lo, div = float(record["hu_min"]), float(record["divisor"])
     h, w = record["input_size"]
@@ -142,7 +146,7 @@ def lung_input(hu: np.ndarray, record: Mapping[str, Any], *, device: str | None 
 
 
 def lesion_input(
-    hu: np.ndarray, record: Mapping[str, Any], rows: np.ndarray | None = None, *, device: str | None = None
+    hu: Any, record: Mapping[str, Any], rows: np.ndarray | None = None, *, device: str | None = None
 ) -> np.ndarray:
     """Lesion model input: lung window scaled to [0, 1], resized; [N,1,h,w] float32.
 
@@ -179,7 +183,7 @@ def upsample_mask(
 
 def upsample_on_device(prob: np.ndarray, out_hw: Sequence[int], threshold: float, device: str) -> Any:
     """`upsample_mask` of [n,h,w] probabilities as a bool torch tensor [n,H,W] left on ``device``."""
-    t = _to_device(prob.astype(np.float32, copy=False), device)[:, None]
+    t = on_device(prob.astype(np.float32, copy=False), device)[:, None]
     return _resize(t, out_hw, False, "bilinear")[:, 0] > threshold
 
 

@@ -156,8 +156,9 @@ class ScanPipeline:
 
         await asyncio.gather(*(one(p) for p in P.chunks(n, self.config.slice_batch)))
 
-    async def _lung_prob(self, ct: np.ndarray) -> np.ndarray:
-        """Lung probabilities at the model's resolution, [S,h,w], after 3D clean-up."""
+    async def _lung_prob(self, ct: Any) -> np.ndarray:
+        """Lung probabilities at the model's resolution, [S,h,w], after 3D clean-up. ``ct``: the
+        HU volume, or its tensor on the pre/post device."""
         h, w = self._lung["input_size"]
         prob = np.empty((ct.shape[0], int(h), int(w)), np.float32)
 
@@ -185,7 +186,7 @@ class ScanPipeline:
 
     async def _lesions(
         self,
-        ct: np.ndarray,
+        ct: Any,
         summary: P.MaskSummary,
         bbox: tuple[int, int, int, int, int, int],
         masks: tuple[np.ndarray, np.ndarray] | None,
@@ -241,7 +242,9 @@ class ScanPipeline:
         P.validate_scan(ct, spacing)
         sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
         hw = (int(ct.shape[1]), int(ct.shape[2]))
-        lung_prob = await self._lung_prob(ct)
+        # the GPU profiles copy the CT to their device once, for the lung and the lesion inputs
+        hu = ct if self._device is None else P.on_device(ct, self._device)
+        lung_prob = await self._lung_prob(hu)
         summary = self._lung_summary(lung_prob, hw)
         t_lung = time.perf_counter()
         selection = P.select_slices(summary, self._cls)
@@ -251,7 +254,7 @@ class ScanPipeline:
         masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
         probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in)
         feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
-        lesion_t = self._lesions(ct, summary, selection.bbox, masks)
+        lesion_t = self._lesions(hu, summary, selection.bbox, masks)
         slice_probs, feats, (lung_voxels, lesion_voxels) = await asyncio.gather(probs_t, feats_t, lesion_t)
         t_slices = time.perf_counter()
         stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
