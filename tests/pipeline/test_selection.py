@@ -169,3 +169,18 @@ def test_mask_summary_and_lesion_fold_on_a_device_equal_the_cpu_path(device: str
         dev, rows[2:10], lesion[2:10], keep, device=device
     )
     assert (n_lung, n_lesion) == got[:2] and none_lung is None and none_lesion is None
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_classifier_input_on_a_device_equals_the_cpu_path(device: str) -> None:
+    rng = np.random.default_rng(8)
+    hu = rng.integers(-1400, 700, (30, 80, 72)).astype(np.int16)
+    mask = np.zeros(hu.shape, np.uint8)
+    mask[4:26, 15:60, 10:62] = rng.random((22, 45, 52)) < 0.9
+    rec = dict(REC, input_size=[40, 36], min_lung_pixels=0)
+    sel = P.select_slices(mask, dict(rec, n_slices=9))
+    want = P.classifier_input(hu, mask[sel.indices], sel, rec)
+    got = P.classifier_input(P.on_device(hu, device), mask[sel.indices], sel, rec, device=device)
+    assert got.shape == want.shape and got.dtype == np.float32
+    # the same float32 operations; on a GPU a uint8 truncation may land one level apart
+    np.testing.assert_allclose(got, want, atol=1e-6 if device == "cpu" else 1.01 / 255)

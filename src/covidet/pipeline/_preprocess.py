@@ -14,6 +14,7 @@ __all__ = [
     "lung_input",
     "on_device",
     "prob_to_mask",
+    "resize_on_device",
     "resize_slices",
     "upsample_mask",
     "upsample_on_device",
@@ -53,6 +54,12 @@ def resize_slices(
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     out = _resize(t[:, None] if squeeze else t, size, antialias, mode).numpy()
     return out[:, 0] if squeeze else out
+
+
+def resize_on_device(t: Any, size: Sequence[int]) -> Any:
+    """[N,C,H,W] float torch tensor resized to ``size`` where it lives (bilinear, antialiased when
+    shrinking, align_corners=False: as `resize_slices`)."""
+    return _resize(t, size, True, "bilinear")
 
 
 def on_device(x: Any, device: str) -> Any:
@@ -122,7 +129,7 @@ def _windowed(
         y = resize_slices(_clipped(hu, lo, hi)[:, None], size)
     else:
         t = on_device(hu, device).float().clamp(lo, hi)
-        y = _resize(t[:, None], size, True, "bilinear").cpu().numpy()
+        y = resize_on_device(t[:, None], size).cpu().numpy()
     if offset:
         y -= np.float32(offset)
     y /= np.float32(scale)

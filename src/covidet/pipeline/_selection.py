@@ -10,7 +10,13 @@ import numpy as np
 from scipy import ndimage
 
 from covidet.pipeline._errors import NoLungError
-from covidet.pipeline._preprocess import resize_slices, upsample_mask, upsample_on_device
+from covidet.pipeline._preprocess import (
+    on_device,
+    resize_on_device,
+    resize_slices,
+    upsample_mask,
+    upsample_on_device,
+)
 
 __all__ = [
     "MaskSummary",
@@ -211,22 +217,48 @@ def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]
 
 
 def classifier_input(
-    hu: np.ndarray, masks: np.ndarray, selection: SliceSelection, record: Mapping[str, Any]
+    hu: Any,
+    masks: Any,
+    selection: SliceSelection,
+    record: Mapping[str, Any],
+    *,
+    device: str | None = None,
 ) -> np.ndarray:
     """Jin et al. 3-channel slices (mask*255, mask*slice, slice) cropped to the lung box, /255.
 
     ``masks`` are the lung masks of the selected slices only ([N,H,W], N = len(selection.indices),
     e.g. ``lung_mask[selection.indices]``). slice = clip(HU, lo, hi) * 255 / (hi - lo), minus the
-    slice minimum, to uint8. Returns float32 [N, 3, h, w].
+    slice minimum, to uint8. Returns float32 [N, 3, h, w]. With ``device`` (a torch device) it is
+    computed there; ``hu`` and ``masks`` may then be tensors already there.
     """
     lo, hi = (float(v) for v in record["hu_window"])
     _, _, y0, y1, x0, x1 = selection.bbox
     idx = selection.indices
+    if masks.shape[0] != len(idx):
+        raise ValueError(f"need the masks of the {len(idx)} selected slices, got {masks.shape[0]}")
+    if device is not None:
+        return _classifier_input_on_device(hu, masks, selection, record, device)
     s = np.clip(hu[idx, y0:y1, x0:x1].astype(np.float32), lo, hi) * (255.0 / (hi - lo))
     s -= s.reshape(len(idx), -1).min(axis=1)[:, None, None]
     s8 = np.clip(s, 0, 255).astype(np.uint8)
-    if masks.shape[0] != len(idx):
-        raise ValueError(f"need the masks of the {len(idx)} selected slices, got {masks.shape[0]}")
     m = (masks[:, y0:y1, x0:x1] > 0).astype(np.uint8)
     channels = np.stack([m * np.uint8(255), m * s8, s8], axis=1).astype(np.float32)
     return resize_slices(channels, record["input_size"]) / np.float32(255.0)
+
+
+def _classifier_input_on_device(
+    hu: Any, masks: Any, selection: SliceSelection, record: Mapping[str, Any], device: str
+) -> np.ndarray:
+    """`classifier_input` in torch on ``device``, the same operations in the same order."""
+    import torch
+
+    lo, hi = (float(v) for v in record["hu_window"])
+    _, _, y0, y1, x0, x1 = selection.bbox
+    t = on_device(hu, device)
+    rows = torch.as_tensor(selection.indices, device=t.device)
+    s = t[rows, y0:y1, x0:x1].float().clamp(lo, hi) * (255.0 / (hi - lo))
+    s -= s.reshape(s.shape[0], -1).amin(dim=1)[:, None, None]
+    s8 = s.clamp(0, 255).to(torch.uint8)
+    m = (on_device(masks, device)[:, y0:y1, x0:x1] > 0).to(torch.uint8)
+    channels = torch.stack([m * 255, m * s8, s8], dim=1).float()
+    return (resize_on_device(channels, record["input_size"]) / 255.0).cpu().numpy()
