@@ -281,7 +281,7 @@ def render_repository(
     (default: `Calibration.phantoms`, the demo models' own domain; give real scans for real
     checkpoints). ``torch_compile``: the `torch.compile` mode of the gpu-torch slice models
     (``none``: eager; each compiled batch-size bucket is compiled by Triton's warm-up at load)."""
-    from covidet.serving import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig
+    from covidet.serving import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig, usable_cores
 
     if profile not in PROFILES:
         raise RenderError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -302,7 +302,7 @@ def render_repository(
                 "SCAN SCAN...`, then `covidet serve --model-repository` on the result"
             )
     out.mkdir(parents=True, exist_ok=True)
-    threads = threads or (os.cpu_count() or 1)
+    threads = threads or usable_cores()  # a container's CPU limit counts, not the node's cores
 
     for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
         vdir = out / spec.name / "1"

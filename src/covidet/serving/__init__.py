@@ -6,7 +6,7 @@ adapt tensors to these classes.
 
 from __future__ import annotations
 
-from covidet.serving._memory import limit_torch_threads, release_free_memory
+from covidet.serving._memory import limit_torch_threads, release_free_memory, usable_cores
 from covidet.serving._metrics import PipelineMetrics
 from covidet.serving._orchestrator import (
     DEFAULT_INFLIGHT_CHUNKS,
@@ -46,6 +46,7 @@ __all__ = [
     "make_runner",
     "release_free_memory",
     "run_sequence",
+    "usable_cores",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Process resources of the pipeline step: freed heap back to the OS, torch's thread count.
+"""Process resources: freed heap back to the OS, torch's thread count, the usable CPU cores.
 
 A scan allocates and frees a few hundred MB of numpy/torch temporaries. glibc keeps freed heap
 pages (in every thread's arena) for reuse, so a pipeline process's resident memory ratchets up
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from functools import cache
+from pathlib import Path
 
-__all__ = ["limit_torch_threads", "release_free_memory"]
+__all__ = ["limit_torch_threads", "release_free_memory", "usable_cores"]
 
 
 @cache
@@ -42,3 +44,43 @@ def limit_torch_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+#: Where a container's CPU limit shows: cgroup v2 `cpu.max`, or cgroup v1 CFS quota and period.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cpu_quota(root: Path) -> float | None:
+    """The cgroup CPU limit in cores (e.g. 2.5), or None when there is none."""
+    try:
+        fields = (root / "cpu.max").read_text().split()  # v2: "max 100000" or "250000 100000"
+        if len(fields) == 2 and fields[0] != "max":
+            return int(fields[0]) / int(fields[1])
+        return None
+    except (OSError, ValueError):
+        pass
+    for v1 in (root / "cpu", root / "cpu,cpuacct"):
+        try:
+            quota = int((v1 / "cpu.cfs_quota_us").read_text())
+            period = int((v1 / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def usable_cores(root: Path = CGROUP_ROOT) -> int:
+    """CPU cores this process may use: its affinity mask, capped by a container's CPU limit (a
+    Kubernetes `limits.cpu` is a cgroup quota, invisible to `os.cpu_count()`), at least one.
+
+    Thread and instance counts come from this, so a pod limited to 4 cores on a 64-core node does
+    not start 64 ONNX Runtime threads per instance and get throttled.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cpu_quota(root)
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))
+    return max(1, cores)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from covidet import _contract as C
+from covidet.serving._memory import usable_cores
 
 __all__ = [
     "COMPILE_BUCKETS",
@@ -173,7 +173,7 @@ class InProcessModels:
     """
 
     def __init__(self, repository: Path, *, threads: int | None = None) -> None:
-        threads = threads or (os.cpu_count() or 1)
+        threads = threads or usable_cores()
         self.runners: dict[str, Runner] = {}
         for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
             self.runners[spec.name] = OnnxRunner(
