@@ -156,7 +156,7 @@ def test_mask_summary_and_lesion_fold_on_a_device_equal_the_cpu_path(device: str
         for a, b in ((cpu.counts, dev.counts), (cpu.rows, dev.rows), (cpu.cols, dev.cols)):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(cpu.packed, dev.packed)
-    np.testing.assert_array_equal(dev.masks_on_device(rows[3:9], device).cpu().numpy(), dev.masks(rows[3:9]))
+    np.testing.assert_array_equal(dev.masks(rows[3:9], device=device).cpu().numpy(), dev.masks(rows[3:9]))
     keep = np.zeros((60, 45), bool)
     keep[5:50, 3:40] = True
     want = P.fold_lesions(cpu, rows[2:10], lesion[2:10], keep, want_masks=True)

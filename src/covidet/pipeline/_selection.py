@@ -113,11 +113,16 @@ class MaskSummary:
         self.cols |= m.any(axis=(0, 1))
         self.packed[slices] = np.packbits(m.reshape(m.shape[0], -1), axis=1)
 
-    def masks(self, slices: np.ndarray | slice) -> np.ndarray:
-        """The masks of ``slices``: bool [n,H,W] (empty for slices never added)."""
+    def masks(self, slices: np.ndarray | slice, *, device: str | None = None) -> Any:
+        """The masks of ``slices``: bool [n,H,W] (empty for slices never added). With ``device``
+        a bool torch tensor there: the packed bits are copied over and unpacked there."""
         _, h, w = self.shape
-        bits = np.unpackbits(self.packed[slices], axis=1, count=h * w)
-        return bits.view(bool).reshape(-1, h, w)
+        if device is None:
+            bits = np.unpackbits(self.packed[slices], axis=1, count=h * w)
+            return bits.view(bool).reshape(-1, h, w)
+        packed = on_device(self.packed[slices], device)
+        unpacked = (packed[:, :, None] & _bit_weights(packed.device)) != 0
+        return unpacked.reshape(packed.shape[0], -1)[:, : h * w].reshape(-1, h, w)
 
     def add_probabilities(
         self, slices: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5, device: str | None = None
@@ -136,19 +141,15 @@ class MaskSummary:
         self.rows |= m.any(dim=2).any(dim=0).cpu().numpy()
         self.cols |= m.any(dim=1).any(dim=0).cpu().numpy()
         flat = torch.nn.functional.pad(m.reshape(m.shape[0], -1), (0, self.packed.shape[1] * 8 - h * w))
-        weights = torch.tensor(_BITS, dtype=torch.uint8, device=m.device)
-        packed = (flat.view(m.shape[0], -1, 8).to(torch.uint8) * weights).sum(dim=2, dtype=torch.uint8)
-        self.packed[slices] = packed.cpu().numpy()
+        bits = flat.view(m.shape[0], -1, 8).to(torch.uint8) * _bit_weights(m.device)
+        self.packed[slices] = bits.sum(dim=2, dtype=torch.uint8).cpu().numpy()
 
-    def masks_on_device(self, slices: np.ndarray, device: str) -> Any:
-        """`masks` as a bool torch tensor on ``device`` (the packed bits copied over, unpacked there)."""
-        import torch
 
-        _, h, w = self.shape
-        packed = torch.from_numpy(self.packed[slices]).to(device)
-        weights = torch.tensor(_BITS, dtype=torch.uint8, device=packed.device)
-        bits = (packed[:, :, None] & weights) != 0
-        return bits.reshape(packed.shape[0], -1)[:, : h * w].reshape(-1, h, w)
+def _bit_weights(device: Any) -> Any:
+    """np.packbits' bit weights as a uint8 torch tensor on ``device``."""
+    import torch
+
+    return torch.tensor(_BITS, dtype=torch.uint8, device=device)
 
 
 def fold_lesions(
@@ -181,7 +182,7 @@ def fold_lesions(
 
     lesion_t = upsample_on_device(prob, (h, w), 0.5, device)
     lesion_t &= torch.from_numpy(keep).to(lesion_t.device)
-    lung_t = summary.masks_on_device(rows, device) | lesion_t
+    lung_t = summary.masks(rows, device=device) | lesion_t
     n_lung, n_lesion = int(lung_t.sum()), int(lesion_t.sum())
     if not want_masks:
         return n_lung, n_lesion, None, None

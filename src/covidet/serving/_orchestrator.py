@@ -248,11 +248,8 @@ class ScanPipeline:
         summary = self._lung_summary(lung_prob, hw)
         t_lung = time.perf_counter()
         selection = P.select_slices(summary, self._cls)
-        if self._device is None:
-            cls_in = P.classifier_input(ct, summary.masks(selection.indices), selection, self._cls)
-        else:
-            selected = summary.masks_on_device(selection.indices, self._device)
-            cls_in = P.classifier_input(hu, selected, selection, self._cls, device=self._device)
+        selected = summary.masks(selection.indices, device=self._device)
+        cls_in = P.classifier_input(hu, selected, selection, self._cls, device=self._device)
         del lung_prob
 
         masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
