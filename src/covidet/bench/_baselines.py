@@ -99,10 +99,15 @@ def run_prepost(
     import torch
 
     config = PipelineConfig.from_repository(repository)
-    if checkpoints and config.device:  # pre/post on the device the torch models run on
+    if checkpoints is not None and config.device:  # pre/post on the device the torch models run on
         config = replace(config, device=device)
-    models = None if checkpoints else InProcessModels(repository)
-    record = models.infer if models else _torch_infer(checkpoints or repository, device, per_slice=False)
+    models: InProcessModels | None = None
+    record: InferFn
+    if checkpoints is None:
+        models = InProcessModels(repository)
+        record = models.infer
+    else:
+        record = _torch_infer(checkpoints, device, per_slice=False)
     replay = _Replay(record)
     pipe = ScanPipeline(config, replay.infer)
     threads = torch.get_num_threads()
