@@ -123,13 +123,12 @@ def _windowed(
 
     Resizing is linear with weights summing to one, so the affine part is applied after it, on the
     (4-16x smaller) model-sized slices: equal to windowing first up to float rounding (1e-7).
-    With ``device`` (a torch device) the clip and resize run there, the HU copied over as is.
+    With ``device`` (a torch device) all of it runs there, the HU copied over as is.
     """
-    if device is None:
-        y = resize_slices(_clipped(hu, lo, hi)[:, None], size)
-    else:
-        t = on_device(hu, device).float().clamp(lo, hi)
-        y = resize_on_device(t[:, None], size).cpu().numpy()
+    if device is not None:  # the affine part too: only the model input comes back
+        t = resize_on_device(on_device(hu, device).float().clamp(lo, hi)[:, None], size)
+        return ((t - offset) / scale).cpu().numpy()
+    y = resize_slices(_clipped(hu, lo, hi)[:, None], size)
     if offset:
         y -= np.float32(offset)
     y /= np.float32(scale)
