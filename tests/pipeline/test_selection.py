@@ -76,6 +76,40 @@ def test_hole_filling_equals_scipy_slice_by_slice() -> None:
     np.testing.assert_array_equal(_fill_holes_per_slice(masks), want)
 
 
+def _clean_on_whole_volume(mask: np.ndarray, keep: int = 2, min_fraction: float = 0.05) -> np.ndarray:
+    """The clean-up written plainly, on the whole volume: the reference for the cropped one."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask > 0)
+    if n == 0:
+        return np.zeros(mask.shape, np.uint8)
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:keep]
+    order = order[sizes[order] >= min_fraction * sizes[order[0]]]
+    kept = np.isin(labels, order + 1)
+    return np.stack([ndimage.binary_fill_holes(s) for s in kept]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_clean_lung_mask_on_its_box_equals_the_whole_volume(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = np.zeros((14, 48, 40), np.uint8)
+    # two "lungs" with holes (some open to the lung's edge) and a smaller third blob, at random
+    # places: sometimes touching the volume's border, so the box meets the edge of the slice
+    for _ in range(3):
+        z0, y0, x0 = rng.integers(0, 6), rng.integers(0, 30), rng.integers(0, 24)
+        dz, dy, dx = rng.integers(3, 9), rng.integers(6, 19), rng.integers(6, 17)
+        m[z0 : z0 + dz, y0 : y0 + dy, x0 : x0 + dx] = 1
+    m &= (rng.random(m.shape) < 0.93).astype(np.uint8)  # holes, and ragged edges
+    m[rng.integers(0, 14), rng.integers(0, 48), rng.integers(0, 40)] = 1  # a lone voxel
+    np.testing.assert_array_equal(P.clean_lung_mask(m), _clean_on_whole_volume(m))
+
+
+def test_clean_lung_mask_of_an_empty_mask_is_empty() -> None:
+    out = P.clean_lung_mask(np.zeros((3, 8, 8), np.uint8))
+    assert out.dtype == np.uint8 and out.shape == (3, 8, 8) and not out.any()
+
+
 def test_classifier_input_channels_follow_jin() -> None:
     hu = np.full((1, 40, 40), -1200, np.int16)
     hu[0, 10:30, 10:30] = 500  # inside the lung box: max of the window
