@@ -170,8 +170,10 @@ class ScanPipeline:
         )
         # Connected components and hole filling at the model's resolution (16x cheaper than on the
         # input grid); the cleaned probability is what gets up-sampled onto the input grid.
-        keep = P.clean_lung_mask((prob > 0.5).astype(np.uint8)) > 0
-        np.copyto(prob, np.where(keep, np.maximum(prob, 0.51), np.minimum(prob, 0.49)))
+        keep = P.clean_lung_mask(prob > 0.5).view(bool)
+        # in place, no full-size float temporaries (a 300x512x512 grid is 315 MB of float32)
+        np.maximum(prob, np.float32(0.51), out=prob, where=keep)
+        np.minimum(prob, np.float32(0.49), out=prob, where=~keep)
         return prob
 
     def _lung_summary(self, prob: np.ndarray, hw: tuple[int, int]) -> P.MaskSummary:
