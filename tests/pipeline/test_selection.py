@@ -165,13 +165,6 @@ def test_classifier_input_wants_the_masks_of_the_selected_slices() -> None:
         P.classifier_input(np.zeros(mask.shape, np.int16), mask, sel, REC)
 
 
-def _devices() -> list[str]:
-    import torch
-
-    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-
-
-@pytest.mark.parametrize("device", _devices())
 def test_mask_summary_and_lesion_fold_on_a_device_equal_the_cpu_path(device: str) -> None:
     # The GPU profiles up-sample, count, pack and fold on the device; "cpu" runs that torch path.
     rng = np.random.default_rng(5)
@@ -205,7 +198,6 @@ def test_mask_summary_and_lesion_fold_on_a_device_equal_the_cpu_path(device: str
     assert (n_lung, n_lesion) == got[:2] and none_lung is None and none_lesion is None
 
 
-@pytest.mark.parametrize("device", _devices())
 def test_classifier_input_on_a_device_equals_the_cpu_path(device: str) -> None:
     rng = np.random.default_rng(8)
     hu = rng.integers(-1400, 700, (30, 80, 72)).astype(np.int16)
@@ -218,3 +210,19 @@ def test_classifier_input_on_a_device_equals_the_cpu_path(device: str) -> None:
     assert got.shape == want.shape and got.dtype == np.float32
     # the same float32 operations; on a GPU a uint8 truncation may land one level apart
     np.testing.assert_allclose(got, want, atol=1e-6 if device == "cpu" else 1.01 / 255)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_clean_lung_mask_on_a_device_equals_numpy(seed: int, device: str) -> None:
+    import torch
+
+    rng = np.random.default_rng(seed)
+    m = np.zeros((12, 40, 36), np.uint8)
+    for _ in range(3):
+        z0, y0, x0 = rng.integers(0, 5), rng.integers(0, 24), rng.integers(0, 20)
+        m[z0 : z0 + rng.integers(3, 8), y0 : y0 + rng.integers(6, 17), x0 : x0 + rng.integers(6, 17)] = 1
+    m &= (rng.random(m.shape) < 0.9).astype(np.uint8)
+    got = P.clean_lung_mask(P.on_device(m > 0, device), device=device)
+    assert got.dtype == torch.bool and got.device.type == device
+    np.testing.assert_array_equal(got.cpu().numpy().astype(np.uint8), P.clean_lung_mask(m))
+    assert not P.clean_lung_mask(np.zeros((2, 5, 5), bool), device=device).any()

@@ -187,9 +187,10 @@ def upsample_mask(
     return _per_chunk(p.shape[0], hw, bool, one, size=_MASK_CHUNK if device is None else _CHUNK)
 
 
-def upsample_on_device(prob: np.ndarray, out_hw: Sequence[int], threshold: float, device: str) -> Any:
-    """`upsample_mask` of [n,h,w] probabilities as a bool torch tensor [n,H,W] left on ``device``."""
-    t = on_device(prob.astype(np.float32, copy=False), device)[:, None]
+def upsample_on_device(prob: Any, out_hw: Sequence[int], threshold: float, device: str) -> Any:
+    """`upsample_mask` of [n,h,w] probabilities (an array, or a tensor already on ``device``) as a
+    bool torch tensor [n,H,W] left on ``device``."""
+    t = on_device(prob, device).float()[:, None]
     return _resize(t, out_hw, False, "bilinear")[:, 0] > threshold
 
 

@@ -31,26 +31,29 @@ __all__ = [
 _BITS = (128, 64, 32, 16, 8, 4, 2, 1)
 
 
-def clean_lung_mask(mask: np.ndarray, *, keep: int = 2, min_fraction: float = 0.05) -> np.ndarray:
+def clean_lung_mask(
+    mask: Any, *, keep: int = 2, min_fraction: float = 0.05, device: str | None = None
+) -> Any:
     """Keep the ``keep`` largest 3D components (each >= min_fraction of the largest), fill holes:
-    uint8 0/1 [S,H,W] of a mask (bool, or nonzero = mask).
+    uint8 0/1 [S,H,W] of a mask (bool, or nonzero = mask). With ``device`` (a torch device) it
+    runs there (`covidet.pipeline._components`) on a bool tensor (or an array, copied over) and
+    returns a bool tensor there: the same voxels.
 
     Holes (vessels, dense lesions inside the lung) are filled slice by slice, so they count as lung.
     Both steps run on the mask's bounding box only (the same result: nothing outside it is mask,
     and all background outside it reaches the slice border): 4x faster on a 300x512x512 chest,
     whose lungs fill ~20% of the volume's box.
     """
+    if device is not None:
+        return _clean_lung_on_device(mask, keep, min_fraction, device)
     m = mask if mask.dtype == bool else mask > 0
     out = np.zeros(mask.shape, bool)
     box = _bounding_box(m)
     if box is None:
         return out.view(np.uint8)
     labels, n = ndimage.label(m[box])
-    sizes = np.bincount(labels.ravel())[1:]
-    order = np.argsort(sizes)[::-1][:keep]
-    order = order[sizes[order] >= min_fraction * sizes[order[0]]]
     wanted = np.zeros(n + 1, bool)
-    wanted[order + 1] = True
+    wanted[_largest(np.bincount(labels.ravel())[1:], keep, min_fraction) + 1] = True
     kept = wanted[labels]
     inner = _bounding_box(kept)  # the kept components' box, inside ``box``
     assert inner is not None  # the largest component is always kept
@@ -59,15 +62,67 @@ def clean_lung_mask(mask: np.ndarray, *, keep: int = 2, min_fraction: float = 0.
     return out.view(np.uint8)  # 0/1, without a copy
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """The smallest box (half-open slices per axis) holding every True voxel of bool [S,H,W]."""
-    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+def _largest(sizes: np.ndarray, keep: int, min_fraction: float) -> np.ndarray:
+    """Positions in ``sizes`` (component sizes in label order) of the ``keep`` largest components
+    of at least ``min_fraction`` of the largest one's size."""
+    order = np.argsort(sizes)[::-1][:keep]
+    return order[sizes[order] >= min_fraction * sizes[order[0]]]
+
+
+def _bounding_box(mask: Any) -> tuple[slice, slice, slice] | None:
+    """The smallest box (half-open slices per axis) holding every True voxel of bool [S,H,W]
+    (an array, or a torch tensor: the box's bounds come back to the host)."""
+    if isinstance(mask, np.ndarray):
+        zs = np.flatnonzero(mask.any(axis=(1, 2)))
+        if zs.size == 0:
+            return None
+        z = _span(zs)
+        ys = np.flatnonzero(mask[z].any(axis=(0, 2)))  # rows and columns: the lung slices only
+        xs = np.flatnonzero(mask[z].any(axis=(0, 1)))
+        return z, _span(ys), _span(xs)
+    import torch
+
+    extents = torch.cat([mask.flatten(1).any(dim=1), mask.any(dim=2).any(dim=0), mask.any(dim=1).any(dim=0)])
+    zs, ys, xs = (np.flatnonzero(e) for e in np.split(extents.cpu().numpy(), np.cumsum(mask.shape[:2])))
     if zs.size == 0:
         return None
-    z = slice(int(zs[0]), int(zs[-1]) + 1)
-    ys = np.flatnonzero(mask[z].any(axis=(0, 2)))
-    xs = np.flatnonzero(mask[z].any(axis=(0, 1)))
-    return z, slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
+    return _span(zs), _span(ys), _span(xs)
+
+
+def _span(where: np.ndarray) -> slice:
+    """The half-open slice from the first to the last of ascending indices ``where``."""
+    return slice(int(where[0]), int(where[-1]) + 1)
+
+
+def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, device: str) -> Any:
+    """`clean_lung_mask` in torch on ``device``: the same components, holes and result."""
+    import torch
+
+    from covidet.pipeline._components import component_labels, component_sizes
+
+    m = on_device(mask, device)
+    m = m if m.dtype == torch.bool else m > 0
+    out = torch.zeros(m.shape, dtype=torch.bool, device=m.device)
+    box = _bounding_box(m)
+    if box is None:
+        return out
+    sub = m[box].contiguous()
+    labels = component_labels(sub)
+    firsts, sizes = component_sizes(labels, sub.numel())
+    chosen = _largest(sizes.cpu().numpy(), keep, min_fraction)
+    kept = torch.isin(labels, firsts[torch.from_numpy(chosen).to(firsts.device)])
+    inner = _bounding_box(kept)
+    assert inner is not None  # the largest component is always kept
+    k = kept[inner].contiguous()
+    # holes: background not connected (4-connected, in its slice) to the border of the slice
+    background = component_labels(~k, dims=(1, 2))
+    edges = torch.cat([background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]], 1)
+    outside = torch.zeros(k.numel() + 1, dtype=torch.bool, device=k.device)
+    outside[edges.reshape(-1)] = True
+    outside[-1] = False  # the label of the mask itself
+    kept[inner] = ~outside[background]
+    out[box] = kept
+    return out
 
 
 #: 4-connectivity within a slice, none across slices (as `ndimage.binary_fill_holes` per slice).
@@ -149,10 +204,11 @@ class MaskSummary:
         return unpacked.reshape(packed.shape[0], -1)[:, : h * w].reshape(-1, h, w)
 
     def add_probabilities(
-        self, slices: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5, device: str | None = None
+        self, slices: np.ndarray, prob: Any, *, threshold: float = 0.5, device: str | None = None
     ) -> None:
-        """Record the masks of model-resolution probabilities ``prob`` ([n,h,w]) up-sampled onto
-        the grid and thresholded. With ``device`` the masks are made, counted and packed there:
+        """Record the masks of model-resolution probabilities ``prob`` ([n,h,w]; with ``device``
+        an array, or a tensor there) up-sampled onto the grid and thresholded. With ``device``
+        the masks are made, counted and packed there:
         only the counts and the packed bits (1/8 of the pixels) come back."""
         _, h, w = self.shape
         if device is None:

@@ -156,32 +156,46 @@ class ScanPipeline:
 
         await asyncio.gather(*(one(p) for p in P.chunks(n, self.config.slice_batch)))
 
-    async def _lung_prob(self, ct: Any) -> np.ndarray:
+    async def _lung_prob(self, ct: Any) -> Any:
         """Lung probabilities at the model's resolution, [S,h,w], after 3D clean-up. ``ct``: the
-        HU volume, or its tensor on the pre/post device."""
+        HU volume, or its tensor on the pre/post device; the probabilities are then a float32
+        tensor there too, each chunk copied over as it comes back."""
         h, w = self._lung["input_size"]
-        prob = np.empty((ct.shape[0], int(h), int(w)), np.float32)
+        shape = (ct.shape[0], int(h), int(w))
+        device = self._device
+        if device is None:
+            prob: Any = np.empty(shape, np.float32)
+        else:
+            import torch
+
+            prob = torch.empty(shape, dtype=torch.float32, device=ct.device)
 
         def put(part: slice, y: np.ndarray) -> None:
-            prob[part] = y[:, 0]
+            prob[part] = y[:, 0] if device is None else P.on_device(y[:, 0], device)
 
         await self._stream(
-            C.LUNG_SEG.name, ct.shape[0], lambda p: P.lung_input(ct[p], self._lung, device=self._device), put
+            C.LUNG_SEG.name, ct.shape[0], lambda p: P.lung_input(ct[p], self._lung, device=device), put
         )
         # Connected components and hole filling at the model's resolution (16x cheaper than on the
         # input grid); the cleaned probability is what gets up-sampled onto the input grid.
+        if device is not None:  # on the device: a full-size grid is ~0.5 CPU-s of labelling
+            keep_t = P.clean_lung_mask(prob > 0.5, device=device)
+            return torch.where(keep_t, prob.clamp(min=0.51), prob.clamp(max=0.49))
         keep = P.clean_lung_mask(prob > 0.5).view(bool)
         # in place, no full-size float temporaries (a 300x512x512 grid is 315 MB of float32)
         np.maximum(prob, np.float32(0.51), out=prob, where=keep)
         np.minimum(prob, np.float32(0.49), out=prob, where=~keep)
         return prob
 
-    def _lung_summary(self, prob: np.ndarray, hw: tuple[int, int]) -> P.MaskSummary:
-        """The lung mask on the input grid, up-sampled slab by slab, kept bit-packed."""
+    def _lung_summary(self, prob: Any, hw: tuple[int, int]) -> P.MaskSummary:
+        """The lung mask on the input grid, up-sampled slab by slab, kept bit-packed. ``prob``:
+        as `_lung_prob` returns it."""
         summary = P.MaskSummary.empty((prob.shape[0], *hw))
         # A slice whose probabilities are all <= 0.5 has an empty mask at any resolution
         # (bilinear values stay within the input's range): only lung slices are up-sampled.
-        lit = np.flatnonzero(prob.reshape(prob.shape[0], -1).max(axis=1) > 0.5)
+        flat = prob.reshape(prob.shape[0], -1)
+        peak = flat.max(axis=1) if self._device is None else flat.amax(dim=1).cpu().numpy()
+        lit = np.flatnonzero(peak > 0.5)
         for part in P.chunks(lit.size, self.config.slice_batch):
             summary.add_probabilities(lit[part], prob[lit[part]], device=self._device)
         return summary
