@@ -140,3 +140,15 @@ def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
         assert 0.75 * base <= min(waits[k]) and max(waits[k]) <= 1.25 * base
         assert max(waits[k]) - min(waits[k]) > 0.2 * base  # spread, so clients do not retry in step
     assert sum(Client("a:1", protocol="grpc").backoff(k) for k in range(5)) > 10  # rides out a reload
+
+
+def test_a_shared_memory_registration_with_a_server_down_fails_over() -> None:
+    from covidet.client._shm import SharedVolume
+
+    unavailable = InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE")
+    down = SharedVolume._refused(unavailable)
+    assert isinstance(down, ServerUnavailableError) and down.retryable  # the next URL is tried
+    remote = SharedVolume._refused(InferenceServerException("Unable to open shared memory region"))
+    assert isinstance(remote, InvalidInputError) and "this machine" in str(remote)
+    locked = SharedVolume._refused(InferenceServerException("This protocol is restricted"))
+    assert isinstance(locked, PermissionDeniedError)

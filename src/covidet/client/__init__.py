@@ -4,10 +4,14 @@ from covidet.client import Client
 with Client("127.0.0.1:8001") as c:
     d = c.diagnose("path/to/dicom_folder")
     print(d.predicted_class, d.p_covid_stepwise, d.lesion_ratio)
+
+asyncio: ``async with AsyncClient(url) as c: d = await c.diagnose(...)`` (same options, results and
+errors).
 """
 
 from __future__ import annotations
 
+from covidet.client._async import AsyncClient
 from covidet.client._forecast import Forecast, plot_forecast
 from covidet.client._result import Diagnosis
 from covidet.client._sync import Client, diagnose
@@ -24,6 +28,7 @@ from covidet.errors import (
 )
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "CovidetError",
     "Diagnosis",

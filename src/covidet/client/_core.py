@@ -1,8 +1,12 @@
-"""The request/response core shared by the sync (and async) clients, and error translation."""
+"""The request/response core shared by the sync and asyncio clients: server addresses, requests,
+retry policy, and error translation (one place)."""
 
 from __future__ import annotations
 
+import random
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,10 +23,112 @@ from covidet.errors import (
     ServerUnavailableError,
 )
 
-__all__ = ["build_inputs", "infer_inputs", "requested_outputs", "translate_error"]
+__all__ = [
+    "CLIENT_OPTIONS",
+    "RetryPolicy",
+    "build_inputs",
+    "client_for",
+    "diagnosis_request",
+    "infer_inputs",
+    "protocol_for",
+    "requested_outputs",
+    "translate_error",
+]
 
 #: gRPC message limit: a 1000 x 512 x 512 int16 volume is 500 MiB, masks as much again.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+#: keyword options of `Client` / `AsyncClient` (the one-shot `diagnose` passes these to the client)
+CLIENT_OPTIONS = (
+    "protocol",
+    "timeout_s",
+    "retries",
+    "backoff_s",
+    "max_backoff_s",
+    "shared_memory",
+    "admin_headers",
+)
+
+
+def protocol_for(url: str, protocol: str | None) -> str:
+    """The protocol asked for, else the URL's: an http(s):// scheme or port 8000 is HTTP."""
+    if protocol:
+        return protocol
+    if url.startswith(("http://", "https://")) or url.rsplit(":", 1)[-1] == "8000":
+        return "http"
+    return "grpc"
+
+
+def _strip_scheme(url: str) -> str:
+    for scheme in ("http://", "https://", "grpc://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :]
+    return url
+
+
+def client_for(url: str, protocol: str, timeout_s: float, *, aio: bool = False) -> Any:
+    """A tritonclient client for ``url`` (its asyncio flavour with ``aio``): gRPC with message
+    limits raised for whole CT volumes, HTTP with ``timeout_s`` on the connection."""
+    target = _strip_scheme(url)
+    if protocol == "grpc":
+        if aio:
+            import tritonclient.grpc.aio as grpc_mod
+        else:
+            import tritonclient.grpc as grpc_mod  # type: ignore[no-redef]
+        limits = [
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ]
+        return grpc_mod.InferenceServerClient(target, channel_args=limits)
+    if aio:  # the asyncio HTTP client has no read timeout: the caller bounds each call
+        import tritonclient.http.aio as http_aio
+
+        return http_aio.InferenceServerClient(target, conn_timeout=timeout_s)
+    import tritonclient.http as http_mod
+
+    return http_mod.InferenceServerClient(target, connection_timeout=timeout_s, network_timeout=timeout_s)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retryable failures are retried ``retries`` times over all URLs, waiting `backoff` between
+    rounds."""
+
+    retries: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed round ``attempt`` (0-based): doubling, capped, +-25% jitter.
+
+        With the defaults (5 retries, 0.5 s doubling to at most 8 s) a scan rides out about 15 s
+        of outage: a replica restarting elsewhere, a crashed model step being reloaded.
+        """
+        base = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        return base * random.uniform(0.75, 1.25)  # jitter: retries of many clients spread out
+
+
+def diagnosis_request(
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    *,
+    return_masks: bool,
+    protocol: str,
+    clinical: Any = None,
+    ct_region: tuple[str, int] | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """(inputs, requested outputs) of one `covidet` request."""
+    inputs = build_inputs(hu, spacing, return_masks, protocol, clinical, ct_region)
+    return inputs, requested_outputs(return_masks, protocol)
+
+
+def infer_kwargs(protocol: str, timeout_s: float, *, aio: bool = False) -> Mapping[str, Any]:
+    """The per-request timeout as each tritonclient flavour takes it (none for asyncio HTTP,
+    whose calls the caller bounds itself)."""
+    if protocol == "grpc":
+        return {"client_timeout": timeout_s}
+    return {} if aio else {"timeout": int(timeout_s * 1e6)}
 
 
 def _module(protocol: str) -> Any:
@@ -131,10 +237,19 @@ def translate_error(exc: BaseException) -> CovidetError:
         if "RESOURCE_EXHAUSTED" in status or status == "413":
             return InvalidInputError(f"{msg} — the request is larger than the server accepts")
         return ServerError(f"server error ({status or 'no status'}): {msg}")
-    if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)):
+    if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)) or _is_aiohttp_error(exc):
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return RequestTimeoutError(f"request timed out: {exc}")
         return ServerUnavailableError(
             f"cannot reach the server: {exc} — is it running? retry or try another URL"
         )
     return ServerError(f"unexpected client error {type(exc).__name__}: {exc}")
+
+
+def _is_aiohttp_error(exc: BaseException) -> bool:
+    """A transport failure of the asyncio HTTP client (aiohttp's own errors, imported only if
+    that client is in use)."""
+    import sys
+
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)

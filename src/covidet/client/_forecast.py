@@ -11,7 +11,7 @@ import numpy as np
 
 from covidet import _contract as C
 
-__all__ = ["Forecast", "forecast_inputs", "plot_forecast"]
+__all__ = ["Forecast", "ForecastRequest", "forecast_inputs", "plot_forecast"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,48 @@ def forecast_inputs(
     if len(levels):
         pairs.append((lv, np.asarray(levels, np.float32).reshape(-1)))
     return pairs
+
+
+@dataclass(frozen=True)
+class ForecastRequest:
+    """One patient's series and the days to forecast, as both clients send them."""
+
+    days: np.ndarray
+    ratios: np.ndarray
+    query_days: np.ndarray
+    levels: tuple[float, ...]
+
+    @classmethod
+    def of(
+        cls, days: Any, ratios: Any, query_days: Any = None, *, levels: Any = (), horizon_days: float = 14.0
+    ) -> ForecastRequest:
+        """``query_days`` defaults to a grid from the first scan to ``horizon_days`` after the last."""
+        d = np.asarray(days, np.float64).reshape(-1)
+        r = np.asarray(ratios, np.float64).reshape(-1)
+        if d.size and query_days is None:
+            query_days = np.linspace(d.min(), d.max() + horizon_days, 120)
+        q = np.asarray(query_days if query_days is not None else [], np.float64)
+        return cls(d, r, q, tuple(float(v) for v in levels))
+
+    def inputs(self) -> list[tuple[C.TensorSpec, np.ndarray]]:
+        return forecast_inputs(self.days, self.ratios, self.query_days, list(self.levels))
+
+    def result(self, as_numpy: Any) -> Forecast:
+        """The `Forecast` from the response's ``as_numpy(name)``."""
+        mean_s, std_s, cross_s = C.PROGRESSION_GPR.outputs
+        crossings = as_numpy(cross_s.name)
+        cross = [] if crossings is None else crossings.reshape(-1).tolist()
+        order = np.argsort(self.days, kind="stable")
+        return Forecast(
+            days=self.days[order],
+            ratios=self.ratios[order],
+            query_days=self.query_days,
+            mean=as_numpy(mean_s.name).astype(np.float64),
+            std=as_numpy(std_s.name).astype(np.float64),
+            crossing_days={
+                lv: (None if np.isnan(c) else float(c)) for lv, c in zip(self.levels, cross, strict=False)
+            },
+        )
 
 
 def plot_forecast(fc: Forecast, out_png: Path, *, title: str = "") -> Path:

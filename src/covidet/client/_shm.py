@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from covidet import _contract as C
+from covidet.client._core import translate_error
 from covidet.errors import InvalidInputError, PermissionDeniedError
 
 __all__ = ["SharedVolume"]
@@ -60,17 +61,38 @@ class SharedVolume:
             client.unregister_system_shared_memory(self.name, headers=self.headers)
             client.register_system_shared_memory(self.name, self.key, self.size, headers=self.headers)
         except InferenceServerException as exc:
-            msg = str(exc)
-            if "restricted" in msg.lower():
-                raise PermissionDeniedError(
-                    f"{msg} — the server locks its shared-memory API: pass its admin header "
-                    "(Client(..., admin_headers=...)) or use shared_memory=False"
-                ) from exc
-            raise InvalidInputError(
-                f"{msg} — system shared memory works only with a server on this machine; "
-                "use shared_memory=False for a remote server"
-            ) from exc
+            raise self._refused(exc) from exc
         self._registered[id(client)] = client
+
+    async def register_async(self, client: Any) -> None:
+        """`register` through an asyncio tritonclient client."""
+        if id(client) in self._registered:
+            return
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            await client.unregister_system_shared_memory(self.name, headers=self.headers)
+            await client.register_system_shared_memory(self.name, self.key, self.size, headers=self.headers)
+        except InferenceServerException as exc:
+            raise self._refused(exc) from exc
+        self._registered[id(client)] = client
+
+    @staticmethod
+    def _refused(exc: Exception) -> Exception:
+        """What a refused registration means for the caller, and what to do."""
+        msg = str(exc)
+        if "restricted" in msg.lower():
+            return PermissionDeniedError(
+                f"{msg} — the server locks its shared-memory API: pass its admin header "
+                "(Client(..., admin_headers=...)) or use shared_memory=False"
+            )
+        unreachable = translate_error(exc)
+        if unreachable.retryable:  # a server down or restarting: retry, or fail over to the next
+            return unreachable
+        return InvalidInputError(
+            f"{msg} — system shared memory works only with a server on this machine; "
+            "use shared_memory=False for a remote server"
+        )
 
     def _destroy(self) -> None:
         """Unregister from every server and remove the region (before growing it, or at close)."""
@@ -86,6 +108,16 @@ class SharedVolume:
         self._registered.clear()
         shm.destroy_shared_memory_region(self._handle)
         self._handle, self.size = None, 0
+
+    async def unregister_async(self) -> None:
+        """Unregister from every server through asyncio clients (before `close`, which then
+        only removes the region)."""
+        for client in self._registered.values():
+            try:
+                await client.unregister_system_shared_memory(self.name, headers=self.headers)
+            except Exception:  # the server may be gone: nothing to undo there
+                pass
+        self._registered.clear()
 
     def close(self) -> None:
         with self.lock:

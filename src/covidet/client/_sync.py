@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -11,34 +10,22 @@ import numpy as np
 
 from covidet import _contract as C
 from covidet.client._core import (
-    GRPC_MAX_MESSAGE_BYTES,
-    build_inputs,
+    CLIENT_OPTIONS,
+    RetryPolicy,
+    client_for,
+    diagnosis_request,
     infer_inputs,
-    requested_outputs,
+    infer_kwargs,
+    protocol_for,
     translate_error,
 )
-from covidet.client._forecast import Forecast, forecast_inputs
+from covidet.client._forecast import Forecast, ForecastRequest
 from covidet.client._result import Diagnosis, parse_outputs
 from covidet.client._shm import SharedVolume
 from covidet.client._volume import Volume, load_volume
 from covidet.errors import CovidetError, InvalidInputError
 
 __all__ = ["Client", "diagnose"]
-
-
-def _protocol_for(url: str, protocol: str | None) -> str:
-    if protocol:
-        return protocol
-    if url.startswith(("http://", "https://")) or url.rsplit(":", 1)[-1] == "8000":
-        return "http"
-    return "grpc"
-
-
-def _strip_scheme(url: str) -> str:
-    for scheme in ("http://", "https://", "grpc://"):
-        if url.startswith(scheme):
-            return url[len(scheme) :]
-    return url
 
 
 class Client:
@@ -59,11 +46,9 @@ class Client:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
             raise InvalidInputError("at least one server URL is needed")
-        self.protocol = _protocol_for(self.urls[0], protocol)
+        self.protocol = protocol_for(self.urls[0], protocol)
         self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.policy = RetryPolicy(retries, backoff_s, max_backoff_s)
         # the CT through /dev/shm (servers on this machine only); admin_headers unlock the
         # server's shared-memory API when it is restricted
         self._shm = SharedVolume(admin_headers) if shared_memory else None
@@ -71,29 +56,13 @@ class Client:
 
     def _client(self, url: str) -> Any:
         if url not in self._clients:
-            target = _strip_scheme(url)
-            if self.protocol == "grpc":
-                import tritonclient.grpc as grpcclient
-
-                self._clients[url] = grpcclient.InferenceServerClient(
-                    target,
-                    channel_args=[
-                        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
-                        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
-                    ],
-                )
-            else:
-                import tritonclient.http as httpclient
-
-                self._clients[url] = httpclient.InferenceServerClient(
-                    target, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-                )
+            self._clients[url] = client_for(url, self.protocol, self.timeout_s)
         return self._clients[url]
 
     def _call(self, fn: Any) -> Any:
         """Run ``fn(client)`` with retries (retryable errors only) and fail-over across URLs."""
         last: CovidetError | None = None
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.policy.retries + 1):
             for url in self.urls:
                 try:
                     return fn(self._client(url))
@@ -102,19 +71,14 @@ class Client:
                     if not err.retryable:
                         raise err from exc
                     last = err
-            if attempt < self.retries:
-                time.sleep(self.backoff(attempt))
+            if attempt < self.policy.retries:
+                time.sleep(self.policy.backoff(attempt))
         assert last is not None
         raise last
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed round ``attempt`` (0-based): doubling, capped, +-25% jitter.
-
-        With the defaults (5 retries, 0.5 s doubling to at most 8 s) a scan rides out about 15 s
-        of outage: a replica restarting elsewhere, a crashed model step being reloaded.
-        """
-        base = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-        return base * random.uniform(0.75, 1.25)  # jitter: retries of many clients spread out
+        """Seconds to wait after failed round ``attempt``: `RetryPolicy.backoff`."""
+        return self.policy.backoff(attempt)
 
     def is_ready(self, model: str = C.ENSEMBLE.name) -> bool:
         try:
@@ -138,16 +102,24 @@ class Client:
         (``p_covid_fused``). Without it, ``p_covid_fused`` equals DL#2.
         """
         vol: Volume = load_volume(source, spacing)
-        outputs = requested_outputs(return_masks, self.protocol)
         t0 = time.perf_counter()
         if self._shm is None:
-            inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical)
+            inputs, outputs = diagnosis_request(
+                vol.hu, vol.spacing, return_masks=return_masks, protocol=self.protocol, clinical=clinical
+            )
             result = self._call(lambda client: self._infer(client, model, inputs, outputs))
         else:
             shm = self._shm
             with shm.lock:
                 region = (shm.name, shm.write(vol.hu.astype(np.int16, copy=False)))
-                inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical, region)
+                inputs, outputs = diagnosis_request(
+                    vol.hu,
+                    vol.spacing,
+                    return_masks=return_masks,
+                    protocol=self.protocol,
+                    clinical=clinical,
+                    ct_region=region,
+                )
 
                 def infer(client: Any) -> Any:
                     shm.register(client)
@@ -158,9 +130,7 @@ class Client:
         return parse_outputs(result.as_numpy, latency_s=latency, source=vol.source, n_slices=vol.n_slices)
 
     def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:
-        if self.protocol == "grpc":
-            return client.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s)
-        return client.infer(model, inputs, outputs=outputs, timeout=int(self.timeout_s * 1e6))
+        return client.infer(model, inputs, outputs=outputs, **infer_kwargs(self.protocol, self.timeout_s))
 
     def forecast(
         self,
@@ -175,27 +145,10 @@ class Client:
 
         ``query_days`` defaults to a grid from the first scan to ``horizon_days`` after the last.
         """
-        d = np.asarray(days, np.float64).reshape(-1)
-        r = np.asarray(ratios, np.float64).reshape(-1)
-        if d.size and query_days is None:
-            query_days = np.linspace(d.min(), d.max() + horizon_days, 120)
-        q = np.asarray(query_days if query_days is not None else [], np.float64)
-        inputs = infer_inputs(forecast_inputs(d, r, q, list(levels)), self.protocol)
-        mean_s, std_s, cross_s = C.PROGRESSION_GPR.outputs
+        req = ForecastRequest.of(days, ratios, query_days, levels=levels, horizon_days=horizon_days)
+        inputs = infer_inputs(req.inputs(), self.protocol)
         result = self._call(lambda c: c.infer(C.PROGRESSION_GPR.name, inputs))
-        crossings = result.as_numpy(cross_s.name)
-        cross = [] if crossings is None else crossings.reshape(-1).tolist()
-        order = np.argsort(d, kind="stable")
-        return Forecast(
-            days=d[order],
-            ratios=r[order],
-            query_days=q,
-            mean=result.as_numpy(mean_s.name).astype(np.float64),
-            std=result.as_numpy(std_s.name).astype(np.float64),
-            crossing_days={
-                float(lv): (None if np.isnan(c) else float(c)) for lv, c in zip(levels, cross, strict=False)
-            },
-        )
+        return req.result(result.as_numpy)
 
     def diagnose_many(self, sources: Iterable[Any], **kwargs: Any) -> Iterator[Diagnosis]:
         for source in sources:
@@ -220,18 +173,6 @@ class Client:
 
 def diagnose(source: Any, *, url: str | list[str] = "127.0.0.1:8001", **kwargs: Any) -> Diagnosis:
     """One-shot convenience: ``covidet.client.diagnose("scan_folder/")``."""
-    client_kw = {
-        k: kwargs.pop(k)
-        for k in (
-            "protocol",
-            "timeout_s",
-            "retries",
-            "backoff_s",
-            "max_backoff_s",
-            "shared_memory",
-            "admin_headers",
-        )
-        if k in kwargs
-    }
+    client_kw = {k: kwargs.pop(k) for k in CLIENT_OPTIONS if k in kwargs}
     with Client(url, **client_kw) as client:
         return client.diagnose(source, **kwargs)
