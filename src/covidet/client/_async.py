@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import numpy as np
 
 from covidet import _contract as C
-from covidet.client._core import (
-    RetryPolicy,
-    client_for,
-    diagnosis_request,
-    infer_inputs,
-    infer_kwargs,
-    protocol_for,
-    translate_error,
-)
+from covidet.client._base import ClientBase
+from covidet.client._core import infer_inputs, translate_error
 from covidet.client._forecast import Forecast, ForecastRequest
-from covidet.client._result import Diagnosis, parse_outputs
-from covidet.client._shm import SharedVolume
+from covidet.client._result import Diagnosis
 from covidet.client._volume import Volume, load_volume
 from covidet.errors import CovidetError, InvalidInputError
 
@@ -36,41 +28,21 @@ __all__ = ["AsyncClient"]
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """asyncio covidet client; ``url`` may be a list (fail-over). Use ``async with``.
 
-    The options are `Client`'s: ``timeout_s`` bounds each attempt, retryable failures are retried
-    with jittered exponential backoff over all URLs, ``shared_memory`` passes the CT through
-    /dev/shm to a server on this machine (one region per client: its shared-memory requests take
-    turns, the others run concurrently).
+    The options are `Client`'s (``timeout_s`` here bounds each attempt, connection included).
+    With ``shared_memory`` there is one region per client: its scans take turns, while scans of
+    a client without it run concurrently.
     """
 
-    def __init__(
-        self,
-        url: str | list[str] = "127.0.0.1:8001",
-        *,
-        protocol: str | None = None,
-        timeout_s: float = 300.0,
-        retries: int = 5,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 8.0,
-        shared_memory: bool = False,
-        admin_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.urls = [url] if isinstance(url, str) else list(url)
-        if not self.urls:
-            raise InvalidInputError("at least one server URL is needed")
-        self.protocol = protocol_for(self.urls[0], protocol)
-        self.timeout_s = timeout_s
-        self.policy = RetryPolicy(retries, backoff_s, max_backoff_s)
-        self._shm = SharedVolume(admin_headers) if shared_memory else None
-        self._shm_turn = asyncio.Lock()
-        self._clients: dict[str, Any] = {}
+    _aio = True
+    _turn: asyncio.Lock | None = None  # the shared-memory region's turn, made on first use
 
-    def _client(self, url: str) -> Any:
-        if url not in self._clients:
-            self._clients[url] = client_for(url, self.protocol, self.timeout_s, aio=True)
-        return self._clients[url]
+    def _shm_turn(self) -> asyncio.Lock:
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        return self._turn
 
     async def _call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Await ``fn(client)`` with retries (retryable errors only) and fail-over across URLs,
@@ -115,37 +87,20 @@ class AsyncClient:
             vol = await asyncio.to_thread(load_volume, source, spacing)
         t0 = time.perf_counter()
         if self._shm is None:
-            inputs, outputs = diagnosis_request(
-                vol.hu, vol.spacing, return_masks=return_masks, protocol=self.protocol, clinical=clinical
-            )
+            inputs, outputs = self._scan_request(vol, return_masks, clinical)
             result = await self._call(lambda client: self._infer(client, model, inputs, outputs))
-        else:
-            shm = self._shm
-            async with self._shm_turn:
-                hu = vol.hu.astype(np.int16, copy=False)
-                if hu.nbytes > shm.size:  # the region grows: the servers forget the old one first
-                    await shm.unregister_async()
-                region = (shm.name, shm.write(hu))
-                inputs, outputs = diagnosis_request(
-                    vol.hu,
-                    vol.spacing,
-                    return_masks=return_masks,
-                    protocol=self.protocol,
-                    clinical=clinical,
-                    ct_region=region,
-                )
+            return self._diagnosis(result, vol, t0)
+        shm = self._shm
+        async with self._shm_turn():
+            if not shm.fits(vol.hu):  # the region grows: the servers forget the old one first
+                await shm.unregister_async()
+            inputs, outputs = self._scan_request(vol, return_masks, clinical)
 
-                async def infer(client: Any) -> Any:
-                    await shm.register_async(client)
-                    return await self._infer(client, model, inputs, outputs)
+            async def infer(client: Any) -> Any:
+                await shm.register_async(client)
+                return await self._infer(client, model, inputs, outputs)
 
-                result = await self._call(infer)
-        latency = time.perf_counter() - t0
-        return parse_outputs(result.as_numpy, latency_s=latency, source=vol.source, n_slices=vol.n_slices)
-
-    def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Awaitable[Any]:
-        kwargs = infer_kwargs(self.protocol, self.timeout_s, aio=True)
-        return client.infer(model, inputs, outputs=outputs, **kwargs)  # type: ignore[no-any-return]
+            return self._diagnosis(await self._call(infer), vol, t0)
 
     async def forecast(
         self,
@@ -184,7 +139,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         if self._shm is not None:
-            async with self._shm_turn:
+            async with self._shm_turn():
                 await self._shm.unregister_async()
                 self._shm.close()
         clients, self._clients = list(self._clients.values()), {}

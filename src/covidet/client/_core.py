@@ -28,7 +28,6 @@ __all__ = [
     "RetryPolicy",
     "build_inputs",
     "client_for",
-    "diagnosis_request",
     "infer_inputs",
     "protocol_for",
     "requested_outputs",
@@ -107,20 +106,6 @@ class RetryPolicy:
         """
         base = min(self.max_backoff_s, self.backoff_s * 2**attempt)
         return base * random.uniform(0.75, 1.25)  # jitter: retries of many clients spread out
-
-
-def diagnosis_request(
-    hu: np.ndarray,
-    spacing: tuple[float, float, float],
-    *,
-    return_masks: bool,
-    protocol: str,
-    clinical: Any = None,
-    ct_region: tuple[str, int] | None = None,
-) -> tuple[list[Any], list[Any]]:
-    """(inputs, requested outputs) of one `covidet` request."""
-    inputs = build_inputs(hu, spacing, return_masks, protocol, clinical, ct_region)
-    return inputs, requested_outputs(return_masks, protocol)
 
 
 def infer_kwargs(protocol: str, timeout_s: float, *, aio: bool = False) -> Mapping[str, Any]:

@@ -39,6 +39,10 @@ class SharedVolume:
         self._registered: dict[int, Any] = {}  # id(tritonclient client) -> client
         self.lock = threading.Lock()  # held by the caller from write() to the end of the request
 
+    def fits(self, volume: np.ndarray) -> bool:
+        """Whether ``volume`` (as the int16 CT that `write` is given) fits the region as it is."""
+        return int(volume.size) * np.dtype(np.int16).itemsize <= self.size
+
     def write(self, volume: np.ndarray) -> int:
         """Put ``volume`` into the region (grown if needed); returns its byte size."""
         import tritonclient.utils.shared_memory as shm

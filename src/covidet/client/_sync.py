@@ -3,61 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
-
 from covidet import _contract as C
-from covidet.client._core import (
-    CLIENT_OPTIONS,
-    RetryPolicy,
-    client_for,
-    diagnosis_request,
-    infer_inputs,
-    infer_kwargs,
-    protocol_for,
-    translate_error,
-)
+from covidet.client._base import ClientBase
+from covidet.client._core import CLIENT_OPTIONS, infer_inputs, translate_error
 from covidet.client._forecast import Forecast, ForecastRequest
-from covidet.client._result import Diagnosis, parse_outputs
-from covidet.client._shm import SharedVolume
+from covidet.client._result import Diagnosis
 from covidet.client._volume import Volume, load_volume
-from covidet.errors import CovidetError, InvalidInputError
+from covidet.errors import CovidetError
 
 __all__ = ["Client", "diagnose"]
 
 
-class Client:
-    """covidet client. ``url`` may be a list: servers are tried in order (fail-over)."""
+class Client(ClientBase):
+    """covidet client. ``url`` may be a list: servers are tried in order (fail-over).
 
-    def __init__(
-        self,
-        url: str | list[str] = "127.0.0.1:8001",
-        *,
-        protocol: str | None = None,
-        timeout_s: float = 300.0,
-        retries: int = 5,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 8.0,
-        shared_memory: bool = False,
-        admin_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.urls = [url] if isinstance(url, str) else list(url)
-        if not self.urls:
-            raise InvalidInputError("at least one server URL is needed")
-        self.protocol = protocol_for(self.urls[0], protocol)
-        self.timeout_s = timeout_s
-        self.policy = RetryPolicy(retries, backoff_s, max_backoff_s)
-        # the CT through /dev/shm (servers on this machine only); admin_headers unlock the
-        # server's shared-memory API when it is restricted
-        self._shm = SharedVolume(admin_headers) if shared_memory else None
-        self._clients: dict[str, Any] = {}
-
-    def _client(self, url: str) -> Any:
-        if url not in self._clients:
-            self._clients[url] = client_for(url, self.protocol, self.timeout_s)
-        return self._clients[url]
+    ``timeout_s`` bounds each request, retryable failures are retried ``retries`` times with
+    jittered exponential backoff over all URLs, ``shared_memory`` passes the CT through /dev/shm
+    to a server on this machine (``admin_headers`` for a server that locks that API).
+    """
 
     def _call(self, fn: Any) -> Any:
         """Run ``fn(client)`` with retries (retryable errors only) and fail-over across URLs."""
@@ -104,33 +70,18 @@ class Client:
         vol: Volume = load_volume(source, spacing)
         t0 = time.perf_counter()
         if self._shm is None:
-            inputs, outputs = diagnosis_request(
-                vol.hu, vol.spacing, return_masks=return_masks, protocol=self.protocol, clinical=clinical
-            )
+            inputs, outputs = self._scan_request(vol, return_masks, clinical)
             result = self._call(lambda client: self._infer(client, model, inputs, outputs))
-        else:
-            shm = self._shm
-            with shm.lock:
-                region = (shm.name, shm.write(vol.hu.astype(np.int16, copy=False)))
-                inputs, outputs = diagnosis_request(
-                    vol.hu,
-                    vol.spacing,
-                    return_masks=return_masks,
-                    protocol=self.protocol,
-                    clinical=clinical,
-                    ct_region=region,
-                )
+            return self._diagnosis(result, vol, t0)
+        shm = self._shm
+        with shm.lock:
+            inputs, outputs = self._scan_request(vol, return_masks, clinical)
 
-                def infer(client: Any) -> Any:
-                    shm.register(client)
-                    return self._infer(client, model, inputs, outputs)
+            def infer(client: Any) -> Any:
+                shm.register(client)
+                return self._infer(client, model, inputs, outputs)
 
-                result = self._call(infer)
-        latency = time.perf_counter() - t0
-        return parse_outputs(result.as_numpy, latency_s=latency, source=vol.source, n_slices=vol.n_slices)
-
-    def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:
-        return client.infer(model, inputs, outputs=outputs, **infer_kwargs(self.protocol, self.timeout_s))
+            return self._diagnosis(self._call(infer), vol, t0)
 
     def forecast(
         self,

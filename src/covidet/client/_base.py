@@ -1,0 +1,78 @@
+"""What the sync and asyncio clients share: their options, connections and a scan's request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from covidet.client._core import (
+    RetryPolicy,
+    build_inputs,
+    client_for,
+    infer_kwargs,
+    protocol_for,
+    requested_outputs,
+)
+from covidet.client._result import Diagnosis, parse_outputs
+from covidet.client._shm import SharedVolume
+from covidet.client._volume import Volume
+from covidet.errors import InvalidInputError
+
+__all__ = ["ClientBase"]
+
+
+class ClientBase:
+    """Options and per-URL tritonclient connections of `Client` and `AsyncClient`."""
+
+    #: the asyncio flavour of tritonclient (`AsyncClient`)
+    _aio = False
+
+    def __init__(
+        self,
+        url: str | list[str] = "127.0.0.1:8001",
+        *,
+        protocol: str | None = None,
+        timeout_s: float = 300.0,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        shared_memory: bool = False,
+        admin_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise InvalidInputError("at least one server URL is needed")
+        self.protocol = protocol_for(self.urls[0], protocol)
+        self.timeout_s = timeout_s
+        self.policy = RetryPolicy(retries, backoff_s, max_backoff_s)
+        # the CT through /dev/shm (servers on this machine only); admin_headers unlock the
+        # server's shared-memory API when it is restricted
+        self._shm = SharedVolume(admin_headers) if shared_memory else None
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, url: str) -> Any:
+        if url not in self._clients:
+            self._clients[url] = client_for(url, self.protocol, self.timeout_s, aio=self._aio)
+        return self._clients[url]
+
+    def _scan_request(self, vol: Volume, return_masks: bool, clinical: Any) -> tuple[list[Any], list[Any]]:
+        """(inputs, requested outputs) of one `covidet` request. With shared memory the CT is
+        written into the client's region here: hold the region's turn until the answer is in."""
+        region = None
+        if self._shm is not None:
+            region = (self._shm.name, self._shm.write(vol.hu.astype(np.int16, copy=False)))
+        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical, region)
+        return inputs, requested_outputs(return_masks, self.protocol)
+
+    def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:
+        """``client.infer`` (a coroutine for the asyncio flavour) with the per-request timeout."""
+        kwargs = infer_kwargs(self.protocol, self.timeout_s, aio=self._aio)
+        return client.infer(model, inputs, outputs=outputs, **kwargs)
+
+    @staticmethod
+    def _diagnosis(result: Any, vol: Volume, started: float) -> Diagnosis:
+        latency = time.perf_counter() - started
+        return parse_outputs(result.as_numpy, latency_s=latency, source=vol.source, n_slices=vol.n_slices)
