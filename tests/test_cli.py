@@ -64,6 +64,26 @@ def test_diagnose_json_and_table(covidet_server: Any, tmp_path: Path) -> None:
     assert json.loads(listed.stdout)[0]["class_probs"] == pytest.approx(result["class_probs"], abs=1e-6)
 
 
+@pytest.mark.e2e
+def test_diagnose_concurrently_keeps_the_order_and_the_answers(covidet_server: Any, tmp_path: Path) -> None:
+    from covidet.phantom import write_nifti
+
+    paths = []
+    for i, kind in enumerate(("COVID-19", "non-pneumonia", "CAP")):
+        ph = make_phantom(kind, n_slices=24 + 8 * i, size=128, seed=70_100 + i)
+        paths.append(str(write_nifti(ph.hu, tmp_path / f"{i}.nii.gz", ph.spacing)))
+    url = ("--url", covidet_server.grpc_url)
+    one = _run("diagnose", *paths, *url, "--json")
+    three = _run("diagnose", *paths, *url, "--json", "--concurrency", "3")
+    assert one.returncode == 0 and three.returncode == 0, one.stderr + three.stderr
+    a, b = json.loads(one.stdout), json.loads(three.stdout)
+    assert [r["n_slices"] for r in b] == [24, 32, 40]  # in the order given, whatever finished first
+    for x, y in zip(a, b, strict=True):
+        assert y["class_probs"] == pytest.approx(x["class_probs"], abs=1e-6)
+    bad = _run("diagnose", paths[0], *url, "--concurrency", "0")
+    assert bad.returncode == 2 and "--concurrency must be >= 1" in bad.stderr
+
+
 def test_diagnose_needs_a_scan_and_names_a_missing_listed_file(tmp_path: Path) -> None:
     assert _run("diagnose").returncode == 2
     listing = tmp_path / "series.txt"

@@ -23,9 +23,32 @@ from covidet.client._result import Diagnosis
 from covidet.client._volume import Volume, load_volume
 from covidet.errors import CovidetError, InvalidInputError
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "ordered_map"]
 
 T = TypeVar("T")
+U = TypeVar("U")
+
+
+async def ordered_map(
+    fn: Callable[[U], Awaitable[T]], items: Iterable[U], concurrency: int
+) -> AsyncIterator[T]:
+    """``await fn(item)`` for each item, up to ``concurrency`` at a time, yielded in the items'
+    order. A failure is raised in its turn; the calls still in flight are then cancelled (and
+    awaited), as they are when the caller stops iterating early."""
+    if concurrency < 1:
+        raise InvalidInputError(f"concurrency must be >= 1, got {concurrency}")
+    pending: list[asyncio.Task[T]] = []
+    try:
+        for item in items:
+            pending.append(asyncio.ensure_future(fn(item)))
+            if len(pending) >= concurrency:
+                yield await pending.pop(0)
+        while pending:
+            yield await pending.pop(0)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class AsyncClient(ClientBase):
@@ -81,7 +104,7 @@ class AsyncClient(ClientBase):
     ) -> Diagnosis:
         """Diagnose one scan, as `Client.diagnose`: a numpy HU volume (with ``spacing``), a NIfTI
         file or a DICOM folder (read in a worker thread)."""
-        if isinstance(source, np.ndarray):
+        if isinstance(source, (np.ndarray, Volume)):
             vol: Volume = load_volume(source, spacing)
         else:
             vol = await asyncio.to_thread(load_volume, source, spacing)
@@ -122,20 +145,8 @@ class AsyncClient(ClientBase):
     ) -> AsyncIterator[Diagnosis]:
         """Diagnose ``sources`` with up to ``concurrency`` scans in flight; results in the order
         of ``sources``. A failure is raised when its turn comes, after the scans before it."""
-        if concurrency < 1:
-            raise InvalidInputError(f"concurrency must be >= 1, got {concurrency}")
-        pending: list[asyncio.Task[Diagnosis]] = []
-        try:
-            for source in sources:
-                pending.append(asyncio.create_task(self.diagnose(source, **kwargs)))
-                if len(pending) >= concurrency:
-                    yield await pending.pop(0)
-            while pending:
-                yield await pending.pop(0)
-        finally:
-            for task in pending:  # the caller stopped early, or one failed: the rest are dropped
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        async for d in ordered_map(lambda source: self.diagnose(source, **kwargs), sources, concurrency):
+            yield d
 
     async def close(self) -> None:
         if self._shm is not None:
