@@ -41,7 +41,10 @@ def test_concurrent_scans_get_the_sync_clients_answers(covidet_server: Any, prot
         np.testing.assert_array_equal(g.lung_mask, e.lung_mask)
 
 
-def test_files_shared_memory_fail_over_errors_and_forecast(covidet_server: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_files_shared_memory_fail_over_errors_and_forecast(
+    covidet_server: Any, tmp_path: Path, protocol: str
+) -> None:
     from covidet.phantom import write_phantom_nifti
 
     small = make_phantom("influenza", n_slices=24, size=128, seed=98_010)
@@ -50,7 +53,8 @@ def test_files_shared_memory_fail_over_errors_and_forecast(covidet_server: Any, 
     dead = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens there: fail over to the server
 
     async def run() -> None:
-        client = AsyncClient([dead, covidet_server.grpc_url], shared_memory=True, timeout_s=600)
+        urls = [dead, _url(covidet_server, protocol)]
+        client = AsyncClient(urls, protocol=protocol, shared_memory=True, timeout_s=600)
         async with client:
             from_file = await client.diagnose(nifti)
             results = [d async for d in client.diagnose_many([small.hu, big.hu], spacing=small.spacing)]
