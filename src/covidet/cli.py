@@ -98,6 +98,11 @@ def _diagnose_main(argv: list[str]) -> int:
         help="server URL (repeat for fail-over; default 127.0.0.1:8001)",
     )
     p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="spread the scans over the --url replicas (round robin) instead of primary then backups",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per scan")
     p.add_argument(
         "--concurrency",
@@ -146,7 +151,8 @@ def _diagnose_main(argv: list[str]) -> int:
 
     async def run() -> None:
         urls = args.url or ["127.0.0.1:8001"]
-        async with AsyncClient(urls, protocol=args.protocol, timeout_s=args.timeout) as client:
+        client = AsyncClient(urls, protocol=args.protocol, timeout_s=args.timeout, balance=args.balance)
+        async with client:
 
             async def one(scan: tuple[str, Any]) -> tuple[str, Any, Any]:
                 volume = await asyncio.to_thread(load_volume, scan[1])  # DICOM/NIfTI reading

@@ -84,3 +84,12 @@ def test_diagnose_many_keeps_order_and_bounds_concurrency(monkeypatch: pytest.Mo
     with pytest.raises(InvalidInputError, match="scan 7"):
         asyncio.run(collect(list(range(12))))
     assert in_flight == 0  # the scans in flight when 7 failed were cancelled and awaited, not leaked
+
+
+def test_balance_rotates_over_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = _client(monkeypatch, ["a:1", "b:2"], balance=True)
+
+    async def four() -> list[str]:
+        return [await c._call(_Fake([])) for _ in range(4)]
+
+    assert asyncio.run(four()) == ["ok from a:1", "ok from b:2"] * 2

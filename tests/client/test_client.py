@@ -152,3 +152,18 @@ def test_a_shared_memory_registration_with_a_server_down_fails_over() -> None:
     assert isinstance(remote, InvalidInputError) and "this machine" in str(remote)
     locked = SharedVolume._refused(InferenceServerException("This protocol is restricted"))
     assert isinstance(locked, PermissionDeniedError)
+
+
+def test_balance_starts_each_request_at_the_next_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Client(["a:1", "b:2", "c:3"], protocol="grpc", backoff_s=0.0, balance=True)
+    monkeypatch.setattr(c, "_client", lambda url: url)
+    assert [c._call(_Fake([])) for _ in range(4)] == [f"ok from {u}" for u in ("a:1", "b:2", "c:3", "a:1")]
+    # a replica down: its turn fails over to the next one, the rotation goes on
+    assert c._call(_Fake([_unavailable()])) == "ok from c:3"
+    plain = Client(["a:1", "b:2"], protocol="grpc")
+    monkeypatch.setattr(plain, "_client", lambda url: url)
+    assert [plain._call(_Fake([])) for _ in range(2)] == ["ok from a:1"] * 2  # primary, then backups
+
+
+def _unavailable() -> InferenceServerException:
+    return InferenceServerException("down", status="StatusCode.UNAVAILABLE")

@@ -71,8 +71,9 @@ class AsyncClient(ClientBase):
         """Await ``fn(client)`` with retries (retryable errors only) and fail-over across URLs,
         each attempt bounded by ``timeout_s``."""
         last: CovidetError | None = None
+        urls = self._urls()
         for attempt in range(self.policy.retries + 1):
-            for url in self.urls:
+            for url in urls:
                 try:
                     return await asyncio.wait_for(fn(self._client(url)), self.timeout_s)
                 except asyncio.CancelledError:

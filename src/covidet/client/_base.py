@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,7 @@ class ClientBase:
         max_backoff_s: float = 8.0,
         shared_memory: bool = False,
         admin_headers: Mapping[str, str] | None = None,
+        balance: bool = False,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -52,6 +54,17 @@ class ClientBase:
         # server's shared-memory API when it is restricted
         self._shm = SharedVolume(admin_headers) if shared_memory else None
         self._clients: dict[str, Any] = {}
+        # balance: each request starts at the next URL (round robin over replicas), then fails
+        # over through the others; otherwise the first URL is the primary, the rest its backups
+        self.balance = balance
+        self._turns = itertools.count()
+
+    def _urls(self) -> list[str]:
+        """The URLs one request tries, in order."""
+        if not self.balance or len(self.urls) < 2:
+            return self.urls
+        k = next(self._turns) % len(self.urls)
+        return self.urls[k:] + self.urls[:k]
 
     def _client(self, url: str) -> Any:
         if url not in self._clients:

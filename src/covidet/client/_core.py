@@ -47,6 +47,7 @@ CLIENT_OPTIONS = (
     "max_backoff_s",
     "shared_memory",
     "admin_headers",
+    "balance",
 )
 
 

@@ -18,7 +18,8 @@ __all__ = ["Client", "diagnose"]
 
 
 class Client(ClientBase):
-    """covidet client. ``url`` may be a list: servers are tried in order (fail-over).
+    """covidet client. ``url`` may be a list: servers are tried in order (fail-over), or with
+    ``balance`` each request starts at the next one (round robin over replicas).
 
     ``timeout_s`` bounds each request, retryable failures are retried ``retries`` times with
     jittered exponential backoff over all URLs, ``shared_memory`` passes the CT through /dev/shm
@@ -28,8 +29,9 @@ class Client(ClientBase):
     def _call(self, fn: Any) -> Any:
         """Run ``fn(client)`` with retries (retryable errors only) and fail-over across URLs."""
         last: CovidetError | None = None
+        urls = self._urls()
         for attempt in range(self.policy.retries + 1):
-            for url in self.urls:
+            for url in urls:
                 try:
                     return fn(self._client(url))
                 except Exception as exc:
