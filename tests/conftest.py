@@ -68,13 +68,14 @@ def diagnose_in_process() -> Callable[..., dict[str, np.ndarray]]:
 
 @pytest.fixture(scope="session")
 def diagnose_served() -> Callable[..., Any]:
-    """``run(repo, phantom, **diagnose_options)``: a Triton server of its own on ``repo`` (free
-    127.0.0.1 ports), one diagnosis over gRPC, the server stopped; returns the `Diagnosis`."""
+    """``run(repo, phantom, server_log=None, **diagnose_options)``: a Triton server of its own on
+    ``repo`` (free 127.0.0.1 ports, its log in ``server_log``), one diagnosis over gRPC, the server
+    stopped; returns the `Diagnosis`."""
     from covidet.client import Client
     from covidet.serve import TritonServer
 
-    def run(repo: Path, ph: Any, **options: Any) -> Any:
-        server = TritonServer.on_free_ports(repo)
+    def run(repo: Path, ph: Any, *, server_log: Path | None = None, **options: Any) -> Any:
+        server = TritonServer.on_free_ports(repo, log_file=server_log)
         server.start()
         try:
             server.wait_ready(timeout=_ready_timeout())

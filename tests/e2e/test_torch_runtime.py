@@ -1,8 +1,9 @@
 """The gpu-torch profile's Triton path, run here on the CPU: torch runtime, DLPack in and out.
 
 The repository is the gpu-torch rendering with its device switched to the CPU (no GPU here), so
-the slice models' torch runtime, its DLPack hand-over and the GRU's torch runner all run inside
-Triton's Python backend; the answer must match the float ONNX Runtime repository's.
+the slice models' torch runtime, its DLPack hand-over, the pipeline's torch tensors through BLS
+(`device_tensors`) and the GRU's torch runner all run inside Triton's Python backend; the answer
+must match the float ONNX Runtime repository's.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def test_torch_runtime_serves_like_onnx(
     repo = render_repository("gpu-torch", tmp_path / "repo", torch_compile="none")  # eager: no compile time
     _on_cpu(repo)
     ph = phantoms["influenza"]
-    served = diagnose_served(repo, ph, return_masks=True)
+    log = tmp_path / "triton.log"
+    served = diagnose_served(repo, ph, return_masks=True, server_log=log)
+    # the slice tensors went through BLS as torch tensors (DLPack), never falling back to numpy
+    assert json.loads((repo / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).read_text())["device_tensors"]
+    assert "through host memory from now on" not in log.read_text(errors="replace")
     ref = diagnose_in_process(repository, ph, return_masks=True)
     from covidet.pipeline import dice
 

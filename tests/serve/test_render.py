@@ -90,10 +90,12 @@ def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
     config = PipelineConfig.from_repository(repo)
     assert config.max_inflight_chunks == 16  # GPUs batch more
     assert config.device == "cuda"  # pre/post-processing on the GPU too
+    assert config.device_tensors  # and the slice tensors stay there through BLS
     assert {m["precision"] for m in config.provenance().values()} == {"float16"}
     cfg = _config(repo, C.LUNG_SEG.name)
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     assert params["runtime"] == "torch" and params["device"] == "cuda"
+    assert params["FORCE_CPU_ONLY_INPUT_TENSORS"] == "no"  # GPU inputs arrive on the GPU
     assert Path(params["checkpoint"]).with_suffix(".pt").is_file()
     assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert params["compile"] == "reduce-overhead"  # CUDA graphs per padded batch size

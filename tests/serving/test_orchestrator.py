@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -185,25 +186,33 @@ def _whole_volume_reference(
     return lung | lesion, lesion, selection
 
 
-@pytest.mark.parametrize("device", [None, "cpu"])
-def test_streamed_scan_equals_the_whole_volume_computation(device: str | None) -> None:
+@pytest.mark.parametrize(("device", "tensors"), [(None, False), ("cpu", False), ("cpu", True)])
+def test_streamed_scan_equals_the_whole_volume_computation(device: str | None, tensors: bool) -> None:
     """Chunks folded in as they arrive give exactly the masks, volumes and selection of the
     computation on whole volumes — with and without masks returned, with the CPU path (None)
-    and with the GPU profiles' torch device path (run here on the CPU)."""
+    and with the GPU profiles' torch device path (run here on the CPU), whose model inputs and
+    outputs may stay torch tensors on the device (``device_tensors``)."""
+    import torch
+
     ct, _ = _volume(s=45)
     ct[20:26, 40:50, 22:32] = -300  # a dense "lesion" inside the left lung
     fake = FakeModels()
     seen: dict[str, list[np.ndarray]] = {}
 
-    async def infer(model: str, x: np.ndarray) -> np.ndarray:
+    async def infer(model: str, x: Any) -> Any:
+        on_device = isinstance(x, torch.Tensor)
+        # the GRU's features are the host's; every slice model gets the device's tensors
+        assert on_device == (tensors and model != C.GRU_FUSION.name), model
+        x = x.numpy() if on_device else x
         if model == C.LESION_SEG.name:
             y = (x > 0.45).astype(np.float32)
         else:
             y = await fake.infer(model, x)
         seen.setdefault(model, []).append(y)
-        return y
+        return torch.from_numpy(y) if on_device else y
 
-    pipe = ScanPipeline(replace(_config(slice_batch=4), device=device), infer)
+    config = replace(_config(slice_batch=4), device=device, device_tensors=tensors)
+    pipe = ScanPipeline(config, infer)
     spacing = np.array([2.0, 0.7, 0.7], np.float32)
     out = asyncio.run(pipe.run(ct, spacing, return_masks=True))
     # Whole-volume outputs of the same stand-in models (chunk outputs in slice order).
@@ -246,10 +255,14 @@ def test_a_scan_keeps_at_most_max_inflight_chunks_per_model(inflight: int) -> No
 
 
 def test_pipeline_config_round_trips_through_json() -> None:
-    config = PipelineConfig(models=_config().models, slice_batch=16, max_inflight_chunks=7, device="cuda")
+    config = PipelineConfig(
+        models=_config().models, slice_batch=16, max_inflight_chunks=7, device="cuda", device_tensors=True
+    )
     back = PipelineConfig.from_json(config.to_json())
     assert (back.slice_batch, back.max_inflight_chunks, dict(back.models)) == (16, 7, dict(config.models))
-    assert back.device == "cuda" and PipelineConfig.from_json(_config().to_json()).device is None
+    assert back.device == "cuda" and back.device_tensors
+    default = PipelineConfig.from_json(_config().to_json())
+    assert default.device is None and not default.device_tensors
 
 
 def test_a_pre_post_device_it_cannot_use_is_refused_at_load() -> None:

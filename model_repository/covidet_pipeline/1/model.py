@@ -11,36 +11,21 @@ import asyncio
 import json
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
 from covidet.serving import (
     PIPELINE_CONFIG_FILE,
+    BlsInfer,
     PipelineConfig,
     PipelineMetrics,
     ScanPipeline,
-    bls_error,
     classify_error,
     limit_torch_threads,
     release_free_memory,
 )
 
-_SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
 _CT, _SPACING, _RETURN_MASKS = (spec.name for spec in C.PIPELINE.inputs)
-
-
-async def _bls(model: str, x: np.ndarray) -> np.ndarray:
-    spec = _SPECS[model]
-    request = pb_utils.InferenceRequest(
-        model_name=model,
-        inputs=[pb_utils.Tensor(spec.inputs[0].name, x)],
-        requested_output_names=[spec.outputs[0].name],
-    )
-    response = await request.async_exec()
-    if response.has_error():
-        raise bls_error(model, response.error().message())
-    return pb_utils.get_output_tensor_by_name(response, spec.outputs[0].name).as_numpy()
 
 
 class TritonPythonModel:
@@ -51,7 +36,10 @@ class TritonPythonModel:
         text = (version_dir / params.get("pipeline_config", PIPELINE_CONFIG_FILE)).read_text()
         if params.get("torch_threads"):
             limit_torch_threads(int(params["torch_threads"]))
-        self.pipeline = ScanPipeline(PipelineConfig.from_json(text), _bls)
+        setup = PipelineConfig.from_json(text)
+        # slices to the slice models as async BLS requests; on the GPU profiles as GPU tensors
+        bls = BlsInfer(pb_utils, device=setup.device, device_tensors=setup.device_tensors)
+        self.pipeline = ScanPipeline(setup, bls)
         self.logger = pb_utils.Logger
         self.metrics = PipelineMetrics(pb_utils, self.logger)
 

@@ -57,7 +57,7 @@ class _Replay:
 
     def __init__(self, infer: InferFn) -> None:
         self._record = infer
-        self._outputs: dict[tuple[int, str, int], tuple[tuple[int, ...], np.ndarray]] = {}
+        self._outputs: dict[tuple[int, str, int], tuple[tuple[int, ...], Any]] = {}
         self._calls: dict[str, int] = {}
         self.scan = 0
         self.recording = True
@@ -66,16 +66,16 @@ class _Replay:
         self.scan, self.recording = scan, recording
         self._calls.clear()
 
-    async def infer(self, model: str, x: np.ndarray) -> np.ndarray:
+    async def infer(self, model: str, x: Any) -> Any:
         # a scan's requests to one model come in chunk order (one FIFO gate per stream)
         n = self._calls[model] = self._calls.get(model, 0) + 1
         key = (self.scan, model, n)
         if self.recording:
             y = await self._record(model, x)
-            self._outputs[key] = (x.shape, y)
+            self._outputs[key] = (tuple(x.shape), y)
             return y
         shape, y = self._outputs[key]
-        if shape != x.shape:
+        if shape != tuple(x.shape):
             raise RuntimeError(f"replay of {model} call {n}: input {x.shape}, recorded {shape}")
         return y
 
@@ -143,12 +143,14 @@ def _torch_infer(checkpoints: Path, device: str, *, per_slice: bool) -> InferFn:
         for spec in (*C.SLICE_MODELS, C.GRU_FUSION)
     }
 
-    async def infer(model: str, x: np.ndarray) -> np.ndarray:
+    async def infer(model: str, x: Any) -> Any:
         if model == C.GRU_FUSION.name:
             return run_sequence(runners[model], x)
         if per_slice:
             return np.concatenate([runners[model](x[i : i + 1]) for i in range(x.shape[0])])
-        return runners[model](x)
+        if isinstance(x, np.ndarray):
+            return runners[model](x)
+        return runners[model].forward(x)  # a tensor on the device (device_tensors): stays there
 
     return infer
 

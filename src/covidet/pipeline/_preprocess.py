@@ -95,6 +95,14 @@ def _per_chunk(
     return out
 
 
+def _cat_chunks(n: int, fn: Callable[[slice], Any]) -> Any:
+    """The torch tensors ``fn(part)`` of ``n`` slices, `_CHUNK` at a time, concatenated."""
+    import torch
+
+    parts = [fn(part) for part in chunks(n, _CHUNK)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def _clipped(hu: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
     """``clip(hu, lo, hi)`` as float32 (a bound of None: unbounded on that side).
 
@@ -118,16 +126,19 @@ def _windowed(
     scale: float,
     size: Sequence[int],
     device: str | None = None,
-) -> np.ndarray:
+    tensor: bool = False,
+) -> Any:
     """``(clip(hu, lo, hi) - offset) / scale`` resized to ``size``; [N,1,h,w] float32.
 
     Resizing is linear with weights summing to one, so the affine part is applied after it, on the
     (4-16x smaller) model-sized slices: equal to windowing first up to float rounding (1e-7).
-    With ``device`` (a torch device) all of it runs there, the HU copied over as is.
+    With ``device`` (a torch device) all of it runs there, the HU copied over as is; only the model
+    input comes back, or with ``tensor`` it stays there as a torch tensor.
     """
-    if device is not None:  # the affine part too: only the model input comes back
+    if device is not None:  # the affine part too
         t = resize_on_device(on_device(hu, device).float().clamp(lo, hi)[:, None], size)
-        return ((t - offset) / scale).cpu().numpy()
+        t = (t - offset) / scale
+        return t if tensor else t.cpu().numpy()
     y = resize_slices(_clipped(hu, lo, hi)[:, None], size)
     if offset:
         y -= np.float32(offset)
@@ -135,14 +146,19 @@ def _windowed(
     return y
 
 
-def lung_input(hu: Any, record: Mapping[str, Any], *, device: str | None = None) -> np.ndarray:
+def lung_input(hu: Any, record: Mapping[str, Any], *, device: str | None = None, tensor: bool = False) -> Any:
     """Jin et al. lung U-Net input: ``max(HU, hu_min) / divisor``, resized; [N,1,h,w] float32.
 
     ``device``: the torch device that windows and resizes (default: numpy and torch on the CPU);
-    ``hu`` may then be a tensor already there (`on_device`), copied over once for all inputs.
+    ``hu`` may then be a tensor already there (`on_device`), copied over once for all inputs, and
+    with ``tensor`` the input is a torch tensor left there (for a model that takes it there).
     """
     lo, div = float(record["hu_min"]), float(record["divisor"])
     h, w = record["input_size"]
+    if tensor and device is not None:
+        return _cat_chunks(
+            hu.shape[0], lambda part: _windowed(hu[part], lo, None, 0.0, div, (h, w), device, True)
+        )
     return _per_chunk(
         hu.shape[0],
         (1, h, w),
@@ -152,16 +168,25 @@ def lung_input(hu: Any, record: Mapping[str, Any], *, device: str | None = None)
 
 
 def lesion_input(
-    hu: Any, record: Mapping[str, Any], rows: np.ndarray | None = None, *, device: str | None = None
-) -> np.ndarray:
+    hu: Any,
+    record: Mapping[str, Any],
+    rows: np.ndarray | None = None,
+    *,
+    device: str | None = None,
+    tensor: bool = False,
+) -> Any:
     """Lesion model input: lung window scaled to [0, 1], resized; [N,1,h,w] float32.
 
     ``rows`` picks slices of ``hu`` chunk by chunk, without copying the selected volume first.
-    ``device``: as for `lung_input`.
+    ``device``, ``tensor``: as for `lung_input`.
     """
     lo, hi = (float(v) for v in record["hu_window"])
     h, w = record["input_size"]
     take = np.arange(hu.shape[0]) if rows is None else np.asarray(rows)
+    if tensor and device is not None:
+        return _cat_chunks(
+            take.size, lambda part: _windowed(hu[take[part]], lo, hi, lo, hi - lo, (h, w), device, True)
+        )
     return _per_chunk(
         take.size,
         (1, h, w),

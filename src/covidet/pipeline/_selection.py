@@ -304,13 +304,15 @@ def classifier_input(
     record: Mapping[str, Any],
     *,
     device: str | None = None,
-) -> np.ndarray:
+    tensor: bool = False,
+) -> Any:
     """Jin et al. 3-channel slices (mask*255, mask*slice, slice) cropped to the lung box, /255.
 
     ``masks`` are the lung masks of the selected slices only ([N,H,W], N = len(selection.indices),
     e.g. ``lung_mask[selection.indices]``). slice = clip(HU, lo, hi) * 255 / (hi - lo), minus the
     slice minimum, to uint8. Returns float32 [N, 3, h, w]. With ``device`` (a torch device) it is
-    computed there; ``hu`` and ``masks`` may then be tensors already there.
+    computed there; ``hu`` and ``masks`` may then be tensors already there, and with ``tensor``
+    the result is a torch tensor left there.
     """
     lo, hi = (float(v) for v in record["hu_window"])
     _, _, y0, y1, x0, x1 = selection.bbox
@@ -318,7 +320,8 @@ def classifier_input(
     if masks.shape[0] != len(idx):
         raise ValueError(f"need the masks of the {len(idx)} selected slices, got {masks.shape[0]}")
     if device is not None:
-        return _classifier_input_on_device(hu, masks, selection, record, device)
+        out = _classifier_input_on_device(hu, masks, selection, record, device)
+        return out if tensor else out.cpu().numpy()
     s = np.clip(hu[idx, y0:y1, x0:x1].astype(np.float32), lo, hi) * (255.0 / (hi - lo))
     s -= s.reshape(len(idx), -1).min(axis=1)[:, None, None]
     s8 = np.clip(s, 0, 255).astype(np.uint8)
@@ -329,8 +332,9 @@ def classifier_input(
 
 def _classifier_input_on_device(
     hu: Any, masks: Any, selection: SliceSelection, record: Mapping[str, Any], device: str
-) -> np.ndarray:
-    """`classifier_input` in torch on ``device``, the same operations in the same order."""
+) -> Any:
+    """`classifier_input` in torch on ``device``, the same operations in the same order; the
+    tensor is left there."""
     import torch
 
     lo, hi = (float(v) for v in record["hu_window"])
@@ -342,4 +346,4 @@ def _classifier_input_on_device(
     s8 = s.clamp(0, 255).to(torch.uint8)
     m = (on_device(masks, device)[:, y0:y1, x0:x1] > 0).to(torch.uint8)
     channels = torch.stack([m * 255, m * s8, s8], dim=1).float()
-    return (resize_on_device(channels, record["input_size"]) / 255.0).cpu().numpy()
+    return resize_on_device(channels, record["input_size"]) / 255.0

@@ -74,13 +74,18 @@ _PARAMETER_DOCS = {
     "compile": "torch.compile mode (reduce-overhead: CUDA graphs), per padded batch size; none: eager",
     "pipeline_config": "per-model preprocessing records, from the checkpoints' metadata",
     "torch_threads": "torch threads for resizing (cores / pipeline instances): no oversubscription",
+    "FORCE_CPU_ONLY_INPUT_TENSORS": "no: inputs the pipeline sent from the GPU arrive on it (DLPack)",
 }
+
+#: Parameters that Triton's Python backend reads itself (the others are covidet's, for model.py).
+_BACKEND_PARAMETERS = {"FORCE_CPU_ONLY_INPUT_TENSORS"}
 
 
 def _parameters(cfg: _Config, params: Mapping[str, str]) -> None:
     for key, value in params.items():
         cfg.raw("parameters {")
-        cfg.field(f'  key: "{key}"', "read by model.py in initialize()")
+        by_backend = key in _BACKEND_PARAMETERS
+        cfg.field(f'  key: "{key}"', "read by Triton's Python backend" if by_backend else "read by model.py")
         cfg.field(f'  value: {{ string_value: "{value}" }}', _PARAMETER_DOCS.get(key, ""))
         cfg.raw("}")
 

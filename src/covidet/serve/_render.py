@@ -329,6 +329,8 @@ def render_repository(
             params = {"runtime": "torch", "checkpoint": str(stem), "device": "cuda", "fp16": "true"}
             if spec in C.SLICE_MODELS:  # the GRU's sequence length varies per scan: eager
                 params["compile"] = torch_compile
+                # the pipeline's GPU tensors arrive as they are (DLPack through BLS)
+                params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
         if profile == "gpu" and spec in C.SLICE_MODELS:
             _build_plan(vdir / "model.onnx", vdir / "model.plan", metas[spec.name], out / ".trt_timing.cache")
             (vdir / "model.py").unlink(missing_ok=True)
@@ -352,6 +354,8 @@ def render_repository(
             # GPU profiles window, resize and up-sample on the GPU: the CPU would need ~24 cores
             # for that alone at 25 scans/s (0.97 CPU-s a 300x512x512 scan)
             device=None if profile in CPU_PROFILES else "cuda",
+            # ... and hand the slice models their inputs there, and take their outputs there
+            device_tensors=profile not in CPU_PROFILES,
         ).to_json()
     )
     (out / C.PIPELINE.name / "config.pbtxt").write_text(

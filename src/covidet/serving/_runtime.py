@@ -120,9 +120,12 @@ class TorchRunner:
         self._torch = torch
 
     def forward(self, t: Any) -> Any:
-        """One batch as a torch tensor (any device, any float dtype) -> float32 output on the CPU."""
+        """One batch as a torch tensor (any device, any float dtype) -> float32 output on the
+        input's device: a batch that came on the GPU leaves on it (DLPack through BLS), one from
+        the host goes back there."""
         torch = self._torch
         n = int(t.shape[0])
+        home = t.device
         with torch.inference_mode():
             t = t.to(self.device, self.dtype, non_blocking=True)
             if self.compiled:  # always a fresh (inference-mode) buffer: the graphs' guards match
@@ -133,7 +136,7 @@ class TorchRunner:
             if self.channels_last and t.ndim == 4:
                 t = t.contiguous(memory_format=torch.channels_last)
             out = self.module(t)[:n]
-            return out.float().cpu().contiguous()
+            return out.float().to(home).contiguous()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.forward(self._torch.from_numpy(x)).numpy())

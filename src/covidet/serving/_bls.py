@@ -1,0 +1,83 @@
+"""The pipeline step's `InferFn` inside Triton: one async BLS request per chunk of slices.
+
+Host arrays go as ``pb_utils.Tensor``; with `PipelineConfig.device_tensors` (the GPU profiles)
+torch tensors built on the GPU go by DLPack, the answer is asked for in GPU memory, and comes
+back as a torch tensor there: the slice models' inputs and outputs never cross to the host (the
+Python backend hands GPU tensors between processes by CUDA IPC).
+
+Should the device path fail where the host one works (a Python backend without GPU tensor
+support, a CUDA memory pool too small, CUDA IPC refused in a container), the request is sent
+again through the host and this instance keeps to the host from then on, with one warning in
+the log: slower, but it serves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from covidet import _contract as C
+
+__all__ = ["BlsInfer"]
+
+_SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
+
+
+class BlsInfer:
+    """``await infer(model, batch)`` through BLS; ``pb_utils`` is Triton's module (a stand-in in
+    tests). ``device``: the pipeline's torch device, whose tensors are passed as they are when
+    ``device_tensors``."""
+
+    def __init__(self, pb_utils: Any, *, device: str | None = None, device_tensors: bool = False) -> None:
+        self.pb = pb_utils
+        self.device_tensors = bool(device_tensors and device)
+        self._preferred: Any = None
+        if self.device_tensors and str(device).startswith("cuda"):
+            import torch
+
+            index = torch.device(str(device)).index or 0
+            self._preferred = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, index)
+
+    async def __call__(self, model: str, x: Any) -> Any:
+        if not self.device_tensors or isinstance(x, np.ndarray):
+            return await self._send(model, _host(x), device=False)
+        try:
+            return await self._send(model, x, device=True)
+        except Exception as exc:
+            y = await self._send(model, _host(x), device=False)  # its error, if any, is the answer
+            self.device_tensors = False
+            self.pb.Logger.log_warn(
+                f"covidet_pipeline: slice tensors through BLS on the device failed ({exc}); "
+                "this instance passes them through host memory from now on"
+            )
+            return y
+
+    async def _send(self, model: str, x: Any, *, device: bool) -> Any:
+        spec = _SPECS[model]
+        pb = self.pb
+        if device:
+            from torch.utils.dlpack import to_dlpack
+
+            tensor = pb.Tensor.from_dlpack(spec.inputs[0].name, to_dlpack(x))
+        else:
+            tensor = pb.Tensor(spec.inputs[0].name, x)
+        kwargs = {"preferred_memory": self._preferred} if device and self._preferred is not None else {}
+        request = pb.InferenceRequest(
+            model_name=model, inputs=[tensor], requested_output_names=[spec.outputs[0].name], **kwargs
+        )
+        response = await request.async_exec()
+        if response.has_error():
+            from covidet.serving import bls_error
+
+            raise bls_error(model, response.error().message())
+        out = pb.get_output_tensor_by_name(response, spec.outputs[0].name)
+        if not device:
+            return out.as_numpy()
+        from torch.utils.dlpack import from_dlpack
+
+        return from_dlpack(out.to_dlpack())
+
+
+def _host(x: Any) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else np.ascontiguousarray(x.detach().cpu().numpy())

@@ -1,0 +1,105 @@
+"""`BlsInfer` with a stand-in for Triton's `pb_utils`: host arrays, device tensors, the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from covidet import _contract as C
+from covidet.serving import BlsInfer
+
+torch = pytest.importorskip("torch")
+
+
+class _Tensor:
+    def __init__(self, name: str, value: Any) -> None:
+        self.name, self.value = name, value
+
+    @classmethod
+    def from_dlpack(cls, name: str, capsule: Any) -> _Tensor:
+        return cls(name, torch.utils.dlpack.from_dlpack(capsule))
+
+    def as_numpy(self) -> np.ndarray:
+        assert isinstance(self.value, np.ndarray), "as_numpy of a tensor that is not on the host"
+        return self.value
+
+    def to_dlpack(self) -> Any:
+        return torch.utils.dlpack.to_dlpack(self.value)
+
+
+class _Triton:
+    """pb_utils as far as BlsInfer uses it: the slice model doubles its input."""
+
+    def __init__(self, fail_device: bool = False, fail_all: bool = False) -> None:
+        self.fail_device, self.fail_all = fail_device, fail_all
+        self.sent: list[tuple[str, type]] = []
+        self.warnings: list[str] = []
+        self.Tensor = _Tensor
+        self.Logger = SimpleNamespace(log_warn=self.warnings.append)
+        self.TRITONSERVER_MEMORY_GPU = "GPU"
+
+    def PreferredMemory(self, kind: str, index: int) -> tuple[str, int]:
+        return (kind, index)
+
+    def InferenceRequest(self, model_name: str, inputs: list, requested_output_names: list, **kw: Any) -> Any:
+        (tensor,) = inputs
+        self.sent.append((model_name, type(tensor.value)))
+        on_device = not isinstance(tensor.value, np.ndarray)
+        error = self.fail_all or (self.fail_device and on_device)
+
+        async def async_exec() -> Any:
+            if on_device and self.fail_device:
+                raise RuntimeError("Failed to open the cudaIpcHandle")
+            out = _Tensor(requested_output_names[0], tensor.value * 2)
+            return SimpleNamespace(
+                has_error=lambda: error,
+                error=lambda: SimpleNamespace(message=lambda: "lung_seg failed: boom"),
+                output=out,
+            )
+
+        return SimpleNamespace(async_exec=async_exec)
+
+    @staticmethod
+    def get_output_tensor_by_name(response: Any, name: str) -> Any:
+        return response.output
+
+
+MODEL = C.LUNG_SEG.name
+
+
+def test_host_arrays_go_and_come_as_numpy() -> None:
+    pb = _Triton()
+    y = asyncio.run(BlsInfer(pb)(MODEL, np.ones((2, 1, 4, 4), np.float32)))
+    assert isinstance(y, np.ndarray) and y.sum() == 64 and pb.sent == [(MODEL, np.ndarray)]
+
+
+def test_device_tensors_go_and_come_by_dlpack() -> None:
+    pb = _Triton()
+    bls = BlsInfer(pb, device="cpu", device_tensors=True)
+    y = asyncio.run(bls(MODEL, torch.ones((2, 1, 4, 4))))
+    assert isinstance(y, torch.Tensor) and float(y.sum()) == 64
+    assert pb.sent == [(MODEL, torch.Tensor)] and bls.device_tensors and not pb.warnings
+    # without the setting (CPU profiles) a tensor is sent from the host
+    assert isinstance(asyncio.run(BlsInfer(pb, device="cpu")(MODEL, torch.ones(1, 1, 2, 2))), np.ndarray)
+
+
+def test_a_failing_device_path_falls_back_to_the_host_for_good() -> None:
+    pb = _Triton(fail_device=True)
+    bls = BlsInfer(pb, device="cpu", device_tensors=True)
+    y = asyncio.run(bls(MODEL, torch.ones((1, 1, 2, 2))))
+    assert isinstance(y, np.ndarray) and y.sum() == 8
+    assert not bls.device_tensors and len(pb.warnings) == 1 and "cudaIpcHandle" in pb.warnings[0]
+    asyncio.run(bls(MODEL, torch.ones((1, 1, 2, 2))))
+    assert pb.sent[-1] == (MODEL, np.ndarray) and len(pb.warnings) == 1
+
+
+def test_a_model_error_is_the_answer_and_keeps_the_device_path_off_only_if_the_host_works() -> None:
+    pb = _Triton(fail_all=True)
+    bls = BlsInfer(pb, device="cpu", device_tensors=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(bls(MODEL, torch.ones((1, 1, 2, 2))))
+    assert bls.device_tensors and not pb.warnings  # the host failed too: nothing to blame on the GPU
