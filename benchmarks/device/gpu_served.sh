@@ -31,7 +31,10 @@ run)
     python3 benchmarks/bench.py --profile gpu-torch --checkpoints "$ckpt" --torch-compile "${COMPILE:-none}" \
         --concurrency "${LEVELS:-1,4,16}" --duration "${DURATION:-20}" --slices 300 --size 512 --scans 2 \
         --shared-memory --compare torch --baseline-scans 3 --flops \
-        --json "$OUT/served-${VARIANT:-full}.json" 2>&1 | tee "$OUT/served-${VARIANT:-full}.log"
+        --json "$OUT/served-${VARIANT:-full}.json" --server-log "$OUT/triton.log" 2>&1 \
+        | tee "$OUT/served-${VARIANT:-full}.log"
+    # the slice tensors stayed on the GPU through BLS unless a pipeline instance said otherwise
+    grep -c "through host memory from now on" "$OUT/triton.log" || echo "device tensors: no fallback"
     ;;
 *) echo "unknown stage $STAGE: install or run" >&2; exit 2 ;;
 esac

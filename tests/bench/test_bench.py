@@ -197,3 +197,15 @@ def test_replayed_models_leave_the_pipeline_s_own_work(repository: Path, phantom
             asyncio.run(pipe.run(scan.hu[:-8], spacing))
     finally:
         models.close()
+
+
+def test_bench_starts_its_own_server_and_keeps_its_log(tmp_path: Path) -> None:
+    """Without --url bench renders the profile, starts Triton on free ports and stops it after."""
+    out, log = tmp_path / "own.json", tmp_path / "logs" / "triton.log"
+    argv = ["--profile", "cpu", "--concurrency", "1", "--duration", "2", "--warmup", "0"]
+    argv += ["--slices", "16", "--size", "96", "--scans", "1", "--json", str(out), "--server-log", str(log)]
+    assert main(argv) == 0
+    (level,) = json.loads(out.read_text())["levels"]
+    assert level["summary"]["ok"] >= 1 and level["summary"]["errors"] == 0
+    text = log.read_text(errors="replace")
+    assert "covidet_pipeline" in text and "through host memory" not in text

@@ -260,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--csv", type=Path, default=None)
     p.add_argument("--png", type=Path, default=None)
+    p.add_argument(
+        "--server-log",
+        type=Path,
+        default=None,
+        help="keep the log of the server bench starts here (its warnings: e.g. a GPU fallback)",
+    )
     args = p.parse_args(argv)
 
     from rich.console import Console
@@ -317,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if url is None and levels:
             from covidet.serve import TritonServer
 
-            server = TritonServer.on_free_ports(repo)
+            if args.server_log is not None:
+                args.server_log.parent.mkdir(parents=True, exist_ok=True)
+            server = TritonServer.on_free_ports(repo, log_file=args.server_log)
             server.start()
             with console.status("starting Triton..."):
                 server.wait_ready(timeout=600)
