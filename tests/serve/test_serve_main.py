@@ -54,3 +54,21 @@ def test_a_lock_passed_through_replaces_covidets_own(
     own = "--http-restricted-api=model-repository:my-header=abc0123456789abcdef"
     cmd = _command(capsys, "--model-repository", str(tmp_path), "--dry-run", "--", own)
     assert [a for a in cmd if "restricted" in a] == [own]
+
+
+def test_gpu_tensors_through_bls_get_a_cuda_memory_pool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from covidet import _contract as C
+    from covidet.serving import PIPELINE_CONFIG_FILE, PipelineConfig
+
+    def pool(device: str | None, tensors: bool) -> list[str]:
+        repo = tmp_path / f"{device}-{tensors}"
+        (repo / C.PIPELINE.name / "1").mkdir(parents=True)
+        text = PipelineConfig(models={}, device=device, device_tensors=tensors).to_json()
+        (repo / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).write_text(text)
+        cmd = _command(capsys, "--model-repository", str(repo), "--unlocked", "--dry-run")
+        return [a for a in cmd if a.startswith("--cuda-memory-pool-byte-size")]
+
+    assert pool("cuda", True) == [f"--cuda-memory-pool-byte-size=0:{2 * 2**30}"]
+    assert pool("cuda", False) == [] and pool("cpu", True) == [] and pool(None, False) == []

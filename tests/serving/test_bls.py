@@ -34,8 +34,8 @@ class _Tensor:
 class _Triton:
     """pb_utils as far as BlsInfer uses it: the slice model doubles its input."""
 
-    def __init__(self, fail_device: bool = False, fail_all: bool = False) -> None:
-        self.fail_device, self.fail_all = fail_device, fail_all
+    def __init__(self, fail_device: bool = False, fail_all: bool = False, empty_device: bool = False) -> None:
+        self.fail_device, self.fail_all, self.empty_device = fail_device, fail_all, empty_device
         self.sent: list[tuple[str, type]] = []
         self.warnings: list[str] = []
         self.Tensor = _Tensor
@@ -54,7 +54,8 @@ class _Triton:
         async def async_exec() -> Any:
             if on_device and self.fail_device:
                 raise RuntimeError("Failed to open the cudaIpcHandle")
-            out = _Tensor(requested_output_names[0], tensor.value * 2)
+            value = tensor.value[:0] if (on_device and self.empty_device) else tensor.value * 2
+            out = _Tensor(requested_output_names[0], value)
             return SimpleNamespace(
                 has_error=lambda: error,
                 error=lambda: SimpleNamespace(message=lambda: "lung_seg failed: boom"),
@@ -103,3 +104,13 @@ def test_a_model_error_is_the_answer_and_keeps_the_device_path_off_only_if_the_h
     with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(bls(MODEL, torch.ones((1, 1, 2, 2))))
     assert bls.device_tensors and not pb.warnings  # the host failed too: nothing to blame on the GPU
+
+
+def test_an_empty_answer_is_never_taken_for_a_result() -> None:
+    """The Python backend answers a GPU tensor it could not move (a full CUDA memory pool) with an
+    empty tensor and no error: that is a failure of the device path, retried through the host."""
+    pb = _Triton(empty_device=True)
+    bls = BlsInfer(pb, device="cpu", device_tensors=True)
+    y = asyncio.run(bls(MODEL, torch.ones((3, 1, 2, 2))))
+    assert isinstance(y, np.ndarray) and y.shape == (3, 1, 2, 2) and not bls.device_tensors
+    assert "answered shape (0, 1, 2, 2) for a batch of 3 slices on the GPU" in pb.warnings[0]

@@ -41,6 +41,23 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+#: Triton's CUDA memory pool on GPU 0 when the pipeline hands slice tensors over on the GPU
+#: (`PipelineConfig.device_tensors`): 2 GiB, ~32 full-size lung chunks (32 MB in, 32 MB out) in
+#: flight. Pass ``-- --cuda-memory-pool-byte-size=0:N`` to `covidet serve` for another size.
+CUDA_POOL_BYTES = 2 * 2**30
+
+
+def _gpu_tensors_through_bls(repository: Path) -> bool:
+    """Whether the repository's pipeline hands slice tensors to BLS on a CUDA device."""
+    from covidet.serving import PipelineConfig
+
+    try:
+        config = PipelineConfig.from_repository(repository)
+    except (OSError, ValueError, KeyError):  # not a covidet repository: Triton's defaults
+        return False
+    return config.device_tensors and str(config.device or "").startswith("cuda")
+
+
 class TritonServer:
     """A Triton server process serving ``model_repository``; a context manager."""
 
@@ -121,6 +138,10 @@ class TritonServer:
             # last request (a 300-slice CT: 150 MB): 1.2 GB kept after a burst. Free them instead.
             "--grpc-infer-allocation-pool-size=0",
         ]
+        if _gpu_tensors_through_bls(self.model_repository):
+            # GPU tensors between the pipeline and the slice models travel through this pool
+            # (the default is 64 MB; exhausted, the Python backend answers empty tensors)
+            cmd.append(f"--cuda-memory-pool-byte-size=0:{CUDA_POOL_BYTES}")
         if self.model_control_mode == "explicit":
             cmd.append("--load-model=*")
         if binary.backend_dir:

@@ -73,10 +73,20 @@ class BlsInfer:
             raise bls_error(model, response.error().message())
         out = pb.get_output_tensor_by_name(response, spec.outputs[0].name)
         if not device:
-            return out.as_numpy()
-        from torch.utils.dlpack import from_dlpack
+            y = out.as_numpy()
+        else:
+            from torch.utils.dlpack import from_dlpack
 
-        return from_dlpack(out.to_dlpack())
+            y = from_dlpack(out.to_dlpack())
+        if spec.max_batch_size and (y is None or y.ndim == 0 or y.shape[0] != x.shape[0]):
+            # the Python backend answers a tensor it failed to move (e.g. a full CUDA memory pool)
+            # with an empty one and no error: never fold that in as a result
+            got = "nothing" if y is None else f"shape {tuple(y.shape)}"
+            raise RuntimeError(
+                f"{model} answered {got} for a batch of {x.shape[0]} slices"
+                f"{' on the GPU' if device else ''}: see the server log"
+            )
+        return y
 
 
 def _host(x: Any) -> np.ndarray:
