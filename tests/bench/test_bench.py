@@ -58,6 +58,10 @@ def test_bench_smoke(covidet_server: Any, tmp_path: Path) -> None:
     modes = [b["summary"]["mode"] for b in report["baselines"]]
     assert modes == ["perf_analyzer", "perf_analyzer", "onnx-inprocess", "naive-torch", "prepost-1core"]
     assert all(b["summary"]["ok"] == 1 for b in report["baselines"][2:])
+    for b in report["baselines"][2:]:  # in-process: where a scan's time goes, stage by stage
+        stages = b["summary"]["stages_mean_s"]
+        assert set(stages) == {"lung", "classify_and_lesion", "fusion", "total"}
+        assert 0 < stages["lung"] < stages["total"] <= b["summary"]["latency_mean_s"]
     for pa, level in zip(report["baselines"][:2], (1, 2), strict=True):  # Triton's own load generator
         s = pa["summary"]
         assert s["level"] == level and s["scans_per_s"] > 0 and 0 < s["latency_p50_s"] <= s["latency_p99_s"]

@@ -30,13 +30,14 @@ def _sequential(pipe: ScanPipeline, scans: Sequence[Scan], n: int, mode: str) ->
     for i in range(n):
         scan = scans[i % len(scans)]
         s0 = time.perf_counter()
+        stages: dict[str, float] = {}
         try:
-            asyncio.run(pipe.run(scan.hu, np.asarray(scan.spacing, np.float32)))
+            asyncio.run(pipe.run(scan.hu, np.asarray(scan.spacing, np.float32), timings=stages))
         except ValueError as exc:  # the pipeline's answer to bad input (e.g. no lung): counted, not fatal
             error = f"{type(exc).__name__}: {exc}"[:200]
             samples.append(Sample(s0, time.perf_counter() - s0, False, scan.hu.shape[0], error))
             continue
-        samples.append(Sample(s0, time.perf_counter() - s0, True, scan.hu.shape[0]))
+        samples.append(Sample(s0, time.perf_counter() - s0, True, scan.hu.shape[0], stages=stages))
     return LevelResult(mode, 1, time.perf_counter() - t0, samples)
 
 

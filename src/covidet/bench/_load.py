@@ -31,6 +31,9 @@ class Sample:
     ok: bool
     slices: int
     error: str = ""
+    #: in-process baselines: the pipeline's wall time per stage (lung, classify_and_lesion,
+    #: fusion, total), as the served pipeline reports it in its metrics
+    stages: dict[str, float] | None = None
 
 
 @dataclass
@@ -56,6 +59,8 @@ class LevelResult:
         for s in self.samples:
             if not s.ok:
                 errors[s.error] = errors.get(s.error, 0) + 1
+        staged = [s.stages for s in ok if s.stages]
+        stages = {k: float(np.mean([st[k] for st in staged])) for k in staged[0]} if staged else None
         return {
             "mode": self.mode,
             "level": self.level,
@@ -73,6 +78,7 @@ class LevelResult:
             "peak_server_rss_mib": self.peak_rss_mib,
             "peak_server_pss_mib": self.peak_pss_mib,
             "peak_server_own_pss_mib": self.peak_own_pss_mib,
+            "stages_mean_s": stages,
             "server": self.server,
         }
 

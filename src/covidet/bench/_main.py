@@ -413,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp.cleanup()
     summaries = [r["summary"] for r in report["levels"] + report["baselines"]]
     _print(summaries, f"covidet bench: {report['workload']['shape']} scans, {args.protocol}")
+    for row in summaries:  # where an in-process scan's time goes, stage by stage
+        if row.get("stages_mean_s"):
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in row["stages_mean_s"].items())
+            console.print(f"{row['mode']}: mean s a scan by stage: {parts}")
     if "flops" in report and report["levels"]:
         f = report["flops"]
         console.print(
@@ -425,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=1, default=float))
     if args.csv:
         with args.csv.open("w", newline="") as fh:
-            keys = [k for k in summaries[0] if k not in ("server", "error_kinds")]
+            keys = [k for k in summaries[0] if k not in ("server", "error_kinds", "stages_mean_s")]
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
             w.writerows(summaries)
