@@ -177,7 +177,7 @@ def _monitor_main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from covidet.client import Client, plot_forecast
+    from covidet.client import AsyncClient, plot_forecast
 
     p = argparse.ArgumentParser(
         prog="covidet monitor",
@@ -206,14 +206,21 @@ def _monitor_main(argv: list[str]) -> int:
                 days.append(float(row["day"]))
                 ratios.append(float(row["ratio"]))
     console = Console(stderr=args.json)
-    with Client(args.url or ["127.0.0.1:8001"], protocol=args.protocol) as client:
-        for day, scan in zip(scan_days, args.scans, strict=True):
-            d = client.diagnose(scan)
-            console.print(f"day {day:g}: {scan} lesion/lung ratio {d.lesion_ratio:.4f}")
-            days.append(day)
-            ratios.append(d.lesion_ratio)
-        levels = [float(v) for v in args.levels.split(",") if v.strip()]
-        fc = client.forecast(days, ratios, levels=levels, horizon_days=args.horizon)
+    levels = [float(v) for v in args.levels.split(",") if v.strip()]
+
+    async def run() -> Any:
+        async with AsyncClient(args.url or ["127.0.0.1:8001"], protocol=args.protocol) as client:
+            # the patient's scans in flight together (the server batches their slices), in order
+            k = 0
+            async for d in client.diagnose_many(args.scans, concurrency=max(1, len(args.scans))):
+                day, scan = scan_days[k], args.scans[k]
+                k += 1
+                console.print(f"day {day:g}: {scan} lesion/lung ratio {d.lesion_ratio:.4f}")
+                days.append(day)
+                ratios.append(d.lesion_ratio)
+            return await client.forecast(days, ratios, levels=levels, horizon_days=args.horizon)
+
+    fc = asyncio.run(run())
     args.out.mkdir(parents=True, exist_ok=True)
     plot_forecast(fc, args.out / "course.png")
     (args.out / "course.json").write_text(json.dumps(fc.to_dict(), indent=2))
