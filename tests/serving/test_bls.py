@@ -113,4 +113,4 @@ def test_an_empty_answer_is_never_taken_for_a_result() -> None:
     bls = BlsInfer(pb, device="cpu", device_tensors=True)
     y = asyncio.run(bls(MODEL, torch.ones((3, 1, 2, 2))))
     assert isinstance(y, np.ndarray) and y.shape == (3, 1, 2, 2) and not bls.device_tensors
-    assert "answered shape (0, 1, 2, 2) for a batch of 3 slices on the GPU" in pb.warnings[0]
+    assert "answered shape (0, 1, 2, 2) for a batch of 3 slices on the device" in pb.warnings[0]

@@ -72,7 +72,9 @@ class BlsInfer:
 
             raise bls_error(model, response.error().message())
         out = pb.get_output_tensor_by_name(response, spec.outputs[0].name)
-        if not device:
+        if out is None:
+            y = None
+        elif not device:
             y = out.as_numpy()
         else:
             from torch.utils.dlpack import from_dlpack
@@ -84,7 +86,7 @@ class BlsInfer:
             got = "nothing" if y is None else f"shape {tuple(y.shape)}"
             raise RuntimeError(
                 f"{model} answered {got} for a batch of {x.shape[0]} slices"
-                f"{' on the GPU' if device else ''}: see the server log"
+                f"{' on the device' if device else ''}: see the server log"
             )
         return y
 
