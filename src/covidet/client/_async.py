@@ -17,7 +17,7 @@ import numpy as np
 
 from covidet import _contract as C
 from covidet.client._base import ClientBase
-from covidet.client._core import infer_inputs, translate_error
+from covidet.client._core import infer_inputs
 from covidet.client._forecast import Forecast, ForecastRequest
 from covidet.client._result import Diagnosis
 from covidet.client._volume import Volume, load_volume
@@ -71,20 +71,15 @@ class AsyncClient(ClientBase):
         """Await ``fn(client)`` with retries (retryable errors only) and fail-over across URLs,
         each attempt bounded by ``timeout_s``."""
         last: CovidetError | None = None
-        urls = self._urls()
-        for attempt in range(self.policy.retries + 1):
-            for url in urls:
-                try:
-                    return await asyncio.wait_for(fn(self._client(url)), self.timeout_s)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    err = translate_error(exc)
-                    if not err.retryable:
-                        raise err from exc
-                    last = err
-            if attempt < self.policy.retries:
-                await asyncio.sleep(self.policy.backoff(attempt))
+        for url, wait in self._attempts():
+            if wait:
+                await asyncio.sleep(wait)
+            try:
+                return await asyncio.wait_for(fn(self._client(url)), self.timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                last = self._retryable(exc)
         assert last is not None
         raise last
 

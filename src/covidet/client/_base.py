@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,11 +16,12 @@ from covidet.client._core import (
     infer_kwargs,
     protocol_for,
     requested_outputs,
+    translate_error,
 )
 from covidet.client._result import Diagnosis, parse_outputs
 from covidet.client._shm import SharedVolume
 from covidet.client._volume import Volume
-from covidet.errors import InvalidInputError
+from covidet.errors import CovidetError, InvalidInputError
 
 __all__ = ["ClientBase"]
 
@@ -65,6 +66,22 @@ class ClientBase:
             return self.urls
         k = next(self._turns) % len(self.urls)
         return self.urls[k:] + self.urls[:k]
+
+    def _attempts(self) -> Iterator[tuple[str, float]]:
+        """One request's attempts, for both clients: ``(url, seconds to wait before it)``. Every
+        URL in `_urls` order, ``retries + 1`` rounds, `RetryPolicy.backoff` between rounds."""
+        urls = self._urls()
+        for attempt in range(self.policy.retries + 1):
+            for i, url in enumerate(urls):
+                yield url, (self.policy.backoff(attempt - 1) if attempt and i == 0 else 0.0)
+
+    @staticmethod
+    def _retryable(exc: Exception) -> CovidetError:
+        """``exc`` as covidet's error if a retry may help; raised (from ``exc``) if not."""
+        err = translate_error(exc)
+        if not err.retryable:
+            raise err from exc
+        return err
 
     def _client(self, url: str) -> Any:
         if url not in self._clients:

@@ -8,7 +8,7 @@ from typing import Any
 
 from covidet import _contract as C
 from covidet.client._base import ClientBase
-from covidet.client._core import CLIENT_OPTIONS, infer_inputs, translate_error
+from covidet.client._core import CLIENT_OPTIONS, infer_inputs
 from covidet.client._forecast import Forecast, ForecastRequest
 from covidet.client._result import Diagnosis
 from covidet.client._volume import Volume, load_volume
@@ -29,18 +29,13 @@ class Client(ClientBase):
     def _call(self, fn: Any) -> Any:
         """Run ``fn(client)`` with retries (retryable errors only) and fail-over across URLs."""
         last: CovidetError | None = None
-        urls = self._urls()
-        for attempt in range(self.policy.retries + 1):
-            for url in urls:
-                try:
-                    return fn(self._client(url))
-                except Exception as exc:
-                    err = translate_error(exc)
-                    if not err.retryable:
-                        raise err from exc
-                    last = err
-            if attempt < self.policy.retries:
-                time.sleep(self.policy.backoff(attempt))
+        for url, wait in self._attempts():
+            if wait:
+                time.sleep(wait)
+            try:
+                return fn(self._client(url))
+            except Exception as exc:
+                last = self._retryable(exc)
         assert last is not None
         raise last
 
