@@ -13,6 +13,7 @@ __all__ = [
     "lesion_input",
     "lung_input",
     "on_device",
+    "on_host",
     "prob_to_mask",
     "resize_on_device",
     "resize_slices",
@@ -72,6 +73,11 @@ def on_device(x: Any, device: str) -> Any:
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 
+def on_host(x: Any) -> np.ndarray:
+    """``x`` as a numpy array: an array as it is, a torch tensor copied off its device."""
+    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+
+
 #: Slices converted to float at a time: bounds the float copies of a 512x512 scan to ~32 MB.
 _CHUNK = 32
 #: Slices up-sampled to the input grid at a time: an 8 x 512 x 512 float32 temporary is 8 MB.
@@ -95,8 +101,11 @@ def _per_chunk(
     return out
 
 
-def _cat_chunks(n: int, fn: Callable[[slice], Any]) -> Any:
-    """The torch tensors ``fn(part)`` of ``n`` slices, `_CHUNK` at a time, concatenated."""
+def _model_input(n: int, size: Sequence[int], fn: Callable[[slice], Any], tensor: bool) -> Any:
+    """[n,1,h,w] float32 model input of ``n`` slices from ``fn(part)``, `_CHUNK` at a time: a
+    numpy array, or with ``tensor`` the torch tensors concatenated where they were made."""
+    if not tensor:
+        return _per_chunk(n, (1, *size), np.float32, fn)
     import torch
 
     parts = [fn(part) for part in chunks(n, _CHUNK)]
@@ -154,16 +163,10 @@ def lung_input(hu: Any, record: Mapping[str, Any], *, device: str | None = None,
     with ``tensor`` the input is a torch tensor left there (for a model that takes it there).
     """
     lo, div = float(record["hu_min"]), float(record["divisor"])
-    h, w = record["input_size"]
-    if tensor and device is not None:
-        return _cat_chunks(
-            hu.shape[0], lambda part: _windowed(hu[part], lo, None, 0.0, div, (h, w), device, True)
-        )
-    return _per_chunk(
-        hu.shape[0],
-        (1, h, w),
-        np.float32,
-        lambda part: _windowed(hu[part], lo, None, 0.0, div, (h, w), device),
+    size = tuple(record["input_size"])
+    keep = tensor and device is not None
+    return _model_input(
+        hu.shape[0], size, lambda part: _windowed(hu[part], lo, None, 0.0, div, size, device, keep), keep
     )
 
 
@@ -181,17 +184,11 @@ def lesion_input(
     ``device``, ``tensor``: as for `lung_input`.
     """
     lo, hi = (float(v) for v in record["hu_window"])
-    h, w = record["input_size"]
+    size = tuple(record["input_size"])
     take = np.arange(hu.shape[0]) if rows is None else np.asarray(rows)
-    if tensor and device is not None:
-        return _cat_chunks(
-            take.size, lambda part: _windowed(hu[take[part]], lo, hi, lo, hi - lo, (h, w), device, True)
-        )
-    return _per_chunk(
-        take.size,
-        (1, h, w),
-        np.float32,
-        lambda part: _windowed(hu[take[part]], lo, hi, lo, hi - lo, (h, w), device),
+    keep = tensor and device is not None
+    return _model_input(
+        take.size, size, lambda part: _windowed(hu[take[part]], lo, hi, lo, hi - lo, size, device, keep), keep
     )
 
 

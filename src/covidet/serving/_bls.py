@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from covidet import _contract as C
+from covidet.pipeline import on_host
 
 __all__ = ["BlsInfer"]
 
@@ -41,11 +42,11 @@ class BlsInfer:
 
     async def __call__(self, model: str, x: Any) -> Any:
         if not self.device_tensors or isinstance(x, np.ndarray):
-            return await self._send(model, _host(x), device=False)
+            return await self._send(model, x, device=False)
         try:
             return await self._send(model, x, device=True)
         except Exception as exc:
-            y = await self._send(model, _host(x), device=False)  # its error, if any, is the answer
+            y = await self._send(model, x, device=False)  # its error, if any, is the answer
             self.device_tensors = False
             self.pb.Logger.log_warn(
                 f"covidet_pipeline: slice tensors through BLS on the device failed ({exc}); "
@@ -60,8 +61,8 @@ class BlsInfer:
             from torch.utils.dlpack import to_dlpack
 
             tensor = pb.Tensor.from_dlpack(spec.inputs[0].name, to_dlpack(x))
-        else:
-            tensor = pb.Tensor(spec.inputs[0].name, x)
+        else:  # a tensor built on the device is copied off it
+            tensor = pb.Tensor(spec.inputs[0].name, np.ascontiguousarray(on_host(x)))
         kwargs = {"preferred_memory": self._preferred} if device and self._preferred is not None else {}
         request = pb.InferenceRequest(
             model_name=model, inputs=[tensor], requested_output_names=[spec.outputs[0].name], **kwargs
@@ -89,7 +90,3 @@ class BlsInfer:
                 f"{' on the device' if device else ''}: see the server log"
             )
         return y
-
-
-def _host(x: Any) -> np.ndarray:
-    return x if isinstance(x, np.ndarray) else np.ascontiguousarray(x.detach().cpu().numpy())

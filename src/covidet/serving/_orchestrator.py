@@ -138,7 +138,7 @@ class ScanPipeline:
         outs: dict[int, np.ndarray] = {}
 
         def keep(part: slice, y: Any) -> None:
-            outs[part.start] = _on_host(y)  # per-slice scores and features: small
+            outs[part.start] = P.on_host(y)  # per-slice scores and features: small
 
         await self._stream(model, x.shape[0], lambda part: x[part], keep)
         return np.concatenate([outs[start] for start in sorted(outs)], axis=0)
@@ -317,11 +317,6 @@ class ScanPipeline:
             provenance=self._provenance.encode(),
         )
         return out.to_tensors()
-
-
-def _on_host(y: Any) -> np.ndarray:
-    """A model output as a numpy array (a torch tensor is copied off its device)."""
-    return y if isinstance(y, np.ndarray) else y.detach().cpu().numpy()
 
 
 def _check_device(device: str) -> None:
