@@ -211,10 +211,9 @@ def _monitor_main(argv: list[str]) -> int:
     async def run() -> Any:
         async with AsyncClient(args.url or ["127.0.0.1:8001"], protocol=args.protocol) as client:
             # the patient's scans in flight together (the server batches their slices), in order
-            k = 0
-            async for d in client.diagnose_many(args.scans, concurrency=max(1, len(args.scans))):
-                day, scan = scan_days[k], args.scans[k]
-                k += 1
+            many = client.diagnose_many(args.scans, concurrency=max(1, len(args.scans)))
+            diagnoses = [d async for d in many]
+            for day, scan, d in zip(scan_days, args.scans, diagnoses, strict=True):
                 console.print(f"day {day:g}: {scan} lesion/lung ratio {d.lesion_ratio:.4f}")
                 days.append(day)
                 ratios.append(d.lesion_ratio)
