@@ -323,8 +323,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if url is None and levels:
             from covidet.serve import TritonServer
 
-            if args.server_log is not None:
-                args.server_log.parent.mkdir(parents=True, exist_ok=True)
             server = TritonServer.on_free_ports(repo, log_file=args.server_log)
             server.start()
             with console.status("starting Triton..."):

@@ -87,6 +87,7 @@ class TritonServer:
             os.close(fd)
             log_file = name
         self.log_file = Path(log_file)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
         # Python-backend stubs talk to Triton through /dev/shm regions that a killed server
         # leaves behind (64 MiB+ each); a per-server prefix lets us remove exactly ours.
