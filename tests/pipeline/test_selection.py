@@ -90,18 +90,25 @@ def _clean_on_whole_volume(mask: np.ndarray, keep: int = 2, min_fraction: float 
     return np.stack([ndimage.binary_fill_holes(s) for s in kept]).astype(np.uint8)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_clean_lung_mask_on_its_box_equals_the_whole_volume(seed: int) -> None:
+def _random_lungs(seed: int, shape: tuple[int, int, int] = (14, 48, 40)) -> np.ndarray:
+    """Two "lungs" with holes (some open to the lung's edge) and a smaller third blob at random
+    places, sometimes touching the volume's border (so the box meets the edge of the slice), and
+    a lone voxel: uint8 [S,H,W]."""
     rng = np.random.default_rng(seed)
-    m = np.zeros((14, 48, 40), np.uint8)
-    # two "lungs" with holes (some open to the lung's edge) and a smaller third blob, at random
-    # places: sometimes touching the volume's border, so the box meets the edge of the slice
+    s, h, w = shape
+    m = np.zeros(shape, np.uint8)
     for _ in range(3):
-        z0, y0, x0 = rng.integers(0, 6), rng.integers(0, 30), rng.integers(0, 24)
-        dz, dy, dx = rng.integers(3, 9), rng.integers(6, 19), rng.integers(6, 17)
+        z0, y0, x0 = rng.integers(0, s // 2), rng.integers(0, h - 18), rng.integers(0, w - 16)
+        dz, dy, dx = rng.integers(3, s // 2 + 2), rng.integers(6, 19), rng.integers(6, 17)
         m[z0 : z0 + dz, y0 : y0 + dy, x0 : x0 + dx] = 1
     m &= (rng.random(m.shape) < 0.93).astype(np.uint8)  # holes, and ragged edges
-    m[rng.integers(0, 14), rng.integers(0, 48), rng.integers(0, 40)] = 1  # a lone voxel
+    m[rng.integers(0, s), rng.integers(0, h), rng.integers(0, w)] = 1
+    return m
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_clean_lung_mask_on_its_box_equals_the_whole_volume(seed: int) -> None:
+    m = _random_lungs(seed)
     np.testing.assert_array_equal(P.clean_lung_mask(m), _clean_on_whole_volume(m))
 
 
@@ -216,12 +223,7 @@ def test_classifier_input_on_a_device_equals_the_cpu_path(device: str) -> None:
 def test_clean_lung_mask_on_a_device_equals_numpy(seed: int, device: str) -> None:
     import torch
 
-    rng = np.random.default_rng(seed)
-    m = np.zeros((12, 40, 36), np.uint8)
-    for _ in range(3):
-        z0, y0, x0 = rng.integers(0, 5), rng.integers(0, 24), rng.integers(0, 20)
-        m[z0 : z0 + rng.integers(3, 8), y0 : y0 + rng.integers(6, 17), x0 : x0 + rng.integers(6, 17)] = 1
-    m &= (rng.random(m.shape) < 0.9).astype(np.uint8)
+    m = _random_lungs(seed, (12, 40, 36))
     got = P.clean_lung_mask(P.on_device(m > 0, device), device=device)
     assert got.dtype == torch.bool and got.device.type == device
     np.testing.assert_array_equal(got.cpu().numpy().astype(np.uint8), P.clean_lung_mask(m))
