@@ -34,7 +34,7 @@ run)
         --json "$OUT/served-${VARIANT:-full}.json" --server-log "$OUT/triton.log" 2>&1 \
         | tee "$OUT/served-${VARIANT:-full}.log"
     # the slice tensors stayed on the GPU through BLS unless a pipeline instance said otherwise
-    grep -c "through host memory from now on" "$OUT/triton.log" || echo "device tensors: no fallback"
+    grep -c "slice tensors through BLS on the device failed" "$OUT/triton.log" || echo "device tensors: no fallback"
     ;;
 *) echo "unknown stage $STAGE: install or run" >&2; exit 2 ;;
 esac

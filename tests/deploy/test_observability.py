@@ -48,7 +48,7 @@ TRITON_GPU_METRICS = {
 }
 #: covidet's pipeline metrics (pb_utils.MetricFamily in covidet_pipeline); histograms expose
 #: <name>_bucket/_sum/_count.
-COVIDET_COUNTERS = {"covidet_scans_total"}
+COVIDET_COUNTERS = {"covidet_scans_total", "covidet_device_fallbacks_total"}
 COVIDET_HISTOGRAMS = {"covidet_slices_per_scan", "covidet_stage_seconds"}
 #: Prometheus' scrape health and kube-state-metrics.
 CLUSTER_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}

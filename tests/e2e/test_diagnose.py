@@ -177,5 +177,6 @@ def test_pipeline_metrics_are_exported(covidet_server: Any, phantoms: dict[str, 
         client.diagnose(ph.hu, spacing=ph.spacing)
     text = urllib.request.urlopen(covidet_server.metrics_url, timeout=5).read().decode()
     assert 'covidet_scans_total{result="ok"}' in text
+    assert "covidet_device_fallbacks_total 0" in text  # the CPU profile never tries the device path
     assert "covidet_slices_per_scan_bucket" in text and 'stage="total"' in text
     assert "nv_inference_request_success" in text

@@ -18,7 +18,7 @@ import pytest
 
 from covidet import _contract as C
 from covidet.serve._render import render_repository
-from covidet.serving import PIPELINE_CONFIG_FILE
+from covidet.serving import FALLBACK_WARNING, PIPELINE_CONFIG_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,7 @@ def test_torch_runtime_serves_like_onnx(
     served = diagnose_served(repo, ph, return_masks=True, server_log=log)
     # the slice tensors went through BLS as torch tensors (DLPack), never falling back to numpy
     assert json.loads((repo / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).read_text())["device_tensors"]
-    assert "through host memory from now on" not in log.read_text(errors="replace")
+    assert FALLBACK_WARNING not in log.read_text(errors="replace")
     ref = diagnose_in_process(repository, ph, return_masks=True)
     from covidet.pipeline import dice
 

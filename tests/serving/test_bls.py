@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from covidet import _contract as C
-from covidet.serving import BlsInfer
+from covidet.serving import FALLBACK_WARNING, BlsInfer
+from covidet.serving._bls import RETRY_FIRST_S, RETRY_MAX_S
 
 torch = pytest.importorskip("torch")
 
@@ -38,8 +39,9 @@ class _Triton:
         self.fail_device, self.fail_all, self.empty_device = fail_device, fail_all, empty_device
         self.sent: list[tuple[str, type]] = []
         self.warnings: list[str] = []
+        self.infos: list[str] = []
         self.Tensor = _Tensor
-        self.Logger = SimpleNamespace(log_warn=self.warnings.append)
+        self.Logger = SimpleNamespace(log_warn=self.warnings.append, log_info=self.infos.append)
         self.TRITONSERVER_MEMORY_GPU = "GPU"
 
     def PreferredMemory(self, kind: str, index: int) -> tuple[str, int]:
@@ -88,14 +90,61 @@ def test_device_tensors_go_and_come_by_dlpack() -> None:
     assert isinstance(asyncio.run(BlsInfer(pb, device="cpu")(MODEL, torch.ones(1, 1, 2, 2))), np.ndarray)
 
 
-def test_a_failing_device_path_falls_back_to_the_host_for_good() -> None:
-    pb = _Triton(fail_device=True)
-    bls = BlsInfer(pb, device="cpu", device_tensors=True)
-    y = asyncio.run(bls(MODEL, torch.ones((1, 1, 2, 2))))
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failing_device_path_falls_back_to_the_host_and_is_tried_again_later() -> None:
+    pb, clock, fallbacks = _Triton(fail_device=True), _Clock(), []
+    bls = BlsInfer(
+        pb, device="cpu", device_tensors=True, clock=clock, on_fallback=lambda: fallbacks.append(1)
+    )
+    x = torch.ones((1, 1, 2, 2))
+    y = asyncio.run(bls(MODEL, x))
     assert isinstance(y, np.ndarray) and y.sum() == 8
     assert not bls.device_tensors and len(pb.warnings) == 1 and "cudaIpcHandle" in pb.warnings[0]
-    asyncio.run(bls(MODEL, torch.ones((1, 1, 2, 2))))
-    assert pb.sent[-1] == (MODEL, np.ndarray) and len(pb.warnings) == 1
+    assert FALLBACK_WARNING in pb.warnings[0] and f"next {RETRY_FIRST_S:.0f} s" in pb.warnings[0]
+    assert fallbacks == [1]
+    clock.now += RETRY_FIRST_S - 1  # within the wait: the host only, no new warning
+    asyncio.run(bls(MODEL, x))
+    assert pb.sent[-1] == (MODEL, np.ndarray) and len(pb.sent) == 3 and len(pb.warnings) == 1
+    clock.now += 2  # the wait is over: one try on the device, failing again, then twice as long
+    asyncio.run(bls(MODEL, x))
+    assert pb.sent[-2:] == [(MODEL, torch.Tensor), (MODEL, np.ndarray)] and len(pb.warnings) == 2
+    assert f"next {2 * RETRY_FIRST_S:.0f} s" in pb.warnings[1] and fallbacks == [1, 1]
+    clock.now += 2 * RETRY_FIRST_S + 1
+    pb.fail_device = False  # the cause went away (a pool that was full for a moment)
+    y = asyncio.run(bls(MODEL, x))
+    assert isinstance(y, torch.Tensor) and bls.device_tensors and pb.infos and len(pb.warnings) == 2
+    asyncio.run(bls(MODEL, x))
+    assert pb.sent[-1] == (MODEL, torch.Tensor)
+
+
+def test_the_wait_between_tries_is_bounded() -> None:
+    pb, clock = _Triton(fail_device=True), _Clock()
+    bls = BlsInfer(pb, device="cpu", device_tensors=True, clock=clock)
+    for _ in range(12):
+        asyncio.run(bls(MODEL, torch.ones((1, 1, 2, 2))))
+        clock.now += RETRY_MAX_S + 1
+    assert f"next {RETRY_MAX_S:.0f} s" in pb.warnings[-1] and len(pb.warnings) == 12
+
+
+def test_chunks_in_flight_when_the_device_path_fails_warn_once() -> None:
+    pb, clock, fallbacks = _Triton(fail_device=True), _Clock(), []
+    bls = BlsInfer(
+        pb, device="cpu", device_tensors=True, clock=clock, on_fallback=lambda: fallbacks.append(1)
+    )
+
+    async def four() -> list[Any]:
+        return list(await asyncio.gather(*(bls(MODEL, torch.ones((1, 1, 2, 2))) for _ in range(4))))
+
+    ys = asyncio.run(four())
+    assert all(isinstance(y, np.ndarray) and y.sum() == 8 for y in ys)
+    assert len(pb.warnings) == 1 and fallbacks == [1]
 
 
 def test_a_model_error_is_the_answer_and_keeps_the_device_path_off_only_if_the_host_works() -> None:

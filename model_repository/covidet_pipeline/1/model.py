@@ -37,11 +37,16 @@ class TritonPythonModel:
         if params.get("torch_threads"):
             limit_torch_threads(int(params["torch_threads"]))
         setup = PipelineConfig.from_json(text)
-        # slices to the slice models as async BLS requests; on the GPU profiles as GPU tensors
-        bls = BlsInfer(pb_utils, device=setup.device, device_tensors=setup.device_tensors)
-        self.pipeline = ScanPipeline(setup, bls)
         self.logger = pb_utils.Logger
         self.metrics = PipelineMetrics(pb_utils, self.logger)
+        # slices to the slice models as async BLS requests; on the GPU profiles as GPU tensors
+        bls = BlsInfer(
+            pb_utils,
+            device=setup.device,
+            device_tensors=setup.device_tensors,
+            on_fallback=self.metrics.device_fallback,
+        )
+        self.pipeline = ScanPipeline(setup, bls)
 
     async def execute(self, requests: list) -> list:
         responses = list(await asyncio.gather(*(self._one(r) for r in requests)))

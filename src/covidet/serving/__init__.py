@@ -6,7 +6,7 @@ adapt tensors to these classes.
 
 from __future__ import annotations
 
-from covidet.serving._bls import BlsInfer
+from covidet.serving._bls import FALLBACK_WARNING, BlsInfer
 from covidet.serving._memory import limit_torch_threads, release_free_memory, usable_cores
 from covidet.serving._metrics import PipelineMetrics
 from covidet.serving._orchestrator import (
@@ -30,6 +30,7 @@ from covidet.serving._runtime import (
 __all__ = [
     "COMPILE_BUCKETS",
     "DEFAULT_INFLIGHT_CHUNKS",
+    "FALLBACK_WARNING",
     "PIPELINE_CONFIG_FILE",
     "BlsInfer",
     "InProcessModels",

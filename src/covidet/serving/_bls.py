@@ -7,12 +7,16 @@ Python backend hands GPU tensors between processes by CUDA IPC).
 
 Should the device path fail where the host one works (a Python backend without GPU tensor
 support, a CUDA memory pool too small, CUDA IPC refused in a container), the request is sent
-again through the host and this instance keeps to the host from then on, with one warning in
-the log: slower, but it serves.
+again through the host, with a warning in the log: slower, but it serves. The instance then keeps
+to the host for a while and tries the device path again, after `RETRY_FIRST_S`, then twice as
+long after each failed try, up to `RETRY_MAX_S`: a pool that was full for a moment costs a
+minute of host copies, a node that never allows CUDA IPC one try every ten minutes.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,7 +24,15 @@ import numpy as np
 from covidet import _contract as C
 from covidet.pipeline import on_host
 
-__all__ = ["BlsInfer"]
+__all__ = ["FALLBACK_WARNING", "RETRY_FIRST_S", "RETRY_MAX_S", "BlsInfer"]
+
+#: What the server log says when an instance leaves the device path (tests and checks grep it).
+FALLBACK_WARNING = "slice tensors through BLS on the device failed"
+
+#: Seconds on the host after the device path first failed, before it is tried again.
+RETRY_FIRST_S = 60.0
+#: The longest wait between tries of a device path that keeps failing.
+RETRY_MAX_S = 600.0
 
 _SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
 
@@ -30,9 +42,22 @@ class BlsInfer:
     tests). ``device``: the pipeline's torch device, whose tensors are passed as they are when
     ``device_tensors``."""
 
-    def __init__(self, pb_utils: Any, *, device: str | None = None, device_tensors: bool = False) -> None:
+    def __init__(
+        self,
+        pb_utils: Any,
+        *,
+        device: str | None = None,
+        device_tensors: bool = False,
+        on_fallback: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.pb = pb_utils
-        self.device_tensors = bool(device_tensors and device)
+        self.device_tensors = bool(device_tensors and device)  #: the device path is in use now
+        self._wanted = self.device_tensors
+        self._on_fallback = on_fallback
+        self._clock = clock
+        self._host_until = 0.0  # the device path is left alone until then
+        self._backoff = 0.0  # seconds before the next try; 0 while the device path works
         self._preferred: Any = None
         if self.device_tensors and str(device).startswith("cuda"):
             import torch
@@ -41,18 +66,30 @@ class BlsInfer:
             self._preferred = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, index)
 
     async def __call__(self, model: str, x: Any) -> Any:
-        if not self.device_tensors or isinstance(x, np.ndarray):
+        if not self._wanted or isinstance(x, np.ndarray) or self._clock() < self._host_until:
             return await self._send(model, x, device=False)
+        retrying = self._backoff > 0
+        if retrying:  # one chunk tries the device; the others keep to the host meanwhile
+            self._host_until = self._clock() + self._backoff
         try:
-            return await self._send(model, x, device=True)
+            y = await self._send(model, x, device=True)
         except Exception as exc:
             y = await self._send(model, x, device=False)  # its error, if any, is the answer
-            self.device_tensors = False
-            self.pb.Logger.log_warn(
-                f"covidet_pipeline: slice tensors through BLS on the device failed ({exc}); "
-                "this instance passes them through host memory from now on"
-            )
+            self._backoff = min(RETRY_MAX_S, 2 * self._backoff) if retrying else RETRY_FIRST_S
+            self._host_until = self._clock() + self._backoff
+            if self.device_tensors or retrying:  # once per switch, not per chunk then in flight
+                self.device_tensors = False
+                if self._on_fallback is not None:
+                    self._on_fallback()
+                self.pb.Logger.log_warn(
+                    f"covidet_pipeline: {FALLBACK_WARNING} ({exc}); this instance passes them "
+                    f"through host memory for the next {self._backoff:.0f} s, then tries again"
+                )
             return y
+        if retrying:
+            self._backoff, self._host_until, self.device_tensors = 0.0, 0.0, True
+            self.pb.Logger.log_info("covidet_pipeline: slice tensors through BLS on the device again")
+        return y
 
     async def _send(self, model: str, x: Any, *, device: bool) -> Any:
         spec = _SPECS[model]

@@ -11,7 +11,8 @@ STAGE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 
 
 class PipelineMetrics:
-    """covidet_scans_total{result}, covidet_slices_per_scan, covidet_stage_seconds{stage}.
+    """covidet_scans_total{result}, covidet_slices_per_scan, covidet_stage_seconds{stage},
+    covidet_device_fallbacks_total (an instance left the GPU path for slice tensors: `BlsInfer`).
 
     Built on ``pb_utils.MetricFamily`` (Triton's Python-backend custom metrics). Where the backend
     lacks a metric kind the metrics are disabled with one warning; serving is never affected.
@@ -33,6 +34,12 @@ class PipelineMetrics:
             self._stage_family = mf(
                 name="covidet_stage_seconds", description="wall time per pipeline stage", kind=mf.HISTOGRAM
             )
+            self._fallback_family = mf(
+                name="covidet_device_fallbacks_total",
+                description="times a pipeline instance fell back from GPU to host slice tensors",
+                kind=mf.COUNTER,
+            )
+            self._fallbacks = self._fallback_family.Metric(labels={})
             self.enabled = True
         except Exception as exc:  # an older backend without histograms
             logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
@@ -43,6 +50,16 @@ class PipelineMetrics:
             return
         try:
             self._record(result, slices, timings)
+        except Exception as exc:
+            self.enabled = False
+            self._logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
+
+    def device_fallback(self) -> None:
+        """Count one switch of an instance's slice tensors from the device to the host."""
+        if not self.enabled:
+            return
+        try:
+            self._fallbacks.increment(1)
         except Exception as exc:
             self.enabled = False
             self._logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
