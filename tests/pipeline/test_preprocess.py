@@ -67,6 +67,45 @@ def test_device_preprocessing_equals_the_cpu_path(device: str) -> None:
         np.testing.assert_array_equal(got, want)
 
 
+def _blobs(rng: np.random.Generator, n: int, h: int, w: int, clamp: bool) -> np.ndarray:
+    """[n,h,w] probabilities: a few soft blobs, anywhere (the slice's borders too), some slices
+    empty; ``clamp``: as the lung's, pushed to >= 0.51 or <= 0.49."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    prob = np.zeros((n, h, w), np.float32)
+    for i in range(n):
+        for _ in range(int(rng.integers(0, 4))):
+            cy, cx = rng.uniform(-2, h + 2), rng.uniform(-2, w + 2)
+            r = rng.uniform(0.5, max(h, w) / 3)
+            prob[i] = np.maximum(prob[i], 1 / (1 + np.exp(-(r - np.hypot(yy - cy, xx - cx)))))
+    prob += rng.uniform(0, 0.05, prob.shape).astype(np.float32)  # noise below the threshold
+    if clamp:
+        prob = np.where(prob > 0.5, np.maximum(prob, 0.51), np.minimum(prob, 0.49)).astype(np.float32)
+    return prob
+
+
+@pytest.mark.parametrize(
+    ("shape", "out_hw"),
+    [((8, 32, 32), (128, 128)), ((8, 64, 48), (128, 96)), ((8, 16, 20), (128, 160)), ((8, 24, 24), (80, 72))],
+)
+@pytest.mark.parametrize("clamp", [False, True])
+def test_mask_upsampling_of_the_needed_box_equals_the_whole_slices(
+    shape: tuple[int, int, int], out_hw: tuple[int, int], clamp: bool
+) -> None:
+    """Only the box of cells that can reach the threshold is up-sampled (integer zooms; others,
+    e.g. 24 -> 80, take the whole slices): the same masks as up-sampling everything, but where a
+    value lies within float rounding of the threshold."""
+    rng = np.random.default_rng(sum(shape) + sum(out_hw) + clamp)
+    for _ in range(6):
+        prob = _blobs(rng, *shape, clamp=clamp)
+        values = P.resize_slices(prob, out_hw, antialias=False)
+        got = P.upsample_mask(prob, out_hw)
+        assert got.dtype == bool and got.shape == (shape[0], *out_hw)
+        sure = np.abs(values - 0.5) > 1e-6
+        np.testing.assert_array_equal(got[sure], values[sure] > 0.5)
+    empty = P.upsample_mask(np.full(shape, 0.2, np.float32), out_hw)
+    assert not empty.any()
+
+
 def test_resize_shapes_and_chunking_of_long_scans() -> None:
     hu = np.zeros((70, 64, 48), np.int16)  # more than one internal chunk, non-square
     x = P.lung_input(hu, dict(RECS["lung_seg"], input_size=[32, 32]))

@@ -186,11 +186,12 @@ class MaskSummary:
 
     def add(self, slices: np.ndarray | slice, mask: np.ndarray) -> None:
         """Record ``mask`` ([n,H,W]) as the mask of ``slices`` (n slice indices)."""
-        m = mask > 0
-        self.counts[slices] = m.reshape(m.shape[0], -1).sum(axis=1, dtype=np.int64)
+        m = mask if mask.dtype == bool else mask > 0
+        flat = m.reshape(m.shape[0], -1)
+        self.counts[slices] = np.count_nonzero(flat, axis=1)
         self.rows |= m.any(axis=(0, 2))
         self.cols |= m.any(axis=(0, 1))
-        self.packed[slices] = np.packbits(m.reshape(m.shape[0], -1), axis=1)
+        self.packed[slices] = np.packbits(flat, axis=1)
 
     def masks(self, slices: np.ndarray | slice, *, device: str | None = None) -> Any:
         """The masks of ``slices``: bool [n,H,W] (empty for slices never added). With ``device``
