@@ -56,19 +56,39 @@ def test_a_lock_passed_through_replaces_covidets_own(
     assert [a for a in cmd if "restricted" in a] == [own]
 
 
-def test_gpu_tensors_through_bls_get_a_cuda_memory_pool(
+def test_gpu_tensors_through_bls_get_a_cuda_memory_pool_sized_for_the_chunks_in_flight(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from covidet import _contract as C
+    from covidet.serve._server import MIN_CUDA_POOL_BYTES
     from covidet.serving import PIPELINE_CONFIG_FILE, PipelineConfig
 
-    def pool(device: str | None, tensors: bool) -> list[str]:
-        repo = tmp_path / f"{device}-{tensors}"
+    def pool(device: str | None, tensors: bool, lung: int = 0, instances: int = 0) -> list[str]:
+        repo = tmp_path / f"{device}-{tensors}-{lung}-{instances}"
         (repo / C.PIPELINE.name / "1").mkdir(parents=True)
-        text = PipelineConfig(models={}, device=device, device_tensors=tensors).to_json()
+        models: dict = {}
+        if lung:
+            models = {
+                C.LUNG_SEG.name: {"preprocessing": {"input_size": [lung, lung]}},
+                C.LESION_SEG.name: {"preprocessing": {"input_size": [256, 256]}},
+            }
+            for spec in (C.SLICE_CLASSIFIER, C.SLICE_ENCODER):
+                models[spec.name] = {"preprocessing": {"input_size": [224, 224], "n_slices": 35}}
+        text = PipelineConfig(models=models, device=device, device_tensors=tensors).to_json()
         (repo / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).write_text(text)
+        if instances:
+            (repo / C.PIPELINE.name / "config.pbtxt").write_text(
+                f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
+            )
         cmd = _command(capsys, "--model-repository", str(repo), "--unlocked", "--dry-run")
         return [a for a in cmd if a.startswith("--cuda-memory-pool-byte-size")]
 
-    assert pool("cuda", True) == [f"--cuda-memory-pool-byte-size=0:{2 * 2**30}"]
+    # 8 instances x 4 chunks x 32 slices of a 512x512 lung: (2 inputs + 1 output) x 1 MiB each, +25%
+    assert pool("cuda", True, lung=512, instances=8) == [f"--cuda-memory-pool-byte-size=0:{15 * 2**28}"]
+    # 128x128 lung: the lesion stage is the larger (4 x 32 256x256 slices, 2 x 35 classifier inputs)
+    demo = 8 * (128 * 3 * 256 * 256 * 4 + 70 * 2 * 3 * 224 * 224 * 4) * 1.25
+    assert pool("cuda", True, lung=128, instances=8) == [
+        f"--cuda-memory-pool-byte-size=0:{-(-int(demo) // 2**20) * 2**20}"
+    ]
+    assert pool("cuda", True) == [f"--cuda-memory-pool-byte-size=0:{MIN_CUDA_POOL_BYTES}"]
     assert pool("cuda", False) == [] and pool("cpu", True) == [] and pool(None, False) == []

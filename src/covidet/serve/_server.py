@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from covidet import _contract as C
 from covidet.errors import ServerStartError
 from covidet.serve._binary import find_tritonserver
 
-__all__ = ["TritonServer", "free_port", "free_ports"]
+__all__ = ["MIN_CUDA_POOL_BYTES", "TritonServer", "cuda_pool_bytes", "free_port", "free_ports"]
 
 
 def free_ports(n: int) -> list[int]:
@@ -41,21 +42,67 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-#: Triton's CUDA memory pool on GPU 0 when the pipeline hands slice tensors over on the GPU
-#: (`PipelineConfig.device_tensors`): 2 GiB, ~32 full-size lung chunks (32 MB in, 32 MB out) in
-#: flight. Pass ``-- --cuda-memory-pool-byte-size=0:N`` to `covidet serve` for another size.
-CUDA_POOL_BYTES = 2 * 2**30
+#: Triton's CUDA memory pool when the pipeline hands slice tensors over on the GPU is sized for
+#: the chunks that can be in flight (`cuda_pool_bytes`), never below this.
+MIN_CUDA_POOL_BYTES = 256 * 2**20
+#: Pool bytes per chunk in flight, in units of its input and output: the input handed over (a
+#: copy in the pool), the dynamic batcher's gathered batch of it, and the output asked for in GPU
+#: memory. An estimate from how the Python backend moves GPU tensors, with 25% on top.
+_POOL_COPIES_IN, _POOL_COPIES_OUT, _POOL_HEADROOM = 2, 1, 1.25
 
 
-def _gpu_tensors_through_bls(repository: Path) -> bool:
-    """Whether the repository's pipeline hands slice tensors to BLS on a CUDA device."""
+def _pipeline_instances(repository: Path) -> int:
+    """The pipeline step's instance count in its rendered config.pbtxt (1 if it says none)."""
+    path = repository / C.PIPELINE.name / "config.pbtxt"
+    if not path.is_file():
+        return 1
+    text = path.read_text()
+    found = re.search(r"^\s*count:\s*(\d+)", text, re.MULTILINE)
+    return int(found.group(1)) if found else 1
+
+
+def _slice_bytes(spec: C.ModelSpec, hw: Sequence[int]) -> int:
+    """Pool bytes one slice of ``spec`` takes in flight (FP32 images of ``hw``; vectors ignored)."""
+    total = 0
+    for tensor, copies in ((spec.inputs[0], _POOL_COPIES_IN), (spec.outputs[0], _POOL_COPIES_OUT)):
+        if len(tensor.dims) == 3:  # [channels, rows, columns]
+            total += copies * tensor.dims[0] * int(hw[0]) * int(hw[1]) * 4
+    return total
+
+
+def cuda_pool_bytes(repository: Path) -> int | None:
+    """Triton's CUDA memory pool (bytes on GPU 0) for ``repository``: None unless its pipeline
+    hands slice tensors to BLS on a CUDA device (`PipelineConfig.device_tensors`).
+
+    GPU tensors between the pipeline and the slice models travel through this pool; exhausted,
+    the Python backend answers empty tensors (`covidet.serving.BlsInfer` then falls back to host
+    memory for a while). Sized for every pipeline instance in its hungriest stage: the lung
+    model's chunks in flight, or the lesion model's beside the classifier's and the encoder's
+    selected slices. 3.75 GiB for the full-size models (8 instances, each with 4 chunks of 32
+    512x512 lung slices), 1.7 GiB for the demo ones on 8 instances.
+    """
     from covidet.serving import PipelineConfig
 
     try:
         config = PipelineConfig.from_repository(repository)
+        instances = _pipeline_instances(repository)
     except (OSError, ValueError, KeyError):  # not a covidet repository: Triton's defaults
-        return False
-    return config.device_tensors and str(config.device or "").startswith("cuda")
+        return None
+    if not (config.device_tensors and str(config.device or "").startswith("cuda")):
+        return None
+
+    def per_slice(spec: C.ModelSpec) -> int:
+        size = config.models.get(spec.name, {}).get("preprocessing", {}).get("input_size")
+        return _slice_bytes(spec, size) if size else 0
+
+    streamed = max(1, config.max_inflight_chunks) * config.slice_batch  # slices in flight
+    selected = int(config.models.get(C.SLICE_CLASSIFIER.name, {}).get("preprocessing", {}).get("n_slices", 0))
+    lung = streamed * per_slice(C.LUNG_SEG)
+    rest = streamed * per_slice(C.LESION_SEG)
+    rest += selected * (per_slice(C.SLICE_CLASSIFIER) + per_slice(C.SLICE_ENCODER))
+    need = int(instances * max(lung, rest) * _POOL_HEADROOM)
+    step = 2**20  # whole MiB
+    return max(MIN_CUDA_POOL_BYTES, -(-need // step) * step)
 
 
 class TritonServer:
@@ -139,10 +186,9 @@ class TritonServer:
             # last request (a 300-slice CT: 150 MB): 1.2 GB kept after a burst. Free them instead.
             "--grpc-infer-allocation-pool-size=0",
         ]
-        if _gpu_tensors_through_bls(self.model_repository):
-            # GPU tensors between the pipeline and the slice models travel through this pool
-            # (the default is 64 MB; exhausted, the Python backend answers empty tensors)
-            cmd.append(f"--cuda-memory-pool-byte-size=0:{CUDA_POOL_BYTES}")
+        pool = cuda_pool_bytes(self.model_repository)
+        if pool is not None:  # Triton's default is 64 MB
+            cmd.append(f"--cuda-memory-pool-byte-size=0:{pool}")
         if self.model_control_mode == "explicit":
             cmd.append("--load-model=*")
         if binary.backend_dir:
