@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from covidet import _contract as C
 from covidet.bench import main
 from covidet.bench._load import Scan, run_closed_loop, run_open_loop, server_stats_delta
+from covidet.serving import FALLBACK_WARNING
 
 pytestmark = pytest.mark.e2e
 
@@ -210,6 +212,12 @@ def test_bench_starts_its_own_server_and_keeps_its_log(tmp_path: Path) -> None:
     argv += ["--slices", "16", "--size", "96", "--scans", "1", "--json", str(out), "--server-log", str(log)]
     assert main(argv) == 0
     (level,) = json.loads(out.read_text())["levels"]
-    assert level["summary"]["ok"] >= 1 and level["summary"]["errors"] == 0
+    summary = level["summary"]
+    assert summary["ok"] >= 1 and summary["errors"] == 0
+    # the server's CPU per scan, by process: the pipeline and the slice models did the work
+    by = summary["server_cpu_s_per_scan_by_process"]
+    assert {C.PIPELINE.name, C.LUNG_SEG.name, C.LESION_SEG.name, "tritonserver"} <= set(by)
+    assert by[C.PIPELINE.name] > 0 and by[C.LUNG_SEG.name] > 0
+    assert summary["server_cpu_s_per_scan"] == pytest.approx(sum(by.values()), abs=1e-3)
     text = log.read_text(errors="replace")
-    assert "covidet_pipeline" in text and "through host memory" not in text
+    assert "covidet_pipeline" in text and FALLBACK_WARNING not in text

@@ -47,6 +47,8 @@ class LevelResult:
     peak_pss_mib: float | None = None
     #: peak PSS without the clients' CT shared-memory regions that the server maps
     peak_own_pss_mib: float | None = None
+    #: CPU seconds the server's processes used over the level, by process (a local server only)
+    server_cpu_s: dict[str, float] | None = None
 
     def summary(self) -> dict[str, Any]:
         ok = [s for s in self.samples if s.ok]
@@ -61,6 +63,10 @@ class LevelResult:
                 errors[s.error] = errors.get(s.error, 0) + 1
         staged = [s.stages for s in ok if s.stages]
         stages = {k: float(np.mean([st[k] for st in staged])) for k in staged[0]} if staged else None
+        cpu = None
+        if self.server_cpu_s is not None and ok:
+            most_first = sorted(self.server_cpu_s.items(), key=lambda kv: -kv[1])
+            cpu = {k: round(v / len(ok), 4) for k, v in most_first}
         return {
             "mode": self.mode,
             "level": self.level,
@@ -79,6 +85,10 @@ class LevelResult:
             "peak_server_pss_mib": self.peak_pss_mib,
             "peak_server_own_pss_mib": self.peak_own_pss_mib,
             "stages_mean_s": stages,
+            #: the server's CPU seconds per scan answered (all its processes; the cores a scan/s
+            #: costs), and by process: tritonserver and each stub's model
+            "server_cpu_s_per_scan": round(sum(cpu.values()), 4) if cpu is not None else None,
+            "server_cpu_s_per_scan_by_process": cpu,
             "server": self.server,
         }
 

@@ -23,7 +23,7 @@ from covidet.bench._load import (
     run_open_loop,
     server_stats_delta,
 )
-from covidet.serve._procs import tree_memory_mib
+from covidet.serve._procs import tree_cpu_seconds, tree_memory_mib
 from covidet.serve._render import TORCH_COMPILE_MODES
 
 __all__ = ["BASELINES", "main"]
@@ -133,11 +133,12 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
         "peak RSS MiB",
         "peak PSS MiB",
         "own PSS MiB",
+        "server CPU s/scan",
     ):
         t.add_column(col, justify="right")
     for r in results:
         rss, pss = r.get("peak_server_rss_mib"), r.get("peak_server_pss_mib")
-        own = r.get("peak_server_own_pss_mib")
+        own, cpu = r.get("peak_server_own_pss_mib"), r.get("server_cpu_s_per_scan")
         t.add_row(
             r["mode"],
             f"{r['level']:g}",
@@ -151,12 +152,15 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
             f"{rss:.0f}" if rss else "-",
             f"{pss:.0f}" if pss else "-",
             f"{own:.0f}" if own else "-",
+            f"{cpu:.2f}" if cpu is not None else "-",
         )
     Console().print(t)
     for r in results:
         if r.get("server"):
             s = Table(title=f"Triton per-model breakdown, {r['mode']} {r['level']:g}")
-            for col in ("model", "requests", "executions", "avg batch", "queue ms/req", "compute ms/req"):
+            cpu_by = r.get("server_cpu_s_per_scan_by_process") or {}
+            cols = ("model", "requests", "executions", "avg batch", "queue ms/req", "compute ms/req")
+            for col in (*cols, "CPU s/scan"):
                 s.add_column(col, justify="right")
             for name, m in r["server"].items():
                 s.add_row(
@@ -166,7 +170,11 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
                     f"{m['avg_batch']:.1f}",
                     f"{m['queue_ms_per_request']:.1f}",
                     f"{m['compute_ms_per_request']:.1f}",
+                    f"{cpu_by[name]:.3f}" if name in cpu_by else "-",
                 )
+            for name in ("tritonserver", "other"):
+                if name in cpu_by:
+                    s.add_row(f"({name})", "", "", "", "", "", f"{cpu_by[name]:.3f}")
             Console().print(s)
 
 
@@ -343,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 assert url is not None and make_fn is not None
                 before = _stats(url, args.protocol)
+                cpu_before = tree_cpu_seconds(server.pid) if server and server.pid else None
                 with _RssSampler(server.pid if server else None) as rss:
                     if mode == "closed":
                         res: LevelResult = run_closed_loop(
@@ -352,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         res = run_open_loop(make_fn, scans, level, args.duration, on_sample=tick)
                 make_fn.close()  # this level's clients (and their shared-memory regions)
                 res.server = server_stats_delta(before, _stats(url, args.protocol))
+                if cpu_before is not None and server and server.pid:
+                    cpu_after = tree_cpu_seconds(server.pid)
+                    res.server_cpu_s = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
                 res.peak_rss_mib = rss.peak or None
                 res.peak_pss_mib = rss.peak_pss or None
                 res.peak_own_pss_mib = rss.peak_own or None
@@ -427,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=1, default=float))
     if args.csv:
         with args.csv.open("w", newline="") as fh:
-            keys = [k for k in summaries[0] if k not in ("server", "error_kinds", "stages_mean_s")]
+            nested = ("server", "error_kinds", "stages_mean_s", "server_cpu_s_per_scan_by_process")
+            keys = [k for k in summaries[0] if k not in nested]
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
             w.writerows(summaries)

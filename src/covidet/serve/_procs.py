@@ -1,13 +1,14 @@
-"""A Triton server's process tree from /proc: backend stubs and memory (RSS and PSS)."""
+"""A Triton server's process tree from /proc: backend stubs, memory (RSS and PSS) and CPU time."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from covidet import _contract as C
 
-__all__ = ["Proc", "StubInfo", "process_tree", "python_stubs", "tree_memory_mib"]
+__all__ = ["Proc", "StubInfo", "process_tree", "python_stubs", "tree_cpu_seconds", "tree_memory_mib"]
 
 _PROC = Path("/proc")
 _STUB = "triton_python_backend_stub"
@@ -63,17 +64,48 @@ def process_tree(root: int) -> list[Proc]:
     return out
 
 
-def python_stubs(root: int) -> list[StubInfo]:
-    """The live Python-backend stub processes under a Triton server.
+def _stub_model(p: Proc) -> str | None:
+    """The model a Python-backend stub serves, or None for another process.
 
     A stub's command line is ``stub <repo>/<model>/<version>/model.py <shm> ... <instance> <kind>``.
     """
-    stubs = []
+    if len(p.cmdline) >= 3 and Path(p.cmdline[0]).name == _STUB:
+        return Path(p.cmdline[1]).parent.parent.name
+    return None
+
+
+def python_stubs(root: int) -> list[StubInfo]:
+    """The live Python-backend stub processes under a Triton server."""
+    return [
+        StubInfo(p.pid, model, p.cmdline[-2])
+        for p in process_tree(root)
+        if (model := _stub_model(p)) is not None
+    ]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads), 0 if it is gone."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3, utime 14
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds used so far by a server's process tree, by process: ``tritonserver`` (the
+    server, ``root``), each Python-backend stub's model summed over its instances, and ``other``.
+
+    The difference of two readings over a load level, divided by the scans answered, is the CPU
+    a scan costs the server, and where it goes (on a GPU node: the host cores a scan/s needs).
+    Processes that ended between the readings are not counted.
+    """
+    out: dict[str, float] = {}
     for p in process_tree(root):
-        if len(p.cmdline) >= 3 and Path(p.cmdline[0]).name == _STUB:
-            model = Path(p.cmdline[1]).parent.parent.name
-            stubs.append(StubInfo(p.pid, model, p.cmdline[-2]))
-    return stubs
+        key = "tritonserver" if p.pid == root else (_stub_model(p) or "other")
+        out[key] = out.get(key, 0.0) + _cpu_s(p.pid)
+    return out
 
 
 def _pss_kib(pid: int) -> tuple[int, int]:
