@@ -57,6 +57,9 @@ def test_bench_smoke(covidet_server: Any, tmp_path: Path) -> None:
         assert 0 < lv["latency_p50_s"] <= lv["latency_p99_s"]
         assert lv["slices_per_s"] == pytest.approx(lv["scans_per_s"] * 24, rel=1e-6)
     assert "lung_seg" in levels[0]["server"] and levels[0]["server"]["lung_seg"]["executions"] >= 1
+    # a server on this machine that bench did not start is found by its port: memory and CPU too
+    assert levels[0]["peak_server_own_pss_mib"] > 0 and levels[0]["server_cpu_s_per_scan"] > 0
+    assert levels[0]["server_cpu_s_per_scan_by_process"]["lung_seg"] > 0
     modes = [b["summary"]["mode"] for b in report["baselines"]]
     assert modes == ["perf_analyzer", "perf_analyzer", "onnx-inprocess", "naive-torch", "prepost-1core"]
     assert all(b["summary"]["ok"] == 1 for b in report["baselines"][2:])

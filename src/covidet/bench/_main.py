@@ -23,7 +23,7 @@ from covidet.bench._load import (
     run_open_loop,
     server_stats_delta,
 )
-from covidet.serve._procs import tree_cpu_seconds, tree_memory_mib
+from covidet.serve._procs import listening_pid, tree_cpu_seconds, tree_memory_mib
 from covidet.serve._render import TORCH_COMPILE_MODES
 
 __all__ = ["BASELINES", "main"]
@@ -336,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with console.status("starting Triton..."):
                 server.wait_ready(timeout=600)
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        # memory and CPU of a server on this machine, started by bench or not (another user's
+        # processes cannot be read: then none)
+        server_pid = server.pid if server else listening_pid(url) if url else None
         if levels:
             make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory)
             warm = make_fn()
@@ -351,8 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 assert url is not None and make_fn is not None
                 before = _stats(url, args.protocol)
-                cpu_before = tree_cpu_seconds(server.pid) if server and server.pid else None
-                with _RssSampler(server.pid if server else None) as rss:
+                cpu_before = tree_cpu_seconds(server_pid) if server_pid else None
+                with _RssSampler(server_pid) as rss:
                     if mode == "closed":
                         res: LevelResult = run_closed_loop(
                             make_fn, scans, int(level), args.duration, on_sample=tick
@@ -361,8 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         res = run_open_loop(make_fn, scans, level, args.duration, on_sample=tick)
                 make_fn.close()  # this level's clients (and their shared-memory regions)
                 res.server = server_stats_delta(before, _stats(url, args.protocol))
-                if cpu_before is not None and server and server.pid:
-                    cpu_after = tree_cpu_seconds(server.pid)
+                if cpu_before is not None and server_pid:
+                    cpu_after = tree_cpu_seconds(server_pid)
                     res.server_cpu_s = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
                 res.peak_rss_mib = rss.peak or None
                 res.peak_pss_mib = rss.peak_pss or None

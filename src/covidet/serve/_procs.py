@@ -8,7 +8,15 @@ from pathlib import Path
 
 from covidet import _contract as C
 
-__all__ = ["Proc", "StubInfo", "process_tree", "python_stubs", "tree_cpu_seconds", "tree_memory_mib"]
+__all__ = [
+    "Proc",
+    "StubInfo",
+    "listening_pid",
+    "process_tree",
+    "python_stubs",
+    "tree_cpu_seconds",
+    "tree_memory_mib",
+]
 
 _PROC = Path("/proc")
 _STUB = "triton_python_backend_stub"
@@ -94,8 +102,9 @@ def _cpu_s(pid: int) -> float:
 
 
 def tree_cpu_seconds(root: int) -> dict[str, float]:
-    """CPU seconds used so far by a server's process tree, by process: ``tritonserver`` (the
-    server, ``root``), each Python-backend stub's model summed over its instances, and ``other``.
+    """CPU seconds used so far by a server's process tree, by process: the server (``root``, by
+    its program's name: ``tritonserver``), each Python-backend stub's model summed over its
+    instances, and ``other``.
 
     The difference of two readings over a load level, divided by the scans answered, is the CPU
     a scan costs the server, and where it goes (on a GPU node: the host cores a scan/s needs).
@@ -103,7 +112,10 @@ def tree_cpu_seconds(root: int) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for p in process_tree(root):
-        key = "tritonserver" if p.pid == root else (_stub_model(p) or "other")
+        if p.pid == root:
+            key = Path(p.cmdline[0]).name if p.cmdline else "server"
+        else:
+            key = _stub_model(p) or "other"
         out[key] = out.get(key, 0.0) + _cpu_s(p.pid)
     return out
 
@@ -147,3 +159,48 @@ def tree_memory_mib(root: int) -> dict[str, float]:
         "client_shm_pss_mib": client,
         "own_pss_mib": total - client,
     }
+
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "[::1]"}
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP ``port`` (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (_PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()  # sl local_address rem_address st ... inode
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listening_pid(url: str) -> int | None:
+    """The pid of the process on this machine listening at ``url`` (``host:port``, or
+    ``http://host:port``) when the host is local and that process may be inspected (same user or
+    root); None otherwise. Lets bench account the memory and CPU of a server it did not start."""
+    hostport = url.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if host not in _LOCAL_HOSTS or not port.isdigit():
+        return None
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(int(port))}
+    if not wanted:
+        return None
+    for pid_dir in _PROC.iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in wanted:
+                    return int(pid_dir.name)
+            except OSError:
+                continue
+    return None
