@@ -91,4 +91,5 @@ def test_gpu_tensors_through_bls_get_a_cuda_memory_pool_sized_for_the_chunks_in_
         f"--cuda-memory-pool-byte-size=0:{-(-int(demo) // 2**20) * 2**20}"
     ]
     assert pool("cuda", True) == [f"--cuda-memory-pool-byte-size=0:{MIN_CUDA_POOL_BYTES}"]
+    assert pool("cuda:1", True) == [f"--cuda-memory-pool-byte-size=1:{MIN_CUDA_POOL_BYTES}"]
     assert pool("cuda", False) == [] and pool("cpu", True) == [] and pool(None, False) == []

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,9 @@ def _slice_bytes(spec: C.ModelSpec, hw: Sequence[int]) -> int:
     return total
 
 
-def cuda_pool_bytes(repository: Path) -> int | None:
-    """Triton's CUDA memory pool (bytes on GPU 0) for ``repository``: None unless its pipeline
-    hands slice tensors to BLS on a CUDA device (`PipelineConfig.device_tensors`).
+def cuda_pool_bytes(repository: Path) -> tuple[int, int] | None:
+    """Triton's CUDA memory pool for ``repository``, as (GPU index, bytes): None unless its
+    pipeline hands slice tensors to BLS on a CUDA device (`PipelineConfig.device_tensors`).
 
     GPU tensors between the pipeline and the slice models travel through this pool; exhausted,
     the Python backend answers empty tensors (`covidet.serving.BlsInfer` then falls back to host
@@ -91,18 +91,25 @@ def cuda_pool_bytes(repository: Path) -> int | None:
     if not (config.device_tensors and str(config.device or "").startswith("cuda")):
         return None
 
+    def record(spec: C.ModelSpec) -> Mapping[str, Any]:
+        try:
+            return config.record(spec.name)
+        except KeyError:  # a model without checkpoint metadata: nothing to size it by
+            return {}
+
     def per_slice(spec: C.ModelSpec) -> int:
-        size = config.models.get(spec.name, {}).get("preprocessing", {}).get("input_size")
+        size = record(spec).get("input_size")
         return _slice_bytes(spec, size) if size else 0
 
     streamed = max(1, config.max_inflight_chunks) * config.slice_batch  # slices in flight
-    selected = int(config.models.get(C.SLICE_CLASSIFIER.name, {}).get("preprocessing", {}).get("n_slices", 0))
+    selected = int(record(C.SLICE_CLASSIFIER).get("n_slices", 0))
     lung = streamed * per_slice(C.LUNG_SEG)
     rest = streamed * per_slice(C.LESION_SEG)
     rest += selected * (per_slice(C.SLICE_CLASSIFIER) + per_slice(C.SLICE_ENCODER))
     need = int(instances * max(lung, rest) * _POOL_HEADROOM)
     step = 2**20  # whole MiB
-    return max(MIN_CUDA_POOL_BYTES, -(-need // step) * step)
+    index = str(config.device).partition(":")[2]
+    return (int(index) if index.isdigit() else 0), max(MIN_CUDA_POOL_BYTES, -(-need // step) * step)
 
 
 class TritonServer:
@@ -188,7 +195,7 @@ class TritonServer:
         ]
         pool = cuda_pool_bytes(self.model_repository)
         if pool is not None:  # Triton's default is 64 MB
-            cmd.append(f"--cuda-memory-pool-byte-size=0:{pool}")
+            cmd.append(f"--cuda-memory-pool-byte-size={pool[0]}:{pool[1]}")
         if self.model_control_mode == "explicit":
             cmd.append("--load-model=*")
         if binary.backend_dir:
