@@ -32,8 +32,9 @@ def test_client_ct_regions_are_counted_apart_from_own_memory() -> None:
 
 def test_cpu_seconds_of_a_process_tree_grow_with_its_work() -> None:
     before = tree_cpu_seconds(os.getpid())
-    key = Path(sys.executable).name  # this process, by its program's name; children are "other"
-    assert key in before and set(before) <= {key, "other"}
+    # this process, by its program's name; under it (in a full run) the test server and its stubs
+    key = Path(sys.executable).name
+    assert key in before
     x = 0
     for i in range(2_000_000):
         x += i
