@@ -366,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res.server = server_stats_delta(before, _stats(url, args.protocol))
                 if cpu_before is not None and server_pid:
                     cpu_after = tree_cpu_seconds(server_pid)
-                    res.server_cpu_s = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
+                    # >= 0: a stub restarted during the level starts its count again
+                    res.server_cpu_s = {k: max(0.0, v - cpu_before.get(k, 0.0)) for k, v in cpu_after.items()}
                 res.peak_rss_mib = rss.peak or None
                 res.peak_pss_mib = rss.peak_pss or None
                 res.peak_own_pss_mib = rss.peak_own or None
