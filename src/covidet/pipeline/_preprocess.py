@@ -209,6 +209,31 @@ def upsample_mask(
     return _per_chunk(p.shape[0], hw, bool, one, size=_MASK_CHUNK if device is None else _CHUNK)
 
 
+def bounding_box(mask: Any) -> tuple[slice, slice, slice] | None:
+    """The smallest box (half-open slices per axis) holding every True voxel of bool [S,H,W]
+    (an array, or a torch tensor: the box's bounds come back to the host)."""
+    if isinstance(mask, np.ndarray):
+        zs = np.flatnonzero(mask.any(axis=(1, 2)))
+        if zs.size == 0:
+            return None
+        z = _span(zs)
+        ys = np.flatnonzero(mask[z].any(axis=(0, 2)))  # rows and columns: of the slices holding any
+        xs = np.flatnonzero(mask[z].any(axis=(0, 1)))
+        return z, _span(ys), _span(xs)
+    import torch
+
+    extents = torch.cat([mask.flatten(1).any(dim=1), mask.any(dim=2).any(dim=0), mask.any(dim=1).any(dim=0)])
+    zs, ys, xs = (np.flatnonzero(e) for e in np.split(extents.cpu().numpy(), np.cumsum(mask.shape[:2])))
+    if zs.size == 0:
+        return None
+    return _span(zs), _span(ys), _span(xs)
+
+
+def _span(where: np.ndarray) -> slice:
+    """The half-open slice from the first to the last of ascending indices ``where``."""
+    return slice(int(where[0]), int(where[-1]) + 1)
+
+
 #: Below ``threshold - _MARGIN`` a probability cannot round up past the threshold when interpolated.
 _MARGIN = 1e-6
 
@@ -229,14 +254,13 @@ def _upsample_where_needed(p: np.ndarray, hw: tuple[int, int], threshold: float)
     if big_h % h or big_w % w:  # not an integer zoom: the box would not land on the same pixels
         return resize_slices(p, hw, antialias=False) > threshold
     sy, sx = big_h // h, big_w // w
-    maybe = p > threshold - _MARGIN
-    rows = np.flatnonzero(maybe.any(axis=(0, 2)))
     out = np.zeros((n, big_h, big_w), bool)
-    if rows.size == 0:
+    reach = bounding_box(p > threshold - _MARGIN)  # the cells that can reach the threshold
+    if reach is None:
         return out
-    cols = np.flatnonzero(maybe.any(axis=(0, 1)))
-    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)
-    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
+    _, rows, cols = reach
+    y0, y1 = max(rows.start - 1, 0), min(rows.stop + 1, h)
+    x0, x1 = max(cols.start - 1, 0), min(cols.stop + 1, w)
     box = resize_slices(p[:, y0:y1, x0:x1], ((y1 - y0) * sy, (x1 - x0) * sx), antialias=False)
     out[:, y0 * sy : y1 * sy, x0 * sx : x1 * sx] = box > threshold
     return out

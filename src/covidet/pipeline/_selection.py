@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from covidet.pipeline._errors import NoLungError
 from covidet.pipeline._preprocess import (
+    bounding_box,
     on_device,
     resize_on_device,
     resize_slices,
@@ -48,14 +49,14 @@ def clean_lung_mask(
         return _clean_lung_on_device(mask, keep, min_fraction, device)
     m = mask if mask.dtype == bool else mask > 0
     out = np.zeros(mask.shape, bool)
-    box = _bounding_box(m)
+    box = bounding_box(m)
     if box is None:
         return out.view(np.uint8)
     labels, n = ndimage.label(m[box])
     wanted = np.zeros(n + 1, bool)
     wanted[_largest(np.bincount(labels.ravel())[1:], keep, min_fraction) + 1] = True
     kept = wanted[labels]
-    inner = _bounding_box(kept)  # the kept components' box, inside ``box``
+    inner = bounding_box(kept)  # the kept components' box, inside ``box``
     assert inner is not None  # the largest component is always kept
     kept[inner] = _fill_holes_per_slice(kept[inner])
     out[box] = kept
@@ -69,31 +70,6 @@ def _largest(sizes: np.ndarray, keep: int, min_fraction: float) -> np.ndarray:
     return order[sizes[order] >= min_fraction * sizes[order[0]]]
 
 
-def _bounding_box(mask: Any) -> tuple[slice, slice, slice] | None:
-    """The smallest box (half-open slices per axis) holding every True voxel of bool [S,H,W]
-    (an array, or a torch tensor: the box's bounds come back to the host)."""
-    if isinstance(mask, np.ndarray):
-        zs = np.flatnonzero(mask.any(axis=(1, 2)))
-        if zs.size == 0:
-            return None
-        z = _span(zs)
-        ys = np.flatnonzero(mask[z].any(axis=(0, 2)))  # rows and columns: the lung slices only
-        xs = np.flatnonzero(mask[z].any(axis=(0, 1)))
-        return z, _span(ys), _span(xs)
-    import torch
-
-    extents = torch.cat([mask.flatten(1).any(dim=1), mask.any(dim=2).any(dim=0), mask.any(dim=1).any(dim=0)])
-    zs, ys, xs = (np.flatnonzero(e) for e in np.split(extents.cpu().numpy(), np.cumsum(mask.shape[:2])))
-    if zs.size == 0:
-        return None
-    return _span(zs), _span(ys), _span(xs)
-
-
-def _span(where: np.ndarray) -> slice:
-    """The half-open slice from the first to the last of ascending indices ``where``."""
-    return slice(int(where[0]), int(where[-1]) + 1)
-
-
 def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, device: str) -> Any:
     """`clean_lung_mask` in torch on ``device``: the same components, holes and result."""
     import torch
@@ -103,7 +79,7 @@ def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, device: str
     m = on_device(mask, device)
     m = m if m.dtype == torch.bool else m > 0
     out = torch.zeros(m.shape, dtype=torch.bool, device=m.device)
-    box = _bounding_box(m)
+    box = bounding_box(m)
     if box is None:
         return out
     sub = m[box].contiguous()
@@ -111,7 +87,7 @@ def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, device: str
     firsts, sizes = component_sizes(labels, sub.numel())
     chosen = _largest(sizes.cpu().numpy(), keep, min_fraction)
     kept = torch.isin(labels, firsts[torch.from_numpy(chosen).to(firsts.device)])
-    inner = _bounding_box(kept)
+    inner = bounding_box(kept)
     assert inner is not None  # the largest component is always kept
     k = kept[inner].contiguous()
     # holes: background not connected (4-connected, in its slice) to the border of the slice
