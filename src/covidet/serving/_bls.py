@@ -52,18 +52,22 @@ class BlsInfer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pb = pb_utils
-        self.device_tensors = bool(device_tensors and device)  #: the device path is in use now
-        self._wanted = self.device_tensors
+        self._wanted = bool(device_tensors and device)
         self._on_fallback = on_fallback
         self._clock = clock
         self._host_until = 0.0  # the device path is left alone until then
         self._backoff = 0.0  # seconds before the next try; 0 while the device path works
         self._preferred: Any = None
-        if self.device_tensors and str(device).startswith("cuda"):
+        if self._wanted and str(device).startswith("cuda"):
             import torch
 
             index = torch.device(str(device)).index or 0
             self._preferred = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, index)
+
+    @property
+    def device_tensors(self) -> bool:
+        """Whether the device path is in use now (asked for, and not waiting after a failure)."""
+        return self._wanted and self._backoff == 0
 
     async def __call__(self, model: str, x: Any) -> Any:
         if not self._wanted or isinstance(x, np.ndarray) or self._clock() < self._host_until:
@@ -75,10 +79,10 @@ class BlsInfer:
             y = await self._send(model, x, device=True)
         except Exception as exc:
             y = await self._send(model, x, device=False)  # its error, if any, is the answer
+            switching = self.device_tensors or retrying  # once per switch, not per chunk in flight
             self._backoff = min(RETRY_MAX_S, 2 * self._backoff) if retrying else RETRY_FIRST_S
             self._host_until = self._clock() + self._backoff
-            if self.device_tensors or retrying:  # once per switch, not per chunk then in flight
-                self.device_tensors = False
+            if switching:
                 if self._on_fallback is not None:
                     self._on_fallback()
                 self.pb.Logger.log_warn(
@@ -87,7 +91,7 @@ class BlsInfer:
                 )
             return y
         if retrying:
-            self._backoff, self._host_until, self.device_tensors = 0.0, 0.0, True
+            self._backoff, self._host_until = 0.0, 0.0
             self.pb.Logger.log_info("covidet_pipeline: slice tensors through BLS on the device again")
         return y
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["SLICE_BUCKETS", "STAGE_BUCKETS", "PipelineMetrics"]
@@ -46,20 +47,18 @@ class PipelineMetrics:
 
     def scan(self, result: str, *, slices: int = 0, timings: dict[str, float] | None = None) -> None:
         """Count one scan; a metrics failure is logged once and never fails the request."""
-        if not self.enabled:
-            return
-        try:
-            self._record(result, slices, timings)
-        except Exception as exc:
-            self.enabled = False
-            self._logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
+        self._safely(lambda: self._record(result, slices, timings))
 
     def device_fallback(self) -> None:
         """Count one switch of an instance's slice tensors from the device to the host."""
+        self._safely(lambda: self._fallbacks.increment(1))
+
+    def _safely(self, update: Callable[[], object]) -> None:
+        """Run ``update`` while the metrics are enabled; its failure disables them, with one warning."""
         if not self.enabled:
             return
         try:
-            self._fallbacks.increment(1)
+            update()
         except Exception as exc:
             self.enabled = False
             self._logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
