@@ -351,8 +351,8 @@ def render_repository(
             # each answer's PROVENANCE says which numerics ran, beside the checkpoint's identity
             models={name: {**meta, "precision": _precision(profile, name)} for name, meta in metas.items()},
             max_inflight_chunks=DEFAULT_INFLIGHT_CHUNKS if profile in CPU_PROFILES else GPU_INFLIGHT_CHUNKS,
-            # GPU profiles window, resize and up-sample on the GPU: the CPU would need ~24 cores
-            # for that alone at 25 scans/s (0.97 CPU-s a 300x512x512 scan)
+            # GPU profiles window, resize and up-sample on the GPU: the CPU would need ~15 cores
+            # for that alone at 25 scans/s (0.58 CPU-s a 300x512x512 scan with the demo grids)
             device=None if profile in CPU_PROFILES else "cuda",
             # ... and hand the slice models their inputs there, and take their outputs there
             device_tensors=profile not in CPU_PROFILES,

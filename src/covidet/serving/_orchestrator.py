@@ -56,8 +56,8 @@ class PipelineConfig:
     top_k: int = C.TOP_K
     #: torch device of the heavy pre/post-processing (windowing and resizing the model inputs,
     #: up-sampling the masks onto the input grid); None: numpy and torch on the CPU. The GPU
-    #: profiles say "cuda": a 300x512x512 scan's pre/post costs ~0.97 CPU-seconds on the CPU, which
-    #: alone would take 24 cores at 25 scans/s.
+    #: profiles say "cuda": a 300x512x512 scan's pre/post costs ~0.58 CPU-seconds on the CPU with
+    #: the demo models' grids (more at full size), which alone would take ~15 cores at 25 scans/s.
     device: str | None = None
     #: with ``device``: the slice models' inputs are handed to ``infer`` as torch tensors on the
     #: device, and their outputs may come back as tensors there (DLPack through BLS: the GPU
