@@ -15,21 +15,31 @@ help:
 	@echo "make test   - set up, run the whole test suite"
 	@echo "make serve  - set up, start the server in the foreground (Ctrl-C stops it)"
 
-# The virtualenv is (re)built when pyproject.toml changes. torch is pinned to the CPU build on disk;
+# The package is installed editable in setuptools' strict mode: a tree of links to each source
+# file under build/__editable__.*, so a module added or removed needs a reinstall. The install
+# stamp is therefore named after the list of package files: a new or deleted file (or a changed
+# pyproject.toml) reinstalls, an edited one does not. torch is pinned to the CPU build on disk;
 # numpy<2 is required by Triton's Python backend; nvidia-pytriton is installed without its
 # dependencies because only its tritonserver binary and Python backend are needed.
-$(BIN)/.installed: pyproject.toml
+LINT_DIRS := src client ensemble export model_repository tests benchmarks
+PKG_DIRS := src client ensemble export model_repository
+PKG_HASH := $(shell find $(PKG_DIRS) -type f -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort | cksum | cut -d' ' -f1)
+STAMP    := $(BIN)/.installed-$(PKG_HASH)
+
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" "numpy<2"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" --config-settings editable_mode=strict
 	$(BIN)/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"
 	$(BIN)/python -c "import numpy, torch, onnxruntime, tritonclient.grpc, pydicom; assert int(numpy.__version__.split('.')[0]) < 2, numpy.__version__"
+	$(BIN)/python -c "import covidet.client, covidet.ensemble, covidet.export, covidet.server, covidet.cli"
 	# perf_analyzer (bench.py --compare perf_analyzer) from the tritonclient 2.41.0 wheel, cached
 	$(BIN)/python -c "from covidet.bench._perf_analyzer import find_perf_analyzer; find_perf_analyzer()"
+	rm -f $(BIN)/.installed-*
 	touch $@
 
-install: $(BIN)/.installed
+install: $(STAMP)
 
 demo: install
 	$(BIN)/covidet demo --out $(DEMO_DIR) --profile $(PROFILE)
@@ -41,8 +51,8 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: install
 	$(BIN)/mypy
@@ -57,4 +67,4 @@ bench: install
 	$(BIN)/python benchmarks/bench.py --concurrency 1,2,4 --duration 20 --json benchmarks/results/cpu.json
 
 clean:
-	rm -rf build $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build $(DEMO_DIR) $(BIN)/.installed-* .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@
 #    cache volume: `covidet export --profile gpu` exports ONNX and builds the TensorRT engines
 #    for THIS node's GPU. The result is reused when its fingerprint (profile, covidet version,
 #    checkpoint hashes, GPU model + compute capability, TensorRT version) matches.
-# 2. exec `covidet serve` on it: Triton with covidet's server flags (covidet.serve.TritonServer)
+# 2. exec `covidet serve` on it: Triton with covidet's server flags (covidet.server.TritonServer)
 #    plus this script's arguments (passed after `--`), e.g. the restricted-API and TLS flags that
 #    the Helm chart passes. SIGTERM is forwarded: Triton drains in-flight requests.
 #

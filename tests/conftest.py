@@ -17,7 +17,7 @@ from covidet import _contract as C
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The cpu-profile model repository rendered from the shipped demo checkpoints."""
-    from covidet.serve._render import render_repository
+    from covidet.export._render import render_repository
 
     return render_repository("cpu", tmp_path_factory.mktemp("repo") / "model_repository")
 
@@ -25,7 +25,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def int8_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The cpu-int8 repository (lung and lesion models int8, calibrated on phantoms)."""
-    from covidet.serve._render import render_repository
+    from covidet.export._render import render_repository
 
     return render_repository("cpu-int8", tmp_path_factory.mktemp("int8") / "model_repository")
 
@@ -33,7 +33,7 @@ def int8_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def covidet_server(repository: Path) -> Iterator[object]:
     """A real Triton server on free 127.0.0.1 ports, serving the rendered repository."""
-    from covidet.serve import TritonServer
+    from covidet.server import TritonServer
 
     server = TritonServer.on_free_ports(repository)
     server.start()
@@ -52,7 +52,7 @@ def _ready_timeout() -> float:
 def diagnose_in_process() -> Callable[..., dict[str, np.ndarray]]:
     """``run(repo, phantom, return_masks=False)``: the repository's models in-process through the
     serving pipeline, no server: the reference answer (output tensors by contract name)."""
-    from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+    from covidet.ensemble import InProcessModels, PipelineConfig, ScanPipeline
 
     def run(repo: Path, ph: Any, *, return_masks: bool = False) -> dict[str, np.ndarray]:
         models = InProcessModels(repo)
@@ -72,7 +72,7 @@ def diagnose_served() -> Callable[..., Any]:
     ``repo`` (free 127.0.0.1 ports, its log in ``server_log``), one diagnosis over gRPC, the server
     stopped; returns the `Diagnosis`."""
     from covidet.client import Client
-    from covidet.serve import TritonServer
+    from covidet.server import TritonServer
 
     def run(repo: Path, ph: Any, *, server_log: Path | None = None, **options: Any) -> Any:
         server = TritonServer.on_free_ports(repo, log_file=server_log)

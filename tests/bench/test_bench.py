@@ -11,7 +11,7 @@ import pytest
 from covidet import _contract as C
 from covidet.bench import main
 from covidet.bench._load import Scan, run_closed_loop, run_open_loop, server_stats_delta
-from covidet.serving import FALLBACK_WARNING
+from covidet.ensemble import FALLBACK_WARNING
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +187,7 @@ def test_replayed_models_leave_the_pipeline_s_own_work(repository: Path, phantom
     import numpy as np
 
     from covidet.bench._baselines import _Replay
-    from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
+    from covidet.ensemble import InProcessModels, PipelineConfig, ScanPipeline
 
     scan = phantoms["COVID-19"]
     models = InProcessModels(repository)

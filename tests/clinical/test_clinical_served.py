@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedKFold
 from covidet import _contract as C
 from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical, train_svm
 from covidet.clinical._svm import _calibrated
-from covidet.serve import TritonServer
+from covidet.server import TritonServer
 
 pytestmark = pytest.mark.e2e
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
+from covidet.cli._clinical import main_make_clinical, main_train_svm
 from covidet.clinical import (
     KERNELS,
     ClinicalSVM,
     ModelFileError,
     demo_model_path,
     generate_clinical,
-    main_make_clinical,
-    main_train_svm,
     train_svm,
     validate_features,
 )

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from covidet import _contract as C
-from covidet.serve._security import restricted_api_args, tls_args
+from covidet.server._security import restricted_api_args, tls_args
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CHART = DEPLOY / "helm" / "covidet"
@@ -321,7 +321,7 @@ def test_contract_names_in_adapter_rule() -> None:
 
 def test_chart_profiles_are_covidets(render: ModuleType) -> None:
     """The chart's schema accepts exactly covidet's profiles; CPU profiles request no GPU."""
-    from covidet.serve._render import CPU_PROFILES, PROFILES
+    from covidet.export._render import CPU_PROFILES, PROFILES
 
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert sorted(schema["properties"]["profile"]["enum"]) == sorted(PROFILES)

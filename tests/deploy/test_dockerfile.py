@@ -146,7 +146,7 @@ def _run(env: dict[str, str], *args: str, tmp: Path) -> subprocess.CompletedProc
 
 def test_entrypoint_renders_once_then_reuses(tmp_path: Path) -> None:
     """cpu profile for real: `covidet export` renders the repository, a second start reuses it."""
-    from covidet.serve._render import PROFILES
+    from covidet.export._render import PROFILES
 
     assert {"cpu", "gpu", "gpu-torch"} <= set(PROFILES)
     env = {"COVIDET_PROFILE": "cpu", "COVIDET_HTTP_PORT": "18000", "COVIDET_EXIT_TIMEOUT_S": "7"}
@@ -187,7 +187,7 @@ def test_entrypoint_renders_once_then_reuses(tmp_path: Path) -> None:
 
 def test_entrypoint_refuses_bad_settings(tmp_path: Path) -> None:
     bad_profile = _run({"COVIDET_PROFILE": "tpu"}, tmp=tmp_path)
-    from covidet.serve._render import PROFILES
+    from covidet.export._render import PROFILES
 
     expected = "expected " + ", ".join(PROFILES[:-1]) + f" or {PROFILES[-1]}"  # in step with covidet
     assert bad_profile.returncode != 0 and expected in bad_profile.stderr

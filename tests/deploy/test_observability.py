@@ -259,7 +259,7 @@ dynamic_batching { }
 
 def test_triton_exposes_the_metrics_we_query(tmp_path: Path, dashboard: dict[str, Any]) -> None:
     try:
-        from covidet.serve import TritonServer, find_tritonserver
+        from covidet.server import TritonServer, find_tritonserver
 
         find_tritonserver()
     except Exception as exc:

@@ -11,7 +11,7 @@ import pytest
 
 from covidet.client import AsyncClient, Client, ModelNotFoundError, NoLungFoundError
 from covidet.phantom import make_phantom
-from covidet.serve import free_ports
+from covidet.server import free_ports
 
 pytestmark = pytest.mark.e2e
 

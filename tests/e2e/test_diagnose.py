@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from covidet import _contract as C
-from covidet import pipeline as P
 from covidet.client import Client, InvalidInputError, ModelNotFoundError, NoLungFoundError
+from covidet.metrics import dice
 from covidet.phantom import make_phantom, write_dicom_series
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +34,9 @@ def test_each_class_is_diagnosed_with_accurate_masks(
     with _client(covidet_server, protocol) as client:
         d = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
     assert d.lung_mask is not None and d.lung_mask.shape == ph.hu.shape
-    assert P.dice(d.lung_mask, ph.lung_mask) >= 0.90
+    assert dice(d.lung_mask, ph.lung_mask) >= 0.90
     if ph.lesion_mask.any():
-        assert P.dice(d.lesion_mask, ph.lesion_mask) >= 0.70
+        assert dice(d.lesion_mask, ph.lesion_mask) >= 0.70
     assert d.predicted_class == kind
     assert (d.p_viral > 0.5) == (kind in VIRAL)
     if kind in VIRAL:
@@ -79,7 +79,7 @@ def test_any_scan_length_works(covidet_server: Any, n_slices: int, size: int) ->
     with _client(covidet_server, "grpc") as client:
         d = client.diagnose(hu, spacing=ph.spacing, return_masks=True)
     assert d.lung_mask.shape == hu.shape and d.n_slices_used == min(35, n_slices)
-    assert P.dice(d.lung_mask, lung) > 0.8
+    assert dice(d.lung_mask, lung) > 0.8
 
 
 def test_slices_of_concurrent_callers_share_batches(covidet_server: Any) -> None:

@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 
 from covidet.client import Client, CovidetError
 from covidet.phantom import make_phantom
-from covidet.serve import TritonServer
+from covidet.server import TritonServer
 
 pytestmark = pytest.mark.e2e
 

@@ -20,9 +20,9 @@ import pytest
 from covidet import _contract as C
 from covidet.client import Client, CovidetError
 from covidet.phantom import make_phantom
-from covidet.serve import StubWatchdog, TritonServer, admin_headers, restricted_api_args
-from covidet.serve._heal import reload_model
-from covidet.serve._procs import python_stubs
+from covidet.server import StubWatchdog, TritonServer, admin_headers, restricted_api_args
+from covidet.server._heal import reload_model
+from covidet.server._procs import python_stubs
 
 pytestmark = pytest.mark.e2e
 

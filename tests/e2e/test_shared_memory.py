@@ -10,7 +10,7 @@ import pytest
 
 from covidet.client import Client, PermissionDeniedError
 from covidet.phantom import make_phantom
-from covidet.serve import TritonServer, admin_headers, restricted_api_args
+from covidet.server import TritonServer, admin_headers, restricted_api_args
 
 pytestmark = pytest.mark.e2e
 

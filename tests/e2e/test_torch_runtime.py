@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from covidet import _contract as C
-from covidet.serve._render import render_repository
-from covidet.serving import FALLBACK_WARNING, PIPELINE_CONFIG_FILE
+from covidet.ensemble import FALLBACK_WARNING, PIPELINE_CONFIG_FILE
+from covidet.export._render import render_repository
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def test_torch_runtime_serves_like_onnx(
     assert json.loads((repo / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).read_text())["device_tensors"]
     assert FALLBACK_WARNING not in log.read_text(errors="replace")
     ref = diagnose_in_process(repository, ph, return_masks=True)
-    from covidet.pipeline import dice
+    from covidet.metrics import dice
 
     assert served.lung_mask is not None and dice(served.lung_mask, ref["LUNG_MASK"]) > 0.999
     np.testing.assert_allclose(served.lung_volume_ml, float(ref["LUNG_VOLUME_ML"][0]), rtol=1e-3)

@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from covidet.ensemble import default_records
 from covidet.export import (
     ExportError,
     build_tensorrt_engine,
     export_onnx,
-    fold_weight_standardization,
     tensorrt_available,
 )
-from covidet.models import CheckpointMeta, build_model
-from covidet.pipeline import default_records
+from covidet.models import CheckpointMeta, build_model, fold_weight_standardization
 
 RECS = default_records()
 CASES = [
@@ -89,7 +88,7 @@ def test_tensorrt_without_gpu_gives_a_clear_error(tmp_path: Path) -> None:
 
 def test_lung_head_is_one_minus_background_softmax() -> None:
     """The lung head's element-wise form equals 1 - softmax(logits)[background], extremes included."""
-    from covidet.export import serving_module
+    from covidet.models import serving_module
 
     class Logits(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

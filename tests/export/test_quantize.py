@@ -9,12 +9,12 @@ import onnx
 import pytest
 
 from covidet import _contract as C
-from covidet import pipeline as P
+from covidet import ensemble as P
 from covidet.export import ExportError, export_onnx, quantize_onnx
 from covidet.export._quantize import head_nodes
+from covidet.export._render import default_checkpoints
 from covidet.models import load_checkpoint
 from covidet.phantom import make_phantom
-from covidet.serve._render import default_checkpoints
 
 
 @pytest.fixture(scope="module")

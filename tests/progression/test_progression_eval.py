@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from covidet.progression import PATTERNS, evaluate_progression, main_eval_progression
+from covidet.cli._progression import main_eval_progression
+from covidet.progression import PATTERNS, evaluate_progression
 
 
 def test_evaluation_summary_is_consistent() -> None:

@@ -1,6 +1,6 @@
 """Triton Python-backend model `covidet_pipeline`: the per-scan BLS orchestrator.
 
-All logic lives in `covidet.serving.ScanPipeline`; this file only adapts tensors. Slices go to the
+All logic lives in `covidet.ensemble.ScanPipeline`; this file only adapts tensors. Slices go to the
 slice models as async BLS requests of at most SLICE_BATCH slices, so slices of concurrent scans
 share the slice models' dynamic batches and scans of any length work.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
-from covidet.serving import (
+from covidet.ensemble import (
     PIPELINE_CONFIG_FILE,
     BlsInfer,
     PipelineConfig,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from covidet.serving import make_runner, run_sequence
+from covidet.ensemble import make_runner, run_sequence
 
 
 class TritonPythonModel:

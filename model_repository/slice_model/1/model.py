@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from covidet.serving import TorchRunner, make_runner
+from covidet.ensemble import TorchRunner, make_runner
 
 
 class TritonPythonModel:

@@ -19,7 +19,7 @@ import numpy as np
 
 from covidet import _contract as C
 from covidet.bench._load import LevelResult, Sample, Scan
-from covidet.serving import InferFn, InProcessModels, PipelineConfig, ScanPipeline
+from covidet.ensemble import InferFn, InProcessModels, PipelineConfig, ScanPipeline
 
 __all__ = ["flops_per_scan", "measure_peak_flops", "run_naive", "run_onnx", "run_prepost", "run_torch"]
 
@@ -137,7 +137,7 @@ def run_prepost(
 def _torch_infer(checkpoints: Path, device: str, *, per_slice: bool) -> InferFn:
     """PyTorch eager models as an `InferFn`: float32 one slice per pass (``per_slice``), or
     batched as the server batches (FP16 and channels-last on CUDA, as the gpu-torch profile)."""
-    from covidet.serving import TorchRunner, run_sequence
+    from covidet.ensemble import TorchRunner, run_sequence
 
     runners = {
         spec.name: TorchRunner(checkpoints / spec.name, device=device, fp16=not per_slice)
@@ -190,8 +190,8 @@ def _model_flops(checkpoints: Path) -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from covidet.export import example_input, serving_module
-    from covidet.models import load_checkpoint
+    from covidet.export import example_input
+    from covidet.models import load_checkpoint, serving_module
 
     out = {}
     for spec in (*C.SLICE_MODELS, C.GRU_FUSION):

@@ -23,8 +23,8 @@ from covidet.bench._load import (
     run_open_loop,
     server_stats_delta,
 )
-from covidet.serve._procs import listening_pid, tree_cpu_seconds, tree_memory_mib
-from covidet.serve._render import TORCH_COMPILE_MODES
+from covidet.export._render import TORCH_COMPILE_MODES
+from covidet.server._procs import listening_pid, tree_cpu_seconds, tree_memory_mib
 
 __all__ = ["BASELINES", "main"]
 
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scans = _scans(args)
     levels = [("closed", float(c)) for c in args.concurrency.split(",") if c]
     levels += [("open", float(r)) for r in args.rate.split(",") if r]
-    from covidet.serve._render import (
+    from covidet.export._render import (
         CPU_PROFILES,
         checkpoint_metadata,
         default_checkpoints,
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_fn: _Clients | None = None
     try:
         if url is None and levels:
-            from covidet.serve import TritonServer
+            from covidet.server import TritonServer
 
             server = TritonServer.on_free_ports(repo, log_file=args.server_log)
             server.start()

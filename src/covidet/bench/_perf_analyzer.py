@@ -30,7 +30,7 @@ from covidet import _contract as C
 from covidet.bench._load import Scan
 from covidet.clinical import generate_clinical
 from covidet.errors import CovidetError
-from covidet.serve._binary import _cache_dir
+from covidet.server._binary import _cache_dir
 
 __all__ = ["PA_VERSION", "PerfAnalyzer", "find_perf_analyzer", "run_perf_analyzer", "write_input_data"]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from covidet.bench._load import run_closed_loop
 from covidet.bench._main import _Clients, _scans
-from covidet.serve._procs import tree_memory_mib
+from covidet.server._procs import tree_memory_mib
 
 __all__ = ["main_soak", "soak_report"]
 
@@ -64,8 +64,8 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
     make_fn: _Clients | None = None
     try:
         if url is None:
-            from covidet.serve import TritonServer
-            from covidet.serve._render import render_repository
+            from covidet.export._render import render_repository
+            from covidet.server import TritonServer
 
             repo = render_repository("cpu", Path(tmp.name) / "repo")
             server = TritonServer.on_free_ports(repo)

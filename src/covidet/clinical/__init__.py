@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from covidet.clinical._cli import main_make_clinical, main_train_svm
 from covidet.clinical._schema import (
     CLINICAL_SCHEMA,
     FEATURE_NAMES,
@@ -36,8 +35,6 @@ __all__ = [
     "demo_model_path",
     "from_sklearn",
     "generate_clinical",
-    "main_make_clinical",
-    "main_train_svm",
     "read_csv",
     "train_svm",
     "validate_features",

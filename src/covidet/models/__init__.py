@@ -13,6 +13,7 @@ from covidet.models._checkpoint import (
 from covidet.models._keymap import jin_lung_unet_key_map, jin_resnet152_key_map, load_jin_checkpoint
 from covidet.models._layers import WS_CONVENTIONS, WSConv2d, standardize_weight
 from covidet.models._registry import VARIANTS, build_model, list_models, register_model
+from covidet.models._serving import fold_weight_standardization, serving_module
 
 __all__ = [
     "VARIANTS",
@@ -21,6 +22,7 @@ __all__ = [
     "CheckpointMeta",
     "WSConv2d",
     "build_model",
+    "fold_weight_standardization",
     "jin_lung_unet_key_map",
     "jin_resnet152_key_map",
     "list_models",
@@ -29,5 +31,6 @@ __all__ = [
     "load_state_strict",
     "register_model",
     "save_checkpoint",
+    "serving_module",
     "standardize_weight",
 ]

@@ -12,7 +12,6 @@ from covidet.phantom._write import (
 
 __all__ = [
     "Phantom",
-    "main_phantom",
     "make_phantom",
     "make_phantom_set",
     "nifti_affine",
@@ -20,10 +19,3 @@ __all__ = [
     "write_nifti",
     "write_phantom_nifti",
 ]
-
-
-def main_phantom(argv: list[str] | None = None) -> int:
-    """`covidet phantom`: write phantoms as DICOM series and/or NIfTI."""
-    from covidet.phantom._cli import main
-
-    return main(argv)

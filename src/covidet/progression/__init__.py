@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from covidet.progression._cli import main_eval_progression
 from covidet.progression._gpr import MIN_POINTS, CourseModel, ProgressionError, fit_course
 from covidet.progression._plot import plot_course
 from covidet.progression._synthetic import (
@@ -20,7 +19,6 @@ __all__ = [
     "evaluate_progression",
     "fit_course",
     "generate_course",
-    "main_eval_progression",
     "plot_course",
     "true_course",
 ]

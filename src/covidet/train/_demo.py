@@ -22,7 +22,7 @@ from torch import nn
 
 from covidet import __version__
 from covidet import _contract as C
-from covidet import pipeline as P
+from covidet import ensemble as P
 from covidet.models import CheckpointMeta, build_model, save_checkpoint
 from covidet.phantom import Phantom, make_phantom
 
@@ -352,7 +352,7 @@ def train_all(
 
 
 def main_train_demo(argv: Sequence[str] | None = None) -> int:
-    from covidet.serve._render import default_checkpoints
+    from covidet.export._render import default_checkpoints
 
     parser = argparse.ArgumentParser(prog="covidet train-demo", description=__doc__)
     parser.add_argument(

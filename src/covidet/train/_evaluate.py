@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from covidet import _contract as C
-from covidet import pipeline as P
+from covidet.ensemble import InProcessModels, PipelineConfig, ScanPipeline
+from covidet.metrics import dice
 from covidet.phantom import Phantom, make_phantom
-from covidet.serving import InProcessModels, PipelineConfig, ScanPipeline
 
 __all__ = ["EvaluationReport", "ScanScore", "evaluate_phantoms", "main_evaluate_demo"]
 
@@ -72,8 +72,8 @@ def score(ph: Phantom, out: dict[str, np.ndarray], seconds: float) -> ScanScore:
     return ScanScore(
         kind=ph.kind,
         predicted=C.CLASS_NAMES[int(np.argmax(probs))],
-        lung_dice=P.dice(out["LUNG_MASK"], ph.lung_mask),
-        lesion_dice=P.dice(out["LESION_MASK"], ph.lesion_mask) if has_lesion else None,
+        lung_dice=dice(out["LUNG_MASK"], ph.lung_mask),
+        lesion_dice=dice(out["LESION_MASK"], ph.lesion_mask) if has_lesion else None,
         p_viral=float(out["P_VIRAL"][0]),
         p_covid_given_viral=float(out["P_COVID_GIVEN_VIRAL"][0]),
         lesion_ratio_true=float(ph.lesion_mask.sum() / max(ph.lung_mask.sum(), 1)),
@@ -100,7 +100,7 @@ def evaluate_phantoms(
 
 
 def main_evaluate_demo(argv: Sequence[str] | None = None) -> int:
-    from covidet.serve._render import render_repository
+    from covidet.export._render import render_repository
 
     parser = argparse.ArgumentParser(prog="covidet evaluate-demo", description=__doc__)
     parser.add_argument("--seed", type=int, default=1000, help="phantom seed (not the training ones)")

@@ -17,7 +17,7 @@ import torch
 
 from covidet import __version__
 from covidet import _contract as C
-from covidet import pipeline as P
+from covidet import ensemble as P
 from covidet.models import build_model, save_checkpoint
 from covidet.train._demo import checkpoint_meta
 

@@ -1,0 +1,374 @@
+"""The scan pipeline: one CT in, the covidet outputs out.
+
+`ScanPipeline` holds the logic of the ``covidet_pipeline`` Triton step. It never talks to Triton
+itself: it is given an async ``infer(model_name, array) -> array`` callable. Inside Triton that
+callable issues BLS requests (so slices of concurrent scans meet in the slice models' dynamic
+batchers); in-process (tests, baselines, evaluation) it runs the models directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covidet import _contract as C
+from covidet.ensemble._fusion import LesionStats, stepwise_covid, topk_fusion
+from covidet.ensemble._preprocess import chunks, lesion_input, lung_input, on_device, on_host
+from covidet.ensemble._selection import (
+    MaskSummary,
+    classifier_input,
+    clean_lung_mask,
+    fold_lesions,
+    select_slices,
+)
+from covidet.ensemble._validate import validate_scan
+
+__all__ = [
+    "DEFAULT_INFLIGHT_CHUNKS",
+    "PIPELINE_CONFIG_FILE",
+    "InferFn",
+    "PipelineConfig",
+    "ScanOutputs",
+    "ScanPipeline",
+]
+
+#: The pipeline step's configuration file in its version folder of a rendered repository.
+PIPELINE_CONFIG_FILE = "pipeline.json"
+
+#: Chunks of one scan in flight per slice model unless the pipeline config says otherwise.
+DEFAULT_INFLIGHT_CHUNKS = 4
+
+#: ``await infer(model_name, batch)`` returns the model's single output for the batch: numpy
+#: arrays, or with `PipelineConfig.device_tensors` torch tensors on the device too.
+InferFn = Callable[[str, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Preprocessing records and provenance of the deployed models (from checkpoint metadata)."""
+
+    #: contract model name -> checkpoint metadata dict (architecture, variant, preprocessing, ...)
+    models: Mapping[str, Mapping[str, Any]]
+    slice_batch: int = C.SLICE_BATCH
+    #: chunks of one scan in flight per slice model at a time. Each chunk's input is built just
+    #: before it is sent and its output folded in as it comes back, so a scan never holds more
+    #: than this many chunks (and the BLS shared-memory pool never grows past them). A few are
+    #: enough to keep CPU instances busy; GPUs want more slices queued.
+    max_inflight_chunks: int = DEFAULT_INFLIGHT_CHUNKS
+    top_k: int = C.TOP_K
+    #: torch device of the heavy pre/post-processing (windowing and resizing the model inputs,
+    #: up-sampling the masks onto the input grid); None: numpy and torch on the CPU. The GPU
+    #: profiles say "cuda": a 300x512x512 scan's pre/post costs ~0.58 CPU-seconds on the CPU with
+    #: the demo models' grids (more at full size), which alone would take ~15 cores at 25 scans/s.
+    device: str | None = None
+    #: with ``device``: the slice models' inputs are handed to ``infer`` as torch tensors on the
+    #: device, and their outputs may come back as tensors there (DLPack through BLS: the GPU
+    #: profiles), instead of both making a round trip through host memory (~1.2 GB a full-size
+    #: 300x512x512 scan: lung input and output are 315 MB each)
+    device_tensors: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, model: str) -> Mapping[str, Any]:
+        try:
+            return self.models[model]["preprocessing"]
+        except KeyError as exc:
+            valid = ", ".join(sorted(self.models))
+            raise KeyError(f"no checkpoint metadata for model {model!r}; have: {valid}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineConfig:
+        data = json.loads(text)
+        return cls(
+            models=data["models"],
+            slice_batch=int(data.get("slice_batch", C.SLICE_BATCH)),
+            max_inflight_chunks=int(data.get("max_inflight_chunks", DEFAULT_INFLIGHT_CHUNKS)),
+            device=data.get("device") or None,
+            device_tensors=bool(data.get("device_tensors", False)),
+        )
+
+    @classmethod
+    def from_repository(cls, repository: Path) -> PipelineConfig:
+        """The configuration rendered into ``repository`` for the pipeline step."""
+        return cls.from_json((repository / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).read_text())
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "models": self.models,
+                "slice_batch": self.slice_batch,
+                "max_inflight_chunks": self.max_inflight_chunks,
+                "device": self.device,
+                "device_tensors": self.device_tensors,
+            },
+            indent=2,
+        )
+
+    def provenance(self) -> dict[str, Any]:
+        """Model versions and checkpoint provenance, returned with every answer."""
+        return {
+            name: {
+                "architecture": meta.get("architecture"),
+                "variant": meta.get("variant"),
+                "version": meta.get("version"),
+                "trained": meta.get("trained"),
+                "provenance": meta.get("provenance"),
+                "sha256": str(meta.get("sha256", ""))[:16],
+                "precision": meta.get("precision"),
+            }
+            for name, meta in self.models.items()
+        }
+
+
+class ScanPipeline:
+    """Runs the whole per-scan pipeline given an async slice-model `infer` function."""
+
+    def __init__(self, config: PipelineConfig, infer: InferFn) -> None:
+        self.config = config
+        self._infer = infer
+        self._lung = config.record(C.LUNG_SEG.name)
+        self._cls = config.record(C.SLICE_CLASSIFIER.name)
+        self._lesion = config.record(C.LESION_SEG.name)
+        self._provenance = json.dumps(config.provenance(), sort_keys=True)
+        self._device = config.device
+        #: model inputs built on the device stay there as torch tensors
+        self._tensors = config.device is not None and config.device_tensors
+        if config.device is not None:
+            _check_device(config.device)
+
+    async def _batched(self, model: str, x: np.ndarray) -> np.ndarray:
+        """Run a (small) slice stack through ``model`` in chunks; the outputs concatenated."""
+        outs: dict[int, np.ndarray] = {}
+
+        def keep(part: slice, y: Any) -> None:
+            outs[part.start] = on_host(y)  # per-slice scores and features: small
+
+        await self._stream(model, x.shape[0], lambda part: x[part], keep)
+        return np.concatenate([outs[start] for start in sorted(outs)], axis=0)
+
+    async def _stream(
+        self,
+        model: str,
+        n: int,
+        make: Callable[[slice], Any],
+        fold: Callable[[slice, Any], None],
+    ) -> None:
+        """Run ``n`` slices through ``model`` in chunks of at most ``slice_batch``.
+
+        Each chunk's input is built by ``make(part)`` just before it is sent, at most
+        ``max_inflight_chunks`` chunks are in flight, and each output is handed to
+        ``fold(part, output)`` as it arrives: one scan's memory stays bounded whatever its length.
+        """
+        if n == 0:
+            raise ValueError(f"{model}: empty slice batch")
+        gate = asyncio.Semaphore(max(1, self.config.max_inflight_chunks))
+
+        async def one(part: slice) -> None:
+            async with gate:
+                x = make(part)
+                x = np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()
+                fold(part, await self._infer(model, x))
+
+        await asyncio.gather(*(one(p) for p in chunks(n, self.config.slice_batch)))
+
+    async def _lung_prob(self, ct: Any) -> Any:
+        """Lung probabilities at the model's resolution, [S,h,w], after 3D clean-up. ``ct``: the
+        HU volume, or its tensor on the pre/post device; the probabilities are then a float32
+        tensor there too, each chunk copied over as it comes back."""
+        h, w = self._lung["input_size"]
+        shape = (ct.shape[0], int(h), int(w))
+        device = self._device
+        if device is None:
+            prob: Any = np.empty(shape, np.float32)
+        else:
+            import torch
+
+            prob = torch.empty(shape, dtype=torch.float32, device=ct.device)
+
+        def put(part: slice, y: Any) -> None:
+            prob[part] = y[:, 0] if device is None else on_device(y[:, 0], device)
+
+        def make(p: slice) -> Any:
+            return lung_input(ct[p], self._lung, device=device, tensor=self._tensors)
+
+        await self._stream(C.LUNG_SEG.name, ct.shape[0], make, put)
+        # Connected components and hole filling at the model's resolution (16x cheaper than on the
+        # input grid); the cleaned probability is what gets up-sampled onto the input grid.
+        if device is not None:  # on the device (scipy: 0.33-0.40 CPU-s for a full-size 512x512 grid)
+            keep_t = clean_lung_mask(prob > 0.5, device=device)
+            return torch.where(keep_t, prob.clamp(min=0.51), prob.clamp(max=0.49))
+        keep = clean_lung_mask(prob > 0.5).view(bool)
+        # in place, no full-size float temporaries (a 300x512x512 grid is 315 MB of float32)
+        np.maximum(prob, np.float32(0.51), out=prob, where=keep)
+        np.minimum(prob, np.float32(0.49), out=prob, where=~keep)
+        return prob
+
+    def _lung_summary(self, prob: Any, hw: tuple[int, int]) -> MaskSummary:
+        """The lung mask on the input grid, up-sampled slab by slab, kept bit-packed. ``prob``:
+        as `_lung_prob` returns it."""
+        summary = MaskSummary.empty((prob.shape[0], *hw))
+        # A slice whose probabilities are all <= 0.5 has an empty mask at any resolution
+        # (bilinear values stay within the input's range): only lung slices are up-sampled.
+        flat = prob.reshape(prob.shape[0], -1)
+        peak = flat.max(axis=1) if self._device is None else flat.amax(dim=1).cpu().numpy()
+        lit = np.flatnonzero(peak > 0.5)
+        for part in chunks(lit.size, self.config.slice_batch):
+            summary.add_probabilities(lit[part], prob[lit[part]], device=self._device)
+        return summary
+
+    async def _lesions(
+        self,
+        ct: Any,
+        summary: MaskSummary,
+        bbox: tuple[int, int, int, int, int, int],
+        masks: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[int, int]:
+        """Lesions on the lung slices, streamed: returns (lung, lesion) voxel counts.
+
+        Lesions are kept inside the lung's bounding box (plus a margin) and added to the lung
+        (`covidet.ensemble.fold_lesions`). With ``masks`` (full-size uint8 lung, lesion) the final
+        masks are written there as chunks arrive.
+        """
+        hw = (ct.shape[1], ct.shape[2])
+        idx = np.flatnonzero(summary.counts > 0)
+        if idx.size == 0:
+            return 0, 0
+        _, _, y0, y1, x0, x1 = bbox
+        my, mx = max(2, (y1 - y0) // 20), max(2, (x1 - x0) // 20)
+        keep = np.zeros(hw, bool)
+        keep[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx] = True
+        counts = [0, 0]
+
+        def fold(part: slice, prob: Any) -> None:
+            rows = idx[part]
+            n_lung, n_lesion, lung, lesion = fold_lesions(
+                summary, rows, prob[:, 0], keep, want_masks=masks is not None, device=self._device
+            )
+            counts[0] += n_lung
+            counts[1] += n_lesion
+            if masks is not None:
+                masks[0][rows], masks[1][rows] = lung, lesion
+
+        await self._stream(
+            C.LESION_SEG.name,
+            idx.size,
+            lambda p: lesion_input(ct, self._lesion, rows=idx[p], device=self._device, tensor=self._tensors),
+            fold,
+        )
+        return counts[0], counts[1]
+
+    async def run(
+        self,
+        ct: np.ndarray,
+        spacing: np.ndarray,
+        *,
+        return_masks: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Diagnose one scan; returns the contract's output tensors by name.
+
+        Raises `covidet.ensemble.ScanValidationError` / `NoLungError` (both ValueError) for bad
+        input — the Triton step turns them into INVALID_ARGUMENT.
+        """
+        t0 = time.perf_counter()
+        validate_scan(ct, spacing)
+        sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+        hw = (int(ct.shape[1]), int(ct.shape[2]))
+        # the GPU profiles copy the CT to their device once, for the lung and the lesion inputs
+        hu = ct if self._device is None else on_device(ct, self._device)
+        lung_prob = await self._lung_prob(hu)
+        summary = self._lung_summary(lung_prob, hw)
+        t_lung = time.perf_counter()
+        selection = select_slices(summary, self._cls)
+        selected = summary.masks(selection.indices, device=self._device)
+        cls_in = classifier_input(
+            hu, selected, selection, self._cls, device=self._device, tensor=self._tensors
+        )
+        del lung_prob
+
+        masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
+        probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in)
+        feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
+        lesion_t = self._lesions(hu, summary, selection.bbox, masks)
+        slice_probs, feats, (lung_voxels, lesion_voxels) = await asyncio.gather(probs_t, feats_t, lesion_t)
+        t_slices = time.perf_counter()
+        stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
+        p_viral, p_cgv = float(stepwise[0]), float(stepwise[1])
+
+        fused = topk_fusion(slice_probs, self.config.top_k)
+        stats = LesionStats.from_counts(lung_voxels, lesion_voxels, sp)
+        empty = np.zeros((0, 0, 0), np.uint8)
+        if timings is not None:  # per-stage wall time, for the server's metrics
+            end = time.perf_counter()
+            timings.update(
+                lung=t_lung - t0, classify_and_lesion=t_slices - t_lung, fusion=end - t_slices, total=end - t0
+            )
+        out = ScanOutputs(
+            p_viral=p_viral,
+            p_covid_given_viral=p_cgv,
+            p_covid_stepwise=stepwise_covid(p_viral, p_cgv),
+            class_probs=fused.class_probs,
+            topk_slices=selection.indices[fused.topk],
+            lung_volume_ml=stats.lung_ml,
+            lesion_volume_ml=stats.lesion_ml,
+            lesion_ratio=stats.ratio,
+            n_slices_used=len(selection.indices),
+            lung_mask=masks[0] if masks is not None else empty,
+            lesion_mask=masks[1] if masks is not None else empty,
+            provenance=self._provenance.encode(),
+        )
+        return out.to_tensors()
+
+
+def _check_device(device: str) -> None:
+    """Refuse a pre/post device this process cannot use, at load rather than at the first scan."""
+    import torch
+
+    fix = (
+        f'serve a CPU profile (cpu, cpu-int8), or set "device" in {PIPELINE_CONFIG_FILE} to null '
+        '(numpy on the CPU) or "cpu"'
+    )
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise RuntimeError(f"pre/post device {device!r} is not a torch device ({exc}); {fix}") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"pre/post device {device!r}: no CUDA GPU is visible to this process; {fix}")
+
+
+@dataclass(frozen=True)
+class ScanOutputs:
+    """One scan's results; field ``x`` is the contract's output tensor ``X`` (upper case)."""
+
+    p_viral: float
+    p_covid_given_viral: float
+    p_covid_stepwise: float
+    class_probs: np.ndarray
+    topk_slices: np.ndarray
+    lung_volume_ml: float
+    lesion_volume_ml: float
+    lesion_ratio: float
+    n_slices_used: int
+    lung_mask: np.ndarray
+    lesion_mask: np.ndarray
+    provenance: bytes
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        """The output tensors by contract name, with the contract's dtypes and ranks."""
+        tensors: dict[str, np.ndarray] = {}
+        for spec in C.PIPELINE.outputs:
+            value = getattr(self, spec.name.lower())
+            if spec.dtype == "BYTES":
+                arr = np.array([value], dtype=object)
+            else:
+                arr = np.asarray(value, dtype=spec.numpy_dtype).reshape(
+                    (1,) if spec.dims == (1,) else np.shape(value)
+                )
+            tensors[spec.name] = arr
+        return tensors

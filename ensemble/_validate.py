@@ -1,0 +1,52 @@
+"""Validation of a scan request: what a CT volume and its spacing must look like."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from covidet.ensemble._errors import ScanValidationError
+from covidet.ensemble._fusion import _check_spacing
+
+__all__ = ["MAX_SIZE", "MAX_SLICES", "MAX_SPACING_MM", "MIN_SIZE", "validate_scan"]
+
+MIN_SIZE = 16
+MAX_SIZE = 2048
+MAX_SLICES = 2000
+MAX_SPACING_MM = 50.0
+
+
+def validate_scan(ct: np.ndarray, spacing: np.ndarray) -> None:
+    """Raise `ScanValidationError` saying what is wrong with the request and how to fix it."""
+    if ct.ndim != 3:
+        raise ScanValidationError(
+            f"CT must be a 3D volume [slices, rows, columns], got rank {ct.ndim} shape "
+            f"{list(ct.shape)}; stack the slices along the first axis"
+        )
+    if ct.dtype != np.int16:
+        raise ScanValidationError(f"CT must be int16 Hounsfield units, got {ct.dtype}")
+    s, h, w = ct.shape
+    if s < 1:
+        raise ScanValidationError("CT has no slices; send at least one slice")
+    if s > MAX_SLICES:
+        raise ScanValidationError(f"CT has {s} slices; at most {MAX_SLICES} are accepted")
+    if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
+        raise ScanValidationError(
+            f"slices are {h}x{w}; rows and columns must be between {MIN_SIZE} and {MAX_SIZE}"
+        )
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if sp.shape != (3,):
+        raise ScanValidationError(f"SPACING must have 3 values (slice, row, column in mm), got {sp.shape[0]}")
+    dz, dy, dx = _check_spacing(tuple(sp))
+    if max(dz, dy, dx) > MAX_SPACING_MM:
+        raise ScanValidationError(
+            f"spacing {[dz, dy, dx]} mm is implausible for CT (max {MAX_SPACING_MM} mm); "
+            "send the voxel size in millimetres"
+        )
+    step = max(1, ct.size // 200_000)
+    sample = ct.reshape(-1)[::step]
+    outside = np.count_nonzero((sample < -1100) | (sample > 3100)) / sample.size
+    if outside > 0.99:
+        raise ScanValidationError(
+            "the volume does not look like Hounsfield units (over 99% of voxels outside "
+            "-1100..3100); apply RescaleSlope/RescaleIntercept before sending"
+        )

@@ -1,0 +1,217 @@
+"""`covidet diagnose`, `covidet monitor` and `covidet deidentify`: the client-side commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from covidet import _contract as C
+from covidet.errors import InvalidInputError
+
+__all__ = ["main_deidentify", "main_diagnose", "main_monitor"]
+
+
+def _table(d: Any) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"{d.source} ({d.n_slices} slices)", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("predicted (4-class, top-K)", d.predicted_class)
+    for name in C.CLASS_NAMES:
+        t.add_row(f"  P({name})", f"{d.class_probs[name]:.3f}")
+    t.add_row("DL#1 P(viral pneumonia)", f"{d.p_viral:.3f}")
+    t.add_row("DL#2 P(COVID-19 | viral)", f"{d.p_covid_given_viral:.3f}")
+    t.add_row("stepwise P(COVID-19)", f"{d.p_covid_stepwise:.3f}")
+    if d.p_svm is not None and d.p_covid_fused is not None:
+        t.add_row("clinical SVM P(COVID-19)", f"{d.p_svm:.3f}")
+        t.add_row("DL#3 fused P(COVID-19 | viral)", f"{d.p_covid_fused:.3f}")
+    t.add_row("lung volume", f"{d.lung_volume_ml:.0f} mL")
+    t.add_row("lesion volume", f"{d.lesion_volume_ml:.1f} mL")
+    t.add_row("lesion / lung", f"{d.lesion_ratio:.4f}")
+    t.add_row("top-K slices", ", ".join(str(i) for i in d.topk_slices))
+    t.add_row("latency", f"{d.latency_s:.2f} s")
+    kinds = sorted({str(v.get("provenance")) for v in d.provenance.values()})
+    t.add_row("models", "; ".join(kinds))
+    return t
+
+
+def main_diagnose(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from covidet.client import AsyncClient, load_volume
+    from covidet.client._async import ordered_map
+
+    p = argparse.ArgumentParser(prog="covidet diagnose", description="Diagnose CT scans.")
+    p.add_argument("paths", nargs="*", help="DICOM folders/files/DICOMDIRs or NIfTI files, one scan each")
+    p.add_argument(
+        "--files-from",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="LIST",
+        help="a text file listing the DICOM files of one series, one path per line (repeatable)",
+    )
+    p.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help="server URL (repeat for fail-over; default 127.0.0.1:8001)",
+    )
+    p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="spread the scans over the --url replicas (round robin) instead of primary then backups",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per scan")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="scans in flight at once (read and sent while others run: the server batches their "
+        "slices together); results still come in the order given",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON, no table")
+    p.add_argument("--masks-out", type=Path, default=None, help="save masks as .npz here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write DICOM SEG + SR (DICOM input), result.json and PNG key images per scan here",
+    )
+    args = p.parse_args(argv)
+    scans: list[tuple[str, Any]] = [(path, path) for path in args.paths]
+    for listing in args.files_from:
+        lines = [ln.strip() for ln in listing.read_text().splitlines()]
+        files = [Path(ln) if Path(ln).is_absolute() else listing.parent / ln for ln in lines if ln]
+        scans.append((listing.stem, files))
+    if not scans:
+        p.error("give at least one scan: PATH... or --files-from LIST")
+    if args.concurrency < 1:
+        p.error(f"--concurrency must be >= 1, got {args.concurrency}")
+    console = Console(stderr=args.json)
+    want_masks = args.masks_out is not None or args.out is not None
+    results = []
+
+    def report(path: str, volume: Any, d: Any) -> None:
+        if args.out is not None:
+            from covidet.client._outputs import write_outputs
+
+            name = Path(path).name.replace(".nii.gz", "").replace(".nii", "") or "scan"
+            written = write_outputs(d, volume, args.out / name)
+            console.print(f"{path}: wrote {', '.join(sorted(written))} to {args.out / name}")
+        if args.masks_out is not None:
+            import numpy as np
+
+            args.masks_out.mkdir(parents=True, exist_ok=True)
+            out = args.masks_out / (Path(path).name.replace(".nii.gz", "") + "_masks.npz")
+            np.savez_compressed(out, lung=np.asarray(d.lung_mask), lesion=np.asarray(d.lesion_mask))
+        if not args.json:
+            console.print(_table(d))
+
+    async def run() -> None:
+        urls = args.url or ["127.0.0.1:8001"]
+        client = AsyncClient(urls, protocol=args.protocol, timeout_s=args.timeout, balance=args.balance)
+        async with client:
+
+            async def one(scan: tuple[str, Any]) -> tuple[str, Any, Any]:
+                volume = await asyncio.to_thread(load_volume, scan[1])  # DICOM/NIfTI reading
+                return scan[0], volume, await client.diagnose(volume, return_masks=want_masks)
+
+            with Progress(console=console, disable=len(scans) < 2 or args.json) as progress:
+                task = progress.add_task("diagnosing", total=len(scans))
+                async for path, volume, d in ordered_map(one, scans, args.concurrency):
+                    results.append(d)
+                    report(path, volume, d)
+                    progress.advance(task)
+
+    asyncio.run(run())
+    if args.json:
+        print(json.dumps([d.to_dict() for d in results], indent=2))
+    return 0
+
+
+def main_monitor(argv: list[str]) -> int:
+    import csv
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from covidet.client import AsyncClient, plot_forecast
+
+    p = argparse.ArgumentParser(
+        prog="covidet monitor",
+        description="Forecast a patient's course (GPR, DL#5) from serial scans and/or earlier ratios.",
+    )
+    p.add_argument("scans", nargs="*", help="DICOM folders / NIfTI files of the patient's scans")
+    p.add_argument("--days", default="", help="comma-separated day of each scan, in order")
+    p.add_argument("--history", type=Path, default=None, help="CSV with columns day,ratio")
+    p.add_argument("--levels", default="0.05,0.01", help="ratio levels whose crossing day is wanted")
+    p.add_argument("--horizon", type=float, default=14.0, help="days forecast after the last scan")
+    p.add_argument("--url", action="append", default=None)
+    p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    p.add_argument("--out", type=Path, default=Path("monitor_out"), help="course.png + course.json")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    scan_days = [float(d) for d in args.days.split(",") if d.strip()]
+    if len(scan_days) != len(args.scans):
+        raise InvalidInputError(
+            f"--days needs one day per scan: {len(args.scans)} scans, {len(scan_days)} days given"
+        )
+    days: list[float] = []
+    ratios: list[float] = []
+    if args.history is not None:
+        with args.history.open() as fh:
+            for row in csv.DictReader(fh):
+                days.append(float(row["day"]))
+                ratios.append(float(row["ratio"]))
+    console = Console(stderr=args.json)
+    levels = [float(v) for v in args.levels.split(",") if v.strip()]
+
+    async def run() -> Any:
+        async with AsyncClient(args.url or ["127.0.0.1:8001"], protocol=args.protocol) as client:
+            # the patient's scans in flight together (the server batches their slices), in order
+            many = client.diagnose_many(args.scans, concurrency=max(1, len(args.scans)))
+            diagnoses = [d async for d in many]
+            for day, scan, d in zip(scan_days, args.scans, diagnoses, strict=True):
+                console.print(f"day {day:g}: {scan} lesion/lung ratio {d.lesion_ratio:.4f}")
+                days.append(day)
+                ratios.append(d.lesion_ratio)
+            return await client.forecast(days, ratios, levels=levels, horizon_days=args.horizon)
+
+    fc = asyncio.run(run())
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_forecast(fc, args.out / "course.png")
+    (args.out / "course.json").write_text(json.dumps(fc.to_dict(), indent=2))
+    if args.json:
+        print(json.dumps(fc.to_dict(), indent=2))
+        return 0
+    t = Table(title="disease course (GPR over lesion/lung ratio)")
+    t.add_column("level")
+    t.add_column("predicted day it is crossed", justify="right")
+    for level, crossing in fc.crossing_days.items():
+        t.add_row(f"{level:g}", "not within the horizon" if crossing is None else f"{crossing:.1f}")
+    console.print(t)
+    console.print(f"wrote {args.out / 'course.png'} and {args.out / 'course.json'}")
+    return 0
+
+
+def main_deidentify(argv: list[str]) -> int:
+    from covidet.client._deid import write_deidentified_copy
+
+    p = argparse.ArgumentParser(
+        prog="covidet deidentify",
+        description="Write a de-identified copy of a DICOM series (PS3.15 basic profile).",
+    )
+    p.add_argument("source", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--seed", default=None, help="makes the replaced values reproducible")
+    args = p.parse_args(argv)
+    files = write_deidentified_copy(args.source, args.out, seed=args.seed)
+    print(f"{len(files)} de-identified files written to {args.out}")
+    return 0
