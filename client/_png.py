@@ -45,9 +45,44 @@ def _figure(image_hw: tuple[int, int], aspect: float) -> tuple[Any, Any]:
     return fig, ax
 
 
-def _axial_ok(volume: Volume) -> bool:
+#: The standard axial orientation, as DICOM ImageOrientationPatient (LPS): along a row towards the
+#: patient's left, down a column towards posterior; image left is then the patient's right.
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+#: (x, y, z) RAS <-> LPS
+_RAS_LPS = np.array([-1.0, -1.0, 1.0])
+
+
+def _orientation(volume: Volume) -> np.ndarray | None:
+    """The volume's row and column directions in patient LPS (as ImageOrientationPatient: six
+    direction cosines), or None where its reader recorded none.
+
+    The DICOM reader stores ImageOrientationPatient itself; the NIfTI reader stores "RAS canonical"
+    and the canonical image's affine, whose data axes (i, j, k) run opposite to the volume's
+    (column, row, slice): so a row of the volume runs along -i, a column along -j.
+    """
     orient = volume.meta.get("orientation")
-    return orient is not None and np.allclose(orient, [1, 0, 0, 0, 1, 0], atol=1e-3)
+    if isinstance(orient, str):
+        affine = volume.meta.get("affine")
+        if orient != "RAS canonical" or affine is None:
+            return None
+        a = np.asarray(affine, dtype=np.float64)
+        if a.shape != (4, 4):
+            return None
+        axes = -a[:3, :2].T * _RAS_LPS  # [along a row (-i), down a column (-j)] in LPS
+        norms = np.linalg.norm(axes, axis=1, keepdims=True)
+        if not (np.isfinite(axes).all() and (norms > 0).all()):
+            return None
+        return (axes / norms).reshape(6)
+    try:
+        cosines = np.asarray(orient, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):  # None, or not six numbers
+        return None
+    return cosines if cosines.shape == (6,) and np.isfinite(cosines).all() else None
+
+
+def _axial_ok(volume: Volume) -> bool:
+    orient = _orientation(volume)
+    return orient is not None and np.allclose(orient, AXIAL, atol=1e-3)
 
 
 def write_pngs(
