@@ -21,6 +21,7 @@ from covidet.errors import (
     RequestTimeoutError,
     ServerError,
     ServerUnavailableError,
+    VolumeError,
 )
 
 __all__ = [
@@ -187,18 +188,37 @@ def requested_outputs(return_masks: bool, protocol: str) -> list[Any]:
     return outs
 
 
+#: The exception raised for each covidet error code a server sends (`covidet._contract.ErrorCode`).
+_CODE_ERRORS: dict[C.ErrorCode, type[CovidetError]] = {
+    C.ErrorCode.INVALID_VOLUME: VolumeError,
+    C.ErrorCode.NO_LUNG: NoLungFoundError,
+    C.ErrorCode.INVALID_CLINICAL: InvalidInputError,
+    C.ErrorCode.INVALID_SERIES: InvalidInputError,
+    C.ErrorCode.INVALID_INPUT: InvalidInputError,
+    C.ErrorCode.STEP_UNAVAILABLE: ServerUnavailableError,
+    C.ErrorCode.INTERNAL: ServerError,
+}
+
+
 def translate_error(exc: BaseException) -> CovidetError:
-    """Map a tritonclient / transport exception to covidet's hierarchy (use ``raise ... from``)."""
+    """Map a tritonclient / transport exception to covidet's hierarchy (use ``raise ... from``).
+
+    A covidet model's error carries a code (`covidet._contract.parse_error_message`): it picks the
+    class and is kept as the error's ``code``. Errors without one come from Triton itself or the
+    transport, and are classified by their status.
+    """
     if isinstance(exc, CovidetError):
         return exc
     from tritonclient.utils import InferenceServerException
 
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "")
-        msg = str(exc.message() or exc)
+        code, msg = C.parse_error_message(str(exc.message() or exc))
+        if code is not None:
+            err = _CODE_ERRORS[code](msg)
+            err.code = code
+            return err
         low = msg.lower()
-        if "no lung found" in low:
-            return NoLungFoundError(msg)
         if "protocol is restricted" in low or ("restricted" in low and "header" in low):
             # Triton answers a locked admin endpoint with UNAVAILABLE: retrying cannot help
             return PermissionDeniedError(

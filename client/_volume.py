@@ -8,13 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from covidet.errors import InvalidInputError
+from covidet.errors import VolumeError  # the input cannot be read as one CT volume
 
 __all__ = ["Volume", "VolumeError", "load_volume"]
-
-
-class VolumeError(InvalidInputError):
-    """The input cannot be read as one CT volume (names the file and the reason)."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from covidet.errors import ArtifactError
 from covidet.models import CheckpointMeta, fold_weight_standardization, serving_module
 
 __all__ = [
@@ -27,7 +28,7 @@ ONNX_INPUT = "input"
 ONNX_OUTPUT = "output"
 
 
-class ExportError(RuntimeError):
+class ExportError(ArtifactError, RuntimeError):
     """Export failed or the exported graph does not reproduce PyTorch within tolerance."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from covidet import __version__
 from covidet import _contract as C
+from covidet.errors import DeploymentError
 from covidet.export._configs import (
     CPU_HEAVY_MODELS,
     CPU_PROFILES,
@@ -83,7 +84,7 @@ def pipeline_instances(profile: str, cores: int) -> int:
 GPU_INFLIGHT_CHUNKS = 16
 
 
-class RenderError(RuntimeError):
+class RenderError(DeploymentError, RuntimeError):
     """The repository cannot be rendered (missing checkpoint, unknown profile, no TensorRT...)."""
 
 

@@ -10,7 +10,9 @@ exclude the batch (slice) axis, as in Triton's ``config.pbtxt``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from enum import Enum
 
 __all__ = [
     "CLASS_NAMES",
@@ -28,9 +30,12 @@ __all__ = [
     "SLICE_MODELS",
     "STEPWISE_NAMES",
     "TOP_K",
+    "ErrorCode",
     "ModelSpec",
     "TensorSpec",
     "all_models",
+    "error_message",
+    "parse_error_message",
 ]
 
 #: Jin et al. 4-class order (index = class id).
@@ -256,3 +261,54 @@ ENSEMBLE = ModelSpec(
 def all_models() -> tuple[ModelSpec, ...]:
     """Every model of the repository, public ensemble last."""
     return (*SLICE_MODELS, GRU_FUSION, PIPELINE, CLINICAL_SVM, PROGRESSION_GPR, ENSEMBLE)
+
+
+# --- error codes ----------------------------------------------------------------------------------
+# A covidet model that fails a request says why with one code, written into its Triton error message
+# as the prefix ``[covidet:CODE] `` (`error_message`), e.g. ``[covidet:NO_LUNG] no lung found ...``.
+# Triton may put its own context before it (an ensemble names the failing step), so a reader takes
+# the first tag anywhere in the message (`parse_error_message`); a message without a tag comes from
+# Triton itself (unknown model, bad tensor shape, server shutting down). The Triton status stays the
+# coarse class (`ErrorCode.triton_status`) for clients that do not know the codes.
+
+
+class ErrorCode(str, Enum):
+    """Why a covidet model refused or failed a request (the value is the wire spelling)."""
+
+    #: The CT voxels or their spacing break a rule (dtype, size, HU range, spacing): fix the input.
+    INVALID_VOLUME = "INVALID_VOLUME"
+    #: The scan contains no lung: not a chest CT in Hounsfield units.
+    NO_LUNG = "NO_LUNG"
+    #: The clinical features break covidet.clinical.CLINICAL_SCHEMA (count, range, missing values).
+    INVALID_CLINICAL = "INVALID_CLINICAL"
+    #: The (day, lesion ratio) series of a forecast cannot be fit (too few days, bad values).
+    INVALID_SERIES = "INVALID_SERIES"
+    #: Any other malformed input tensor.
+    INVALID_INPUT = "INVALID_INPUT"
+    #: A step of the pipeline is restarting or reloading: the request was not processed; retry.
+    STEP_UNAVAILABLE = "STEP_UNAVAILABLE"
+    #: The server failed on a valid request (a bug or a broken deployment): report it.
+    INTERNAL = "INTERNAL"
+
+    @property
+    def triton_status(self) -> str:
+        """The Triton Python backend's ``TritonError`` code name that goes with this code."""
+        return _TRITON_STATUS.get(self, "INVALID_ARG")
+
+
+_TRITON_STATUS = {ErrorCode.STEP_UNAVAILABLE: "UNAVAILABLE", ErrorCode.INTERNAL: "INTERNAL"}
+_ERROR_TAG = re.compile(r"\[covidet:([A-Z_]+)\] ?")
+
+
+def error_message(code: ErrorCode | str, text: str) -> str:
+    """The error message carrying ``code`` on the wire: ``[covidet:CODE] text``."""
+    return f"[covidet:{ErrorCode(code).value}] {text}"
+
+
+def parse_error_message(message: str) -> tuple[ErrorCode | None, str]:
+    """(code, message without its tag) of a server error message; (None, message) when it carries
+    no covidet code or one this version does not know."""
+    match = _ERROR_TAG.search(message)
+    if match is None or match.group(1) not in ErrorCode.__members__:
+        return None, message
+    return ErrorCode(match.group(1)), message[: match.start()] + message[match.end() :]

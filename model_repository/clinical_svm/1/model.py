@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from covidet import _contract as C
 from covidet.clinical import ClinicalDataError, ClinicalSVM, demo_model_path
 
 
@@ -57,6 +58,9 @@ class TritonPythonModel:
             try:
                 responses.append(self._one(request))
             except ClinicalDataError as exc:
-                err = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                code = C.ErrorCode.INVALID_CLINICAL
+                err = pb_utils.TritonError(
+                    C.error_message(code, str(exc)), getattr(pb_utils.TritonError, code.triton_status)
+                )
                 responses.append(pb_utils.InferenceResponse(error=err))
         return responses

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from covidet import _contract as C
 from covidet.ensemble import make_runner, run_sequence
 
 
@@ -25,8 +26,11 @@ class TritonPythonModel:
             feats = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             if feats.ndim != 2 or feats.shape[0] == 0:
                 err = pb_utils.TritonError(
-                    f"FEATURES must be [slices, features] with at least one slice, got "
-                    f"shape {list(feats.shape)}",
+                    C.error_message(
+                        C.ErrorCode.INVALID_INPUT,
+                        f"FEATURES must be [slices, features] with at least one slice, got "
+                        f"shape {list(feats.shape)}",
+                    ),
                     pb_utils.TritonError.INVALID_ARG,
                 )
                 responses.append(pb_utils.InferenceResponse(error=err))

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from covidet import _contract as C
 from covidet.progression import ProgressionError, fit_course
 
 
@@ -55,6 +56,9 @@ class TritonPythonModel:
             try:
                 responses.append(self._one(request))
             except ProgressionError as exc:
-                err = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                code = C.ErrorCode.INVALID_SERIES
+                err = pb_utils.TritonError(
+                    C.error_message(code, str(exc)), getattr(pb_utils.TritonError, code.triton_status)
+                )
                 responses.append(pb_utils.InferenceResponse(error=err))
         return responses

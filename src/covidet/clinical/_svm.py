@@ -30,7 +30,7 @@ from covidet.clinical._schema import (
     Feature,
     validate_features,
 )
-from covidet.errors import CovidetError
+from covidet.errors import ArtifactError
 
 __all__ = [
     "FORMAT",
@@ -55,7 +55,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
 }
 
 
-class ModelFileError(CovidetError, ValueError):
+class ModelFileError(ArtifactError, ValueError):
     """A clinical SVM model file is unreadable, malformed, inconsistent or tampered with."""
 
 

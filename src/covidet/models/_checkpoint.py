@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from covidet.errors import ArtifactError
 from covidet.models._registry import build_model, model_kwargs
 
 __all__ = [
@@ -27,7 +28,7 @@ FORMAT = "covidet-checkpoint/1"
 StateDict = dict[str, torch.Tensor]
 
 
-class CheckpointError(Exception):
+class CheckpointError(ArtifactError):
     """A checkpoint cannot be used: bad metadata, modified weights, or mismatched keys."""
 
 
