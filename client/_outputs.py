@@ -12,7 +12,8 @@
 - ``keyimage_<k>.png`` for the k-th (1-based) of the top-K slices and ``coronal.png``.
 
 The returned dict maps each written file's stem (``seg``, ``sr``, ``result``, ``keyimage_1``, ...,
-``coronal``) to its path; a file that was not written has no key (and a log line says why).
+``coronal``) to its path; a file that was not written has no key (and a log line says why: a
+warning where a DICOM input gets no SEG and SR, e.g. instances without a SOPInstanceUID).
 Everything here runs in the light client: pydicom, highdicom, matplotlib; no torch, no scipy.
 The writers live in `_seg`, `_sr` and `_png`; this module matches the source datasets and calls them.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +52,27 @@ def _mask(diagnosis: Diagnosis, name: str, shape: tuple[int, ...]) -> np.ndarray
     return m > 0
 
 
-def _load_source_datasets(volume: Volume, source_datasets: Sequence[Any] | None) -> list[Any] | None:
-    """The source CT datasets in the volume's slice order (matched by SOPInstanceUID), or None."""
+def _load_source_datasets(
+    volume: Volume, source_datasets: Sequence[Any] | None, warn: Callable[[str], None]
+) -> list[Any] | None:
+    """The source CT datasets in the volume's slice order (matched by SOPInstanceUID), or None
+    (a DICOM input then says why through ``warn``)."""
+    dicom = volume.meta.get("format") == "dicom"
     uids = [str(u) for u in volume.meta.get("sop_instance_uids") or []]
-    if not uids or not all(uids) or len(uids) != volume.n_slices:
+    complete = bool(uids) and all(uids) and len(uids) == volume.n_slices
+    if dicom and not complete:
+        n_missing = volume.n_slices - sum(1 for u in uids if u)
+        warn(
+            f"{volume.source}: {n_missing} of its {volume.n_slices} slices come from DICOM instances "
+            "without a SOPInstanceUID, which a SEG and an SR need to reference their source: no "
+            "seg.dcm, no sr.dcm. Give every instance a SOPInstanceUID (e.g. pydicom.uid."
+            "generate_uid(), also as the file meta's MediaStorageSOPInstanceUID) and run again"
+        )
+        return None
+    if not complete or (source_datasets is None and not dicom):
+        log.info("%s is not a DICOM series: no seg.dcm, no sr.dcm", volume.source)
         return None
     if source_datasets is None:
-        if volume.meta.get("format") != "dicom":
-            return None
         from covidet.client._dicom import _files, _header, _map
 
         files = _files(Path(volume.source))
@@ -74,7 +88,7 @@ def _load_source_datasets(volume: Volume, source_datasets: Sequence[Any] | None)
         )
     if volume.meta.get("source_frames") is not None:  # enhanced CT: frames of one instance
         if len(set(uids)) != 1:
-            log.warning("an enhanced CT split over several instances: no seg.dcm, no sr.dcm")
+            warn(f"{volume.source}: an enhanced CT split over several instances: no seg.dcm, no sr.dcm")
             return None
         return [by_uid[uids[0]]]
     return [by_uid[u] for u in uids]
@@ -97,6 +111,7 @@ def write_outputs(
     out_dir: Path,
     *,
     source_datasets: list[Any] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Write SEG, SR, JSON and PNG outputs of ``diagnosis`` for ``volume`` into ``out_dir``.
 
@@ -104,7 +119,8 @@ def write_outputs(
     are read from ``volume.source``. They are matched to the volume's slices by SOPInstanceUID
     (``volume.meta['sop_instance_uids']``), so frame i of the SEG lies on the volume's slice i.
     SEG needs a DICOM input and masks (``return_masks=True``); SR needs a DICOM input. Returns
-    ``{file stem: path}`` for every file written; skipped files have no key.
+    ``{file stem: path}`` for every file written; skipped files have no key. Why a DICOM input got
+    no SEG and SR is logged as a warning and, given ``on_warning``, passed to it too (for a CLI).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,10 +133,13 @@ def write_outputs(
     result.write_text(json.dumps(diagnosis.to_dict(), indent=2, default=_json_default) + "\n")
     written[result.stem] = result
 
-    sources = _load_source_datasets(volume, source_datasets)
-    if sources is None:
-        log.info("%s is not a DICOM series: no seg.dcm, no sr.dcm", volume.source)
-    else:
+    def warn(message: str) -> None:
+        log.warning("%s", message)
+        if on_warning is not None:
+            on_warning(message)
+
+    sources = _load_source_datasets(volume, source_datasets, warn)
+    if sources is not None:
         seg = None
         if lung is None or lesion is None:
             log.info("no masks in the diagnosis (return_masks=False): no seg.dcm")

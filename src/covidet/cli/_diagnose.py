@@ -98,12 +98,15 @@ def main_diagnose(argv: list[str]) -> int:
     want_masks = args.masks_out is not None or args.out is not None
     results = []
 
+    def warn(message: str) -> None:  # e.g. why a DICOM input got no seg.dcm and sr.dcm
+        console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+
     def report(path: str, volume: Any, d: Any) -> None:
         if args.out is not None:
             from covidet.client._outputs import write_outputs
 
             name = Path(path).name.replace(".nii.gz", "").replace(".nii", "") or "scan"
-            written = write_outputs(d, volume, args.out / name)
+            written = write_outputs(d, volume, args.out / name, on_warning=warn)
             console.print(f"{path}: wrote {', '.join(sorted(written))} to {args.out / name}")
         if args.masks_out is not None:
             import numpy as np
