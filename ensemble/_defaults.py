@@ -28,6 +28,8 @@ JIN_SLICES_RECORD: dict[str, Any] = {
     "min_lung_pixels": 500,
     "reference_pixels": 512 * 512,
     "n_slices": 35,
+    # covidet's rule: 35 slices spread over all valid slices ("jin_stride" reproduces theirs)
+    "selection": "even",
 }
 #: Lesion DeepLabV3+ input: lung window scaled to [0, 1] (ours: no public code exists).
 LESION_RECORD: dict[str, Any] = {

@@ -25,9 +25,11 @@ from covidet.ensemble._selection import (
     MaskSummary,
     classifier_input,
     clean_lung_mask,
+    closing_radius,
     fold_lesions,
     select_slices,
 )
+from covidet.ensemble._quality import ScanMeasures, check_quality, quality_json
 from covidet.ensemble._validate import validate_scan
 
 __all__ = [
@@ -177,10 +179,11 @@ class ScanPipeline:
 
         await asyncio.gather(*(one(p) for p in chunks(n, self.config.slice_batch)))
 
-    async def _lung_prob(self, ct: Any) -> Any:
-        """Lung probabilities at the model's resolution, [S,h,w], after 3D clean-up. ``ct``: the
-        HU volume, or its tensor on the pre/post device; the probabilities are then a float32
-        tensor there too, each chunk copied over as it comes back."""
+    async def _lung_prob(self, ct: Any, spacing: tuple[float, float, float]) -> Any:
+        """Lung probabilities at the model's resolution, [S,h,w], made the lung envelope's (3D
+        clean-up, in-plane closing, holes filled). ``ct``: the HU volume, or its tensor on the
+        pre/post device; the probabilities are then a float32 tensor there too, each chunk copied
+        over as it comes back."""
         h, w = self._lung["input_size"]
         shape = (ct.shape[0], int(h), int(w))
         device = self._device
@@ -198,12 +201,13 @@ class ScanPipeline:
             return lung_input(ct[p], self._lung, device=device, tensor=self._tensors)
 
         await self._stream(C.LUNG_SEG.name, ct.shape[0], make, put)
+        closing = closing_radius(spacing, (ct.shape[1], ct.shape[2]), (int(h), int(w)))
         # Connected components and hole filling at the model's resolution (16x cheaper than on the
         # input grid); the cleaned probability is what gets up-sampled onto the input grid.
         if device is not None:  # on the device (scipy: 0.33-0.40 CPU-s for a full-size 512x512 grid)
-            keep_t = clean_lung_mask(prob > 0.5, device=device)
+            keep_t = clean_lung_mask(prob > 0.5, closing=closing, device=device)
             return torch.where(keep_t, prob.clamp(min=0.51), prob.clamp(max=0.49))
-        keep = clean_lung_mask(prob > 0.5).view(bool)
+        keep = clean_lung_mask(prob > 0.5, closing=closing).view(bool)
         # in place, no full-size float temporaries (a 300x512x512 grid is 315 MB of float32)
         np.maximum(prob, np.float32(0.51), out=prob, where=keep)
         np.minimum(prob, np.float32(0.49), out=prob, where=~keep)
@@ -223,37 +227,30 @@ class ScanPipeline:
         return summary
 
     async def _lesions(
-        self,
-        ct: Any,
-        summary: MaskSummary,
-        bbox: tuple[int, int, int, int, int, int],
-        masks: tuple[np.ndarray, np.ndarray] | None,
-    ) -> tuple[int, int]:
-        """Lesions on the lung slices, streamed: returns (lung, lesion) voxel counts.
+        self, ct: Any, summary: MaskSummary, masks: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[int, int, float]:
+        """Lesions on the lung slices, streamed: returns the lung and lesion voxel counts and the
+        HU sum over the lung voxels.
 
-        Lesions are kept inside the lung's bounding box (plus a margin) and added to the lung
-        (`covidet.ensemble.fold_lesions`). With ``masks`` (full-size uint8 lung, lesion) the final
-        masks are written there as chunks arrive.
+        Lesions are cut to the lung envelope that ``summary`` holds (`fold_lesions`). With
+        ``masks`` (full-size uint8 lung, lesion) the final masks are written there as chunks
+        arrive.
         """
-        hw = (ct.shape[1], ct.shape[2])
         idx = np.flatnonzero(summary.counts > 0)
         if idx.size == 0:
-            return 0, 0
-        _, _, y0, y1, x0, x1 = bbox
-        my, mx = max(2, (y1 - y0) // 20), max(2, (x1 - x0) // 20)
-        keep = np.zeros(hw, bool)
-        keep[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx] = True
-        counts = [0, 0]
+            return 0, 0, 0.0
+        totals = [0, 0, 0.0]
 
         def fold(part: slice, prob: Any) -> None:
             rows = idx[part]
-            n_lung, n_lesion, lung, lesion = fold_lesions(
-                summary, rows, prob[:, 0], keep, want_masks=masks is not None, device=self._device
+            got = fold_lesions(
+                summary, rows, prob[:, 0], ct, want_masks=masks is not None, device=self._device
             )
-            counts[0] += n_lung
-            counts[1] += n_lesion
+            totals[0] += got.n_lung
+            totals[1] += got.n_lesion
+            totals[2] += got.lung_hu_sum
             if masks is not None:
-                masks[0][rows], masks[1][rows] = lung, lesion
+                masks[0][rows], masks[1][rows] = got.lung, got.lesion
 
         await self._stream(
             C.LESION_SEG.name,
@@ -261,7 +258,7 @@ class ScanPipeline:
             lambda p: lesion_input(ct, self._lesion, rows=idx[p], device=self._device, tensor=self._tensors),
             fold,
         )
-        return counts[0], counts[1]
+        return int(totals[0]), int(totals[1]), float(totals[2])
 
     async def run(
         self,
@@ -282,7 +279,7 @@ class ScanPipeline:
         hw = (int(ct.shape[1]), int(ct.shape[2]))
         # the GPU profiles copy the CT to their device once, for the lung and the lesion inputs
         hu = ct if self._device is None else on_device(ct, self._device)
-        lung_prob = await self._lung_prob(hu)
+        lung_prob = await self._lung_prob(hu, sp)
         summary = self._lung_summary(lung_prob, hw)
         t_lung = time.perf_counter()
         selection = select_slices(summary, self._cls)
@@ -295,14 +292,26 @@ class ScanPipeline:
         masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
         probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in)
         feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
-        lesion_t = self._lesions(hu, summary, selection.bbox, masks)
-        slice_probs, feats, (lung_voxels, lesion_voxels) = await asyncio.gather(probs_t, feats_t, lesion_t)
+        lesion_t = self._lesions(hu, summary, masks)
+        slice_probs, feats, (lung_voxels, lesion_voxels, lung_hu_sum) = await asyncio.gather(
+            probs_t, feats_t, lesion_t
+        )
         t_slices = time.perf_counter()
         stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
         p_viral, p_cgv = float(stepwise[0]), float(stepwise[1])
 
         fused = topk_fusion(slice_probs, self.config.top_k)
         stats = LesionStats.from_counts(lung_voxels, lesion_voxels, sp)
+        flags = check_quality(
+            ScanMeasures(
+                lung_counts=summary.counts,
+                spacing=sp,
+                lung_ml=stats.lung_ml,
+                lesion_ratio=stats.ratio,
+                lung_mean_hu=lung_hu_sum / lung_voxels if lung_voxels else float("nan"),
+                models=self.config.models,
+            )
+        )
         empty = np.zeros((0, 0, 0), np.uint8)
         if timings is not None:  # per-stage wall time, for the server's metrics
             end = time.perf_counter()
@@ -322,6 +331,7 @@ class ScanPipeline:
             lung_mask=masks[0] if masks is not None else empty,
             lesion_mask=masks[1] if masks is not None else empty,
             provenance=self._provenance.encode(),
+            quality=quality_json(flags),
         )
         return out.to_tensors()
 
@@ -358,6 +368,7 @@ class ScanOutputs:
     lung_mask: np.ndarray
     lesion_mask: np.ndarray
     provenance: bytes
+    quality: bytes
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         """The output tensors by contract name, with the contract's dtypes and ranks."""

@@ -20,33 +20,49 @@ from covidet.ensemble._preprocess import (
 )
 
 __all__ = [
+    "ENVELOPE_CLOSING_MM",
+    "SELECTION_RULES",
+    "FoldedLesions",
     "MaskSummary",
     "SliceSelection",
     "classifier_input",
     "clean_lung_mask",
+    "closing_radius",
     "fold_lesions",
+    "pick_slices",
     "select_slices",
 ]
+
+#: In-plane closing of the lung envelope (mm): takes in a consolidation at the pleura that the lung
+#: model left out as a notch, without bridging the two lungs across the mediastinum.
+ENVELOPE_CLOSING_MM = 5.0
 
 #: np.packbits' bit order (the first pixel is the most significant bit), for torch
 _BITS = (128, 64, 32, 16, 8, 4, 2, 1)
 
 
 def clean_lung_mask(
-    mask: Any, *, keep: int = 2, min_fraction: float = 0.05, device: str | None = None
+    mask: Any,
+    *,
+    keep: int = 2,
+    min_fraction: float = 0.05,
+    closing: int = 0,
+    device: str | None = None,
 ) -> Any:
-    """Keep the ``keep`` largest 3D components (each >= min_fraction of the largest), fill holes:
-    uint8 0/1 [S,H,W] of a mask (bool, or nonzero = mask). With ``device`` (a torch device) it
-    runs there (`covidet.ensemble._components`) on a bool tensor (or an array, copied over) and
-    returns a bool tensor there: the same voxels.
+    """The lung envelope of a raw lung mask: the ``keep`` largest 3D components (each >=
+    min_fraction of the largest), closed in-plane by a square of ``closing`` pixels' radius, with
+    holes filled slice by slice: uint8 0/1 [S,H,W] of a mask (bool, or nonzero = mask). With
+    ``device`` (a torch device) it runs there (`covidet.ensemble._components`) on a bool tensor (or
+    an array, copied over) and returns a bool tensor there: the same voxels.
 
-    Holes (vessels, dense lesions inside the lung) are filled slice by slice, so they count as lung.
-    Both steps run on the mask's bounding box only (the same result: nothing outside it is mask,
-    and all background outside it reaches the slice border): 4x faster on a 300x512x512 chest,
-    whose lungs fill ~20% of the volume's box.
+    Holes (vessels, dense lesions inside the lung) are filled, so they count as lung; the closing
+    takes in a consolidation at the pleura that the lung model left out as a notch in the lung's
+    border. Everything outside the envelope is outside the lung: lesions are cut to it and the
+    lung volume is its volume. All steps run on the mask's bounding box only (the same result:
+    nothing outside it is mask, and all background outside it reaches the slice border).
     """
     if device is not None:
-        return _clean_lung_on_device(mask, keep, min_fraction, device)
+        return _clean_lung_on_device(mask, keep, min_fraction, closing, device)
     m = mask if mask.dtype == bool else mask > 0
     out = np.zeros(mask.shape, bool)
     box = bounding_box(m)
@@ -58,9 +74,34 @@ def clean_lung_mask(
     kept = wanted[labels]
     inner = bounding_box(kept)  # the kept components' box, inside ``box``
     assert inner is not None  # the largest component is always kept
-    kept[inner] = _fill_holes_per_slice(kept[inner])
+    kept[inner] = _fill_holes_per_slice(_close_in_plane(kept[inner], closing))
     out[box] = kept
     return out.view(np.uint8)  # 0/1, without a copy
+
+
+def _close_in_plane(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing of each slice of bool [S,H,W] by a (2r+1)^2 square, as if the slices were
+    surrounded by background. Pixels the closing adds outside the box are never mask (a closing
+    stays within the mask's convex hull), so the box is enough."""
+    if radius <= 0:
+        return mask
+    k = 2 * radius + 1
+    pad = ((0, 0), (2 * radius, 2 * radius), (2 * radius, 2 * radius))
+    m = np.pad(mask, pad)
+    closed = ndimage.minimum_filter(ndimage.maximum_filter(m, size=(1, k, k)), size=(1, k, k))
+    return closed[:, 2 * radius : -2 * radius, 2 * radius : -2 * radius]
+
+
+def closing_radius(
+    spacing: tuple[float, float, float],
+    grid_hw: tuple[int, int],
+    model_hw: tuple[int, int],
+    mm: float = ENVELOPE_CLOSING_MM,
+) -> int:
+    """The envelope closing's radius in pixels of the lung model's grid (``model_hw``) for a scan
+    of ``spacing`` (mm: slice, row, column) on ``grid_hw``."""
+    pixel_mm = (spacing[1] * grid_hw[0] / model_hw[0] + spacing[2] * grid_hw[1] / model_hw[1]) / 2
+    return round(mm / pixel_mm)
 
 
 def _largest(sizes: np.ndarray, keep: int, min_fraction: float) -> np.ndarray:
@@ -70,7 +111,7 @@ def _largest(sizes: np.ndarray, keep: int, min_fraction: float) -> np.ndarray:
     return order[sizes[order] >= min_fraction * sizes[order[0]]]
 
 
-def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, device: str) -> Any:
+def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, closing: int, device: str) -> Any:
     """`clean_lung_mask` in torch on ``device``: the same components, holes and result."""
     import torch
 
@@ -89,7 +130,7 @@ def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, device: str
     kept = torch.isin(labels, firsts[torch.from_numpy(chosen).to(firsts.device)])
     inner = bounding_box(kept)
     assert inner is not None  # the largest component is always kept
-    k = kept[inner].contiguous()
+    k = _close_in_plane_on_device(kept[inner], closing).contiguous()
     # holes: background not connected (4-connected, in its slice) to the border of the slice
     background = component_labels(~k, dims=(1, 2))
     edges = torch.cat([background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]], 1)
@@ -99,6 +140,19 @@ def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, device: str
     kept[inner] = ~outside[background]
     out[box] = kept
     return out
+
+
+def _close_in_plane_on_device(mask: Any, radius: int) -> Any:
+    """`_close_in_plane` in torch: max-pooling dilates, max-pooling the complement erodes."""
+    if radius <= 0:
+        return mask
+    import torch.nn.functional as F
+
+    k, p = 2 * radius + 1, 2 * radius
+    m = F.pad(mask[:, None].float(), (p, p, p, p))
+    dilated = F.max_pool2d(m, k, stride=1, padding=radius)
+    closed = -F.max_pool2d(-dilated, k, stride=1, padding=radius)
+    return closed[:, 0, p:-p, p:-p] > 0.5
 
 
 #: 4-connectivity within a slice, none across slices (as `ndimage.binary_fill_holes` per slice).
@@ -213,45 +267,77 @@ def fold_lesions(
     summary: MaskSummary,
     rows: np.ndarray,
     prob: np.ndarray,
-    keep: np.ndarray,
+    hu: Any,
     *,
     want_masks: bool = False,
     device: str | None = None,
-) -> tuple[int, int, np.ndarray | None, np.ndarray | None]:
-    """One chunk of lesion probabilities ([n,h,w] for slices ``rows``) onto the grid:
-    ``(lung voxels, lesion voxels, lung mask, lesion mask)`` of those slices (masks bool [n,H,W]
-    when ``want_masks``, else None).
-
-    The lesion is kept inside ``keep`` (bool [H,W], the lung's box plus a margin) and added to the
-    lung: dense consolidation at the pleura is often missed by lung segmentation, and a lesion is
-    always inside the lung. With ``device`` all of it runs there; the masks come back only when
-    asked for.
+) -> FoldedLesions:
+    """One chunk of lesion probabilities ([n,h,w] for slices ``rows``) onto the grid, cut to the
+    lung envelope that ``summary`` holds: a lesion is always inside the lung, and nothing outside
+    the envelope is ever added to it. ``hu`` is the scan (array, or its tensor on ``device``): the
+    HU of the lung voxels are summed for the quality checks. With ``device`` all of it runs there;
+    the masks come back only when asked for.
     """
     _, h, w = summary.shape
     if device is None:
         lesion = upsample_mask(prob, (h, w))
-        lesion &= keep
         lung = summary.masks(rows)
-        lung |= lesion
+        lesion &= lung
         n_lung, n_lesion = int(np.count_nonzero(lung)), int(np.count_nonzero(lesion))
-        return (n_lung, n_lesion, lung, lesion) if want_masks else (n_lung, n_lesion, None, None)
+        hu_sum = float(hu[rows][lung].sum(dtype=np.float64))
+        if not want_masks:
+            return FoldedLesions(n_lung, n_lesion, hu_sum)
+        return FoldedLesions(n_lung, n_lesion, hu_sum, lung, lesion)
     import torch
 
-    lesion_t = upsample_on_device(prob, (h, w), 0.5, device)
-    lesion_t &= torch.from_numpy(keep).to(lesion_t.device)
-    lung_t = summary.masks(rows, device=device) | lesion_t
+    lung_t = summary.masks(rows, device=device)
+    lesion_t = upsample_on_device(prob, (h, w), 0.5, device) & lung_t
+    rows_t = torch.as_tensor(rows, device=lung_t.device)
+    hu_t = on_device(hu, device)[rows_t]
+    hu_sum = float(hu_t[lung_t].sum(dtype=torch.float64))
     n_lung, n_lesion = int(lung_t.sum()), int(lesion_t.sum())
     if not want_masks:
-        return n_lung, n_lesion, None, None
-    return n_lung, n_lesion, lung_t.cpu().numpy(), lesion_t.cpu().numpy()
+        return FoldedLesions(n_lung, n_lesion, hu_sum)
+    return FoldedLesions(n_lung, n_lesion, hu_sum, lung_t.cpu().numpy(), lesion_t.cpu().numpy())
+
+
+@dataclass(frozen=True)
+class FoldedLesions:
+    """`fold_lesions` of one chunk: lung and lesion voxels, the HU sum over the lung voxels, and
+    the bool [n,H,W] masks when they were asked for."""
+
+    n_lung: int
+    n_lesion: int
+    lung_hu_sum: float
+    lung: np.ndarray | None = None
+    lesion: np.ndarray | None = None
+
+
+#: How the classifier's slices are picked among the valid ones (the record's ``selection``).
+#: ``even``: ``n_slices`` spread evenly from the first to the last valid slice, so the lung bases
+#: (where COVID-19 lesions mostly are) are always represented. ``jin_stride``: Jin et al.'s rule,
+#: ``valid[0::max(n_valid // n_slices, 1)][:n_slices]``, which leaves out up to half of the lung at
+#: its lower end; kept for reproducing their checkpoints.
+SELECTION_RULES = ("even", "jin_stride")
+
+
+def pick_slices(valid: np.ndarray, n: int, rule: str) -> np.ndarray:
+    """``n`` of the ``valid`` slice indices (ascending) by ``rule`` (one of `SELECTION_RULES`)."""
+    if rule == "jin_stride":
+        return valid[0 :: max(valid.size // n, 1)][:n]
+    if rule == "even":
+        if valid.size <= n:
+            return valid
+        return valid[np.round(np.linspace(0, valid.size - 1, n)).astype(np.int64)]
+    raise KeyError(f"unknown slice selection rule {rule!r}; valid: {', '.join(SELECTION_RULES)}")
 
 
 def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]) -> SliceSelection:
-    """Jin et al.: slices with more than `min_lung_pixels` lung pixels, `n_slices` of them.
+    """Jin et al.: slices with more than `min_lung_pixels` lung pixels, `n_slices` of them, picked
+    by the record's ``selection`` rule (`SELECTION_RULES`; ``even`` when the record has none).
 
     The pixel threshold is defined at 512x512 (``reference_pixels``) and scaled by the in-plane
-    area for other sizes. stride = max(n_valid // n_slices, 1); take valid[0::stride][:n_slices].
-    ``lung_mask`` is the [S,H,W] mask or its `MaskSummary`.
+    area for other sizes. ``lung_mask`` is the [S,H,W] mask or its `MaskSummary`.
     """
     summary = lung_mask if isinstance(lung_mask, MaskSummary) else MaskSummary.of(lung_mask)
     _, h, w = summary.shape
@@ -264,9 +350,8 @@ def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]
             f"{threshold:.0f} lung pixels (of {h}x{w}); check that the volume is a chest CT in "
             "Hounsfield units (air = -1000) with slices along the first axis"
         )
-    n = int(record["n_slices"])
-    stride = max(valid.size // n, 1)
-    indices = valid[0::stride][:n].astype(np.int64)
+    indices = pick_slices(valid, int(record["n_slices"]), str(record.get("selection", "even")))
+    indices = indices.astype(np.int64)
     zs = np.flatnonzero(counts > 0)
     ys = np.flatnonzero(summary.rows)
     xs = np.flatnonzero(summary.cols)

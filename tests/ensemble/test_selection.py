@@ -27,10 +27,34 @@ def _mask_with_valid(n_valid: int, s: int = 200, offset: int = 10) -> np.ndarray
         (105, list(range(10, 115, 3))),  # stride 3
     ],
 )
-def test_selection_stride_rule(n_valid: int, expected: list[int]) -> None:
-    sel = P.select_slices(_mask_with_valid(n_valid), REC)
+def test_jin_stride_rule_as_a_named_option(n_valid: int, expected: list[int]) -> None:
+    sel = P.select_slices(_mask_with_valid(n_valid), dict(REC, selection="jin_stride"))
     assert sel.indices.tolist() == expected
     assert sel.n_valid == n_valid
+
+
+@pytest.mark.parametrize("n_valid", [20, 35, 36, 69, 70, 71, 100, 105, 190])
+def test_even_rule_covers_the_whole_lung(n_valid: int) -> None:
+    """The default: 35 slices spread from the first valid slice to the last, both quarters at
+    the ends represented (Jin et al.'s rule leaves out up to half of the lung at its lower end)."""
+    assert REC["selection"] == "even"
+    sel = P.select_slices(_mask_with_valid(n_valid), REC)
+    idx = sel.indices.tolist()
+    valid = list(range(10, 10 + n_valid))
+    assert len(idx) == min(35, n_valid) and len(set(idx)) == len(idx) and idx == sorted(idx)
+    assert set(idx) <= set(valid) and idx[0] == valid[0] and idx[-1] == valid[-1]
+    quarter = n_valid // 4
+    assert any(i < valid[quarter] for i in idx) and any(i >= valid[-quarter - 1] for i in idx)
+    gaps = np.diff(idx)
+    assert gaps.max() - gaps.min() <= 1  # evenly spaced
+    if n_valid == 69:  # what Jin et al.'s rule gets wrong: the lower half of the lung
+        jin = P.select_slices(_mask_with_valid(n_valid), dict(REC, selection="jin_stride"))
+        assert jin.indices[-1] < valid[n_valid // 2 + 1]
+
+
+def test_an_unknown_selection_rule_lists_the_valid_ones() -> None:
+    with pytest.raises(KeyError, match="even, jin_stride"):
+        P.select_slices(_mask_with_valid(50), dict(REC, selection="random"))
 
 
 def test_threshold_scales_with_in_plane_area() -> None:
@@ -191,18 +215,51 @@ def test_mask_summary_and_lesion_fold_on_a_device_equal_the_cpu_path(device: str
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(cpu.packed, dev.packed)
     np.testing.assert_array_equal(dev.masks(rows[3:9], device=device).cpu().numpy(), dev.masks(rows[3:9]))
-    keep = np.zeros((60, 45), bool)
-    keep[5:50, 3:40] = True
-    want = P.fold_lesions(cpu, rows[2:10], lesion[2:10], keep, want_masks=True)
-    got = P.fold_lesions(dev, rows[2:10], lesion[2:10], keep, want_masks=True, device=device)
-    assert want[1] > 0 and abs(got[0] - want[0]) <= 4 and abs(got[1] - want[1]) <= 4
-    assert np.count_nonzero(got[2] != want[2]) <= 4 and np.count_nonzero(got[3] != want[3]) <= 4
-    if device == "cpu":
-        assert got[:2] == want[:2]
-    n_lung, n_lesion, none_lung, none_lesion = P.fold_lesions(
-        dev, rows[2:10], lesion[2:10], keep, device=device
+    hu = rng.integers(-1000, 200, (12, 60, 45)).astype(np.int16)
+    want = P.fold_lesions(cpu, rows[2:10], lesion[2:10], hu, want_masks=True)
+    got = P.fold_lesions(
+        dev, rows[2:10], lesion[2:10], P.on_device(hu, device), want_masks=True, device=device
     )
-    assert (n_lung, n_lesion) == got[:2] and none_lung is None and none_lesion is None
+    assert (
+        want.lung is not None and want.lesion is not None and got.lung is not None and got.lesion is not None
+    )
+    assert want.n_lesion > 0 and abs(got.n_lung - want.n_lung) <= 4 and abs(got.n_lesion - want.n_lesion) <= 4
+    assert np.count_nonzero(got.lung != want.lung) <= 4 and np.count_nonzero(got.lesion != want.lesion) <= 4
+    assert not (want.lesion & ~want.lung).any() and not (got.lesion & ~got.lung).any()
+    assert want.lung_hu_sum == float(hu[2:10][want.lung].sum())
+    if device == "cpu":
+        assert (got.n_lung, got.n_lesion, got.lung_hu_sum) == (want.n_lung, want.n_lesion, want.lung_hu_sum)
+    plain = P.fold_lesions(dev, rows[2:10], lesion[2:10], P.on_device(hu, device), device=device)
+    assert (plain.n_lung, plain.n_lesion) == (got.n_lung, got.n_lesion)
+    assert plain.lung is None and plain.lesion is None
+
+
+def test_lesions_outside_the_lung_envelope_are_cut() -> None:
+    """A lesion probability over the whole slice (GGO-like density in the body wall included)
+    gives a lesion only where the lung envelope is."""
+    lung = np.zeros((3, 40, 40), np.float32)
+    lung[:, 10:30, 8:18] = 1.0
+    summary = P.MaskSummary.empty((3, 40, 40))
+    summary.add_probabilities(np.arange(3), lung)
+    everywhere = np.ones((3, 40, 40), np.float32)
+    got = P.fold_lesions(summary, np.arange(3), everywhere, np.zeros((3, 40, 40), np.int16), want_masks=True)
+    np.testing.assert_array_equal(got.lesion, lung > 0)
+    np.testing.assert_array_equal(got.lung, lung > 0)  # the lung is not grown by the lesion
+    assert got.n_lung == got.n_lesion == 3 * 20 * 10
+
+
+def test_envelope_closing_takes_in_a_notch_at_the_pleura_and_fills_holes() -> None:
+    m = np.zeros((2, 60, 60), np.uint8)
+    m[:, 10:50, 10:30] = 1
+    m[:, 25:29, 10:13] = 0  # a consolidation at the pleura the lung model left out: a notch
+    m[:, 20:24, 20:24] = 0  # a dense lesion inside: a hole
+    plain = P.clean_lung_mask(m)
+    assert plain[0, 22, 22] == 1 and plain[0, 27, 11] == 0  # the hole is filled, the notch is not
+    closed = P.clean_lung_mask(m, closing=2)
+    full = np.zeros_like(m)
+    full[:, 10:50, 10:30] = 1
+    np.testing.assert_array_equal(closed, full)  # the notch is taken in; nothing grows outside
+    assert P.closing_radius((1.0, 0.7, 0.7), (512, 512), (128, 128)) == round(5.0 / 2.8)
 
 
 def test_classifier_input_on_a_device_equals_the_cpu_path(device: str) -> None:
@@ -224,7 +281,9 @@ def test_clean_lung_mask_on_a_device_equals_numpy(seed: int, device: str) -> Non
     import torch
 
     m = _random_lungs(seed, (12, 40, 36))
-    got = P.clean_lung_mask(P.on_device(m > 0, device), device=device)
-    assert got.dtype == torch.bool and got.device.type == device
-    np.testing.assert_array_equal(got.cpu().numpy().astype(np.uint8), P.clean_lung_mask(m))
+    for closing in (0, 1, 3):
+        got = P.clean_lung_mask(P.on_device(m > 0, device), closing=closing, device=device)
+        assert got.dtype == torch.bool and got.device.type == device
+        want = P.clean_lung_mask(m, closing=closing)
+        np.testing.assert_array_equal(got.cpu().numpy().astype(np.uint8), want)
     assert not P.clean_lung_mask(np.zeros((2, 5, 5), bool), device=device).any()
