@@ -48,6 +48,7 @@ from covidet.ensemble._preprocess import (
     resize_slices,
     upsample_mask,
 )
+from covidet.ensemble._quality import QUALITY_CODES, QualityFlag, ScanMeasures, check_quality, quality_json
 from covidet.ensemble._runtime import (
     COMPILE_BUCKETS,
     InProcessModels,
@@ -57,7 +58,6 @@ from covidet.ensemble._runtime import (
     make_runner,
     run_sequence,
 )
-from covidet.ensemble._quality import QUALITY_CODES, QualityFlag, ScanMeasures, check_quality, quality_json
 from covidet.ensemble._selection import (
     ENVELOPE_CLOSING_MM,
     SELECTION_RULES,

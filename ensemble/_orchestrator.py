@@ -21,6 +21,7 @@ import numpy as np
 from covidet import _contract as C
 from covidet.ensemble._fusion import LesionStats, stepwise_covid, topk_fusion
 from covidet.ensemble._preprocess import chunks, lesion_input, lung_input, on_device, on_host
+from covidet.ensemble._quality import ScanMeasures, check_quality, quality_json
 from covidet.ensemble._selection import (
     MaskSummary,
     classifier_input,
@@ -29,7 +30,6 @@ from covidet.ensemble._selection import (
     fold_lesions,
     select_slices,
 )
-from covidet.ensemble._quality import ScanMeasures, check_quality, quality_json
 from covidet.ensemble._validate import validate_scan
 
 __all__ = [
