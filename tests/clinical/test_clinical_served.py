@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from covidet import _contract as C
 from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical, train_svm
-from covidet.clinical._svm import _calibrated
+from covidet.clinical._svm_train import _calibrated
 from covidet.server import TritonServer
 
 pytestmark = pytest.mark.e2e

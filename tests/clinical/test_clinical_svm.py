@@ -20,7 +20,8 @@ from covidet.clinical import (
     train_svm,
     validate_features,
 )
-from covidet.clinical._svm import _calibrated, content_hash
+from covidet.clinical._svm_file import content_hash
+from covidet.clinical._svm_train import _calibrated
 
 
 @pytest.fixture(scope="module")

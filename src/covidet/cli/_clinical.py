@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from covidet.clinical._schema import ClinicalDataError
-from covidet.clinical._svm import KERNELS, ClinicalSVM, train_svm
+from covidet.clinical._svm import KERNELS, ClinicalSVM
+from covidet.clinical._svm_train import train_svm
 from covidet.clinical._synthetic import generate_clinical, read_csv, write_csv
 
 __all__ = ["main_make_clinical", "main_train_svm"]

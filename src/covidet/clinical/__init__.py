@@ -10,15 +10,9 @@ from covidet.clinical._schema import (
     Feature,
     validate_features,
 )
-from covidet.clinical._svm import (
-    KERNELS,
-    ClinicalSVM,
-    Fusion,
-    ModelFileError,
-    demo_model_path,
-    from_sklearn,
-    train_svm,
-)
+from covidet.clinical._svm import KERNELS, ClinicalSVM, Fusion, demo_model_path
+from covidet.clinical._svm_file import ModelFileError
+from covidet.clinical._svm_train import from_sklearn, train_svm
 from covidet.clinical._synthetic import P_DL2_COLUMN, generate_clinical, read_csv, write_csv
 
 __all__ = [
