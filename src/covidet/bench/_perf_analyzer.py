@@ -29,7 +29,7 @@ import numpy as np
 from covidet import _contract as C
 from covidet.bench._load import Scan
 from covidet.clinical import generate_clinical
-from covidet.errors import CovidetError
+from covidet.errors import DeploymentError
 from covidet.server._binary import _cache_dir
 
 __all__ = ["PA_VERSION", "PerfAnalyzer", "find_perf_analyzer", "run_perf_analyzer", "write_input_data"]
@@ -40,7 +40,7 @@ _MEMBER = f"tritonclient-{PA_VERSION}.data/data/bin/perf_analyzer"
 _LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
 
-class PerfAnalyzerError(CovidetError):
+class PerfAnalyzerError(DeploymentError):
     """perf_analyzer could not be fetched or run (the message says why and how to fix it)."""
 
 
