@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from covidet.bench._levels import _Clients
 from covidet.bench._load import run_closed_loop
-from covidet.bench._main import _Clients, _scans
+from covidet.bench._plan import _scans
 from covidet.server._procs import tree_memory_mib
 
 __all__ = ["main_soak", "soak_report"]
