@@ -205,10 +205,17 @@ def translate_error(exc: BaseException) -> CovidetError:
 
     A covidet model's error carries a code (`covidet._contract.parse_error_message`): it picks the
     class and is kept as the error's ``code``. Errors without one come from Triton itself or the
-    transport, and are classified by their status.
+    transport, and are classified by their status. The new error's ``__cause__`` is ``exc``, also
+    where a caller raises it later (after the retries) without ``from``.
     """
     if isinstance(exc, CovidetError):
         return exc
+    err = _translate(exc)
+    err.__cause__ = exc
+    return err
+
+
+def _translate(exc: BaseException) -> CovidetError:
     from tritonclient.utils import InferenceServerException
 
     if isinstance(exc, InferenceServerException):

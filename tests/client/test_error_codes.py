@@ -126,3 +126,13 @@ def test_words_alone_do_not_pick_the_class() -> None:
     # an unknown code (a newer server) falls back to the status, message kept whole
     err = _over_the_wire("INVALID_ARG", "[covidet:FROM_THE_FUTURE] x", "http")
     assert type(err) is InvalidInputError and "FROM_THE_FUTURE" in str(err)
+
+
+def test_the_server_error_stays_the_cause() -> None:
+    """Also for a retryable error raised after the last retry (without ``from``)."""
+    original = InferenceServerException(C.error_message(C.ErrorCode.STEP_UNAVAILABLE, "x"), status="503")
+    err = translate_error(original)
+    assert err.__cause__ is original
+    with pytest.raises(ServerUnavailableError) as info:
+        raise err
+    assert info.value.__cause__ is original
