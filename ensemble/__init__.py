@@ -71,6 +71,7 @@ from covidet.ensemble._selection import (
     pick_slices,
     select_slices,
 )
+from covidet.ensemble._slice_model import SliceModel
 from covidet.ensemble._validate import validate_scan
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "ScanOutputs",
     "ScanPipeline",
     "ScanValidationError",
+    "SliceModel",
     "SliceSelection",
     "StepUnavailableError",
     "TorchRunner",

@@ -1,0 +1,9 @@
+"""`lesion_seg`, DeepLabV3+ lesion segmentation (CoviDet DL#4): served by covidet.ensemble.SliceModel."""
+
+import triton_python_backend_utils as pb_utils
+
+from covidet.ensemble import SliceModel
+
+
+class TritonPythonModel(SliceModel):
+    pb = pb_utils  # the runtime and the batch handling are SliceModel's
