@@ -1,9 +1,10 @@
 """Render the Triton model repository for a deployment profile.
 
-One source of truth: tensor names, dtypes and ranks come from `covidet._contract`; spatial sizes,
-feature widths and provenance from the checkpoints' metadata. `model.py` files are copied from the
-source `model_repository/`; ONNX files (cpu), checkpoint references (gpu-torch) and TensorRT plans
-(gpu) are generated; the `config.pbtxt` texts come from `covidet.export._configs`.
+The committed `model_repository/` is the source: each model's `config.pbtxt` (checked against
+`covidet._contract`) and `1/model.py`. Rendering copies it and fills in what a profile
+(`covidet.export._profiles.Profile`), the node and the checkpoints decide: the configs through
+`covidet.export._configs`, and the weights: ONNX files (ONNX Runtime, and the TensorRT build),
+int8 graphs, TensorRT plans, or checkpoint references (torch).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from covidet import __version__
 from covidet import _contract as C
 from covidet.errors import DeploymentError
 from covidet.export._configs import (
-    CPU_HEAVY_MODELS,
-    CPU_PROFILES,
-    cpu_instances,
-    ensemble_config,
-    scan_config,
-    slice_config,
+    config_text,
+    model_config,
+    pipeline_config,
+    read_config,
+    runtime_parameters,
 )
+from covidet.export._profiles import PROFILES, Profile
 
 __all__ = [
     "CPU_PROFILES",
@@ -39,53 +40,38 @@ __all__ = [
     "QUANTIZATION_FILE",
     "TORCH_COMPILE_MODES",
     "Calibration",
+    "Profile",
     "RenderError",
     "checkpoint_metadata",
     "default_checkpoints",
+    "get_profile",
     "render_repository",
     "source_repository",
 ]
 
-PROFILES = ("cpu", "cpu-int8", "gpu", "gpu-torch")
+#: Names of the profiles that need no GPU (for callers that list them; branch on a `Profile`'s
+#: fields instead).
+CPU_PROFILES = tuple(name for name, p in PROFILES.items() if p.device == "cpu")
 #: `torch.compile` modes of the gpu-torch slice models ("none": eager).
 TORCH_COMPILE_MODES = ("reduce-overhead", "default", "max-autotune", "none")
 #: File beside an int8 model.onnx recording how it was checked against the float graph.
 QUANTIZATION_FILE = "quantization.json"
-#: The Python file that serves all four slice models.
-_SLICE_TEMPLATE = "slice_model"
-#: Instances of the per-scan orchestrator: two scans overlap (one pre/post-processes while the
-#: other's slices run) and their slices share batches. Each instance holds a whole scan in memory;
-#: 4 instances cost 2.4 GB more peak memory at concurrency 8 for no throughput on 2 cores.
-PIPELINE_INSTANCES = 2
-#: At most this many orchestrator instances on the GPU profiles (`pipeline_instances`): each holds
-#: a scan in host memory and up to ~0.4 GB of /dev/shm (the chart's 4 GiB `shm.sizeLimit`).
-MAX_GPU_PIPELINE_INSTANCES = 8
-
-
-def pipeline_instances(profile: str, cores: int) -> int:
-    """Orchestrator instances of ``profile`` on a node with ``cores`` CPU cores.
-
-    An instance runs one scan at a time, so the instances bound the scans in flight: throughput
-    <= instances / latency (Little's law), and each scan's host work (~0.25-0.3 core-s with
-    pre/post on the GPU, run in its instance's one Python thread) caps an instance at ~3-4 scans/s.
-    The GPU profiles' 25 scans/s therefore need about 8: half the cores, at most
-    `MAX_GPU_PIPELINE_INSTANCES`, at least `PIPELINE_INSTANCES`. The CPU profiles keep two (more
-    cost memory and bring nothing on cores the slice models already fill).
-    """
-    if profile in CPU_PROFILES:
-        return PIPELINE_INSTANCES
-    return max(PIPELINE_INSTANCES, min(MAX_GPU_PIPELINE_INSTANCES, cores // 2))
-
-
-#: Chunks of one scan in flight per slice model (`PipelineConfig.max_inflight_chunks`) on the GPU
-#: profiles: a GPU batches more slices of each scan at once. The CPU profile keeps the default
-#: (`covidet.ensemble.DEFAULT_INFLIGHT_CHUNKS`, 4: both slice-model instances busy, a scan's
-#: memory bounded).
-GPU_INFLIGHT_CHUNKS = 16
+#: The committed config whose presence marks a folder as the model_repository sources.
+_MARKER = Path(C.ENSEMBLE.name) / "config.pbtxt"
 
 
 class RenderError(DeploymentError, RuntimeError):
     """The repository cannot be rendered (missing checkpoint, unknown profile, no TensorRT...)."""
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """The `Profile` of a `--profile` name (a `Profile` is returned as it is)."""
+    if isinstance(profile, Profile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError as exc:  # its message lists the valid names
+        raise RenderError(exc.args[0]) from None
 
 
 def _package_dir() -> Path:
@@ -100,7 +86,7 @@ def source_repository() -> Path:
     packaged copy; a checkout: the folder at its root)."""
     pkg = _package_dir()
     for candidate in (pkg / "_model_repository", pkg.parent.parent / "model_repository"):
-        if (candidate / _SLICE_TEMPLATE / "1" / "model.py").is_file():
+        if (candidate / _MARKER).is_file():
             return candidate
     raise RenderError(f"model_repository sources not found next to {pkg}; reinstall covidet")
 
@@ -171,10 +157,8 @@ def _rename_io(path: Path, spec: C.ModelSpec) -> None:
     onnx.save(model, str(path))
 
 
-#: cpu-int8 profile: the two heavy models run int8 (static QDQ, checked against float on masks).
-#: The classifier and encoder see 35 slices per scan (3% of the FLOPs) and stay float.
-INT8_MODELS = CPU_HEAVY_MODELS
-#: How each int8 model's input is built from HU slices (the pipeline's own preprocessing).
+#: How each model that may run int8 builds its input from HU slices (the pipeline's own
+#: preprocessing), to calibrate and check the int8 graph on.
 _MODEL_INPUTS = {C.LUNG_SEG.name: "lung_input", C.LESION_SEG.name: "lesion_input"}
 
 
@@ -255,14 +239,7 @@ def _quantize(spec: C.ModelSpec, meta: Mapping[str, Any], vdir: Path, calibratio
     stamp.write_text(key)
 
 
-def _precision(profile: str, model: str) -> str:
-    """The numerics a model runs with in ``profile`` (reported in every answer's provenance)."""
-    if profile in CPU_PROFILES:
-        return "int8" if profile == "cpu-int8" and model in INT8_MODELS else "float32"
-    return "float16"  # TensorRT FP16 plans (gpu) and torch CUDA FP16 (gpu-torch, and the GRU on gpu)
-
-
-def _build_plan(onnx_path: Path, plan: Path, meta: Mapping[str, Any], cache: Path) -> None:
+def _build_plan(onnx_path: Path, plan: Path, meta: Mapping[str, Any], cache: Path, *, fp16: bool) -> None:
     from covidet.export import build_tensorrt_engine
 
     build_tensorrt_engine(
@@ -270,13 +247,13 @@ def _build_plan(onnx_path: Path, plan: Path, meta: Mapping[str, Any], cache: Pat
         plan,
         max_batch=C.SLICE_BATCH,
         input_hw=tuple(meta["preprocessing"]["input_size"]),
-        fp16=True,
+        fp16=fp16,
         timing_cache=cache,
     )
 
 
 def render_repository(
-    profile: str = "cpu",
+    profile: str | Profile = "cpu",
     out_dir: Path | str = Path("build/model_repository"),
     checkpoints: Path | str | None = None,
     *,
@@ -284,106 +261,86 @@ def render_repository(
     calibration: Calibration | None = None,
     torch_compile: str = "reduce-overhead",
 ) -> Path:
-    """Write a complete Triton model repository for `profile` into `out_dir` and return it.
+    """Write a complete Triton model repository for `profile` (a name of `PROFILES`, or a
+    `Profile`) into `out_dir` and return it.
 
-    ``calibration``: the scans that calibrate and check the int8 models of profile ``cpu-int8``
-    (default: `Calibration.phantoms`, the demo models' own domain; give real scans for real
-    checkpoints). ``torch_compile``: the `torch.compile` mode of the gpu-torch slice models
+    ``calibration``: the scans that calibrate and check the int8 models of a profile that has
+    some (cpu-int8; default: `Calibration.phantoms`, the demo models' own domain; give real scans
+    for real checkpoints). ``torch_compile``: the `torch.compile` mode of the torch slice models
     (``none``: eager; each compiled batch-size bucket is compiled by Triton's warm-up at load)."""
     from covidet.ensemble import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig, usable_cores
 
-    if profile not in PROFILES:
-        raise RenderError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    prof = get_profile(profile)
     ckpt = Path(checkpoints) if checkpoints else default_checkpoints()
     out = Path(out_dir).resolve()
     src = source_repository()
     metas = checkpoint_metadata(ckpt)
     if torch_compile not in TORCH_COMPILE_MODES:
         raise RenderError(f"torch_compile {torch_compile!r}: choose one of {', '.join(TORCH_COMPILE_MODES)}")
-    if calibration is not None and profile != "cpu-int8":
-        raise RenderError(f"calibration scans are for profile cpu-int8, not {profile}")
-    if profile == "cpu-int8" and calibration is None:
-        foreign = sorted(n for n in INT8_MODELS if metas[n].get("variant") != "demo")
+    if calibration is not None and not prof.int8_models:
+        int8 = " or ".join(name for name, p in PROFILES.items() if p.int8_models)
+        raise RenderError(f"calibration scans are for profile {int8}, not {prof.name}")
+    if prof.int8_models and calibration is None:
+        foreign = sorted(n for n in prof.int8_models if metas[n].get("variant") != "demo")
         if foreign:  # phantoms are the demo models' own domain, nobody else's
             raise RenderError(
-                f"profile cpu-int8 with non-demo checkpoints ({', '.join(foreign)}) needs calibration "
-                "scans like the ones to be served: `covidet export --profile cpu-int8 --calibration "
-                "SCAN SCAN...`, then `covidet serve --model-repository` on the result"
+                f"profile {prof.name} with non-demo checkpoints ({', '.join(foreign)}) needs "
+                f"calibration scans like the ones to be served: `covidet export --profile {prof.name} "
+                "--calibration SCAN SCAN...`, then `covidet serve --model-repository` on the result"
             )
     out.mkdir(parents=True, exist_ok=True)
     threads = threads or usable_cores()  # a container's CPU limit counts, not the node's cores
 
+    def write_config(cfg: Any) -> None:
+        (out / cfg.name / "config.pbtxt").write_text(config_text(cfg, profile=prof))
+
+    for spec in C.all_models():  # every model's version folder, with its model.py if it has one
+        vsrc, vdir = src / spec.name / "1", out / spec.name / "1"
+        vdir.mkdir(parents=True, exist_ok=True)  # an ensemble's is empty, but Triton wants it
+        if vsrc.is_dir():
+            shutil.copytree(vsrc, vdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+
     for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
         vdir = out / spec.name / "1"
-        vdir.mkdir(parents=True, exist_ok=True)
         stem = (ckpt / spec.name).resolve()
-        template = _SLICE_TEMPLATE if spec in C.SLICE_MODELS else spec.name
-        (vdir / "checkpoint.json").write_text(json.dumps(metas[spec.name], indent=2))
-        if profile == "cpu-int8" and spec.name in INT8_MODELS:
+        meta = metas[spec.name]
+        runtime = prof.runtime(spec.name)
+        (vdir / "checkpoint.json").write_text(json.dumps(meta, indent=2))
+        if spec.name in prof.int8_models:
             _export_onnx(stem, spec, vdir / "model.fp32.onnx")
             calibration = calibration or Calibration.phantoms()
-            _quantize(spec, metas[spec.name], vdir, calibration)
-        elif profile in CPU_PROFILES or profile == "gpu":
+            _quantize(spec, meta, vdir, calibration)
+        elif runtime in ("onnxruntime", "tensorrt"):  # the graph to run, or to build the plan from
             _export_onnx(stem, spec, vdir / "model.onnx")
-        if profile in CPU_PROFILES:
-            params = {
-                "runtime": "onnxruntime",
-                "model_file": "model.onnx",
-                "intra_op_threads": str(max(1, threads // cpu_instances(spec))),
-                # idle ORT workers sleep instead of spinning: +9% scans/s at concurrency 4
-                "allow_spinning": "false",
-                "mem_pattern": "false",
-            }
-        else:
-            params = {"runtime": "torch", "checkpoint": str(stem), "device": "cuda", "fp16": "true"}
-            if spec in C.SLICE_MODELS:  # the GRU's sequence length varies per scan: eager
-                params["compile"] = torch_compile
-                # the pipeline's GPU tensors arrive as they are (DLPack through BLS)
-                params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
-        if profile == "gpu" and spec in C.SLICE_MODELS:
-            _build_plan(vdir / "model.onnx", vdir / "model.plan", metas[spec.name], out / ".trt_timing.cache")
-            (vdir / "model.py").unlink(missing_ok=True)
-            text = slice_config(spec, metas[spec.name], profile, {})
-        else:
-            shutil.copy2(src / template / "1" / "model.py", vdir / "model.py")
-            if spec in C.SLICE_MODELS:
-                text = slice_config(spec, metas[spec.name], profile, params)
-            else:
-                text = scan_config(spec, profile, params, instances=1)
-        (out / spec.name / "config.pbtxt").write_text(text)
+        if runtime == "tensorrt":
+            fp16 = prof.precision == "float16"
+            _build_plan(vdir / "model.onnx", vdir / "model.plan", meta, out / ".trt_timing.cache", fp16=fp16)
+            (vdir / "model.py").unlink()  # Triton's TensorRT backend serves the plan
+        committed = read_config(src / spec.name / "config.pbtxt")
+        params = runtime_parameters(
+            spec,
+            prof,
+            {k: v.string_value for k, v in committed.parameters.items()},
+            threads=threads,
+            checkpoint=stem,
+            torch_compile=torch_compile,
+        )
+        write_config(model_config(committed, spec, prof, params, meta))
 
-    pdir = out / C.PIPELINE.name / "1"
-    pdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / C.PIPELINE.name / "1" / "model.py", pdir / "model.py")
-    (pdir / PIPELINE_CONFIG_FILE).write_text(
-        PipelineConfig(
-            # each answer's PROVENANCE says which numerics ran, beside the checkpoint's identity
-            models={name: {**meta, "precision": _precision(profile, name)} for name, meta in metas.items()},
-            max_inflight_chunks=DEFAULT_INFLIGHT_CHUNKS if profile in CPU_PROFILES else GPU_INFLIGHT_CHUNKS,
-            # GPU profiles window, resize and up-sample on the GPU: the CPU would need ~15 cores
-            # for that alone at 25 scans/s (0.58 CPU-s a 300x512x512 scan with the demo grids)
-            device=None if profile in CPU_PROFILES else "cuda",
-            # ... and hand the slice models their inputs there, and take their outputs there
-            device_tensors=profile not in CPU_PROFILES,
-        ).to_json()
+    pipeline = PipelineConfig(
+        # each answer's PROVENANCE says which numerics ran, beside the checkpoint's identity
+        models={name: {**meta, "precision": prof.precision_of(name)} for name, meta in metas.items()},
+        max_inflight_chunks=prof.inflight_chunks or DEFAULT_INFLIGHT_CHUNKS,
+        device=prof.pipeline_device,
+        device_tensors=prof.device_tensors,
     )
-    (out / C.PIPELINE.name / "config.pbtxt").write_text(
-        scan_config(
-            C.PIPELINE,
-            profile,
-            # one torch thread per instance on 2 cores: 0.350-0.377 scans/s at concurrency 2 (two
-            # runs) against 0.325 with torch's default of a thread per core in each instance
-            {
-                "pipeline_config": PIPELINE_CONFIG_FILE,
-                "torch_threads": str(max(1, threads // pipeline_instances(profile, threads))),
-            },
-            pipeline_instances(profile, threads),
-        )
-    )
-    for spec in (C.CLINICAL_SVM, C.PROGRESSION_GPR):  # Python models with their own config
-        shutil.copytree(
-            src / spec.name, out / spec.name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    (out / C.ENSEMBLE.name / "1").mkdir(parents=True, exist_ok=True)
-    (out / C.ENSEMBLE.name / "config.pbtxt").write_text(ensemble_config())
+    (out / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).write_text(pipeline.to_json())
+    instances = prof.pipeline_instances(threads)
+    committed = read_config(src / C.PIPELINE.name / "config.pbtxt")
+    # torch threads: the node's cores shared among the instances, so they never oversubscribe
+    params = {"pipeline_config": PIPELINE_CONFIG_FILE, "torch_threads": str(max(1, threads // instances))}
+    write_config(pipeline_config(committed, params, instances=instances))
+
+    for spec in (C.CLINICAL_SVM, C.PROGRESSION_GPR, C.ENSEMBLE):  # nothing in them depends on the profile
+        write_config(read_config(src / spec.name / "config.pbtxt"))
     return out

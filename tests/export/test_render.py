@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,19 +16,29 @@ from tritonclient.grpc import model_config_pb2
 
 from covidet import _contract as C
 from covidet.export import tensorrt_available
+from covidet.export._profiles import MAX_GPU_PIPELINE_INSTANCES, PIPELINE_INSTANCES, PROFILES
 from covidet.export._render import (
-    INT8_MODELS,
     QUANTIZATION_FILE,
     Calibration,
     RenderError,
     render_repository,
+    source_repository,
 )
+
+INT8_MODELS = PROFILES["cpu-int8"].int8_models
 
 _TYPES = {v: k for k, v in model_config_pb2.DataType.items()}
 
 
 def _config(repo: Path, name: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def _no_dims(tensor: Any) -> Any:
+    copy = type(tensor)()
+    copy.CopyFrom(tensor)
+    copy.ClearField("dims")
+    return copy
 
 
 def _dtype(wire: str) -> str:
@@ -41,9 +52,9 @@ def test_cpu_repository_follows_the_contract(repository: Path) -> None:
         got = [(t.name, _TYPES[t.data_type]) for t in cfg.input]
         assert got == [(t.name, _dtype(t.dtype)) for t in spec.inputs]
         assert [t.name for t in cfg.output] == [t.name for t in spec.outputs]
-        text = (repository / spec.name / "config.pbtxt").read_text()
-        fields = [ln for ln in text.splitlines() if ":" in ln and "_map" not in ln]
-        assert all("#" in ln for ln in fields), "every config field carries a comment"
+        header = (repository / spec.name / "config.pbtxt").read_text().splitlines()[0]
+        assert f"from model_repository/{spec.name}/config.pbtxt for profile cpu" in header
+        assert (repository / spec.name / "1").is_dir()  # the ensemble's too: Triton needs it
     for spec in C.SLICE_MODELS:
         cfg = _config(repository, spec.name)
         assert cfg.dynamic_batching.max_queue_delay_microseconds > 0
@@ -71,13 +82,75 @@ def test_cpu_pipeline_bounds_its_threads_and_chunks(repository: Path) -> None:
 
 
 def test_pipeline_instances_bound_the_scans_in_flight() -> None:
-    from covidet.export._render import MAX_GPU_PIPELINE_INSTANCES, PIPELINE_INSTANCES, pipeline_instances
+    def instances(profile: str, cores: int) -> int:
+        return PROFILES[profile].pipeline_instances(cores)
 
-    assert [pipeline_instances("cpu", c) for c in (2, 16)] == [PIPELINE_INSTANCES] * 2
-    assert pipeline_instances("cpu-int8", 64) == PIPELINE_INSTANCES
-    assert [pipeline_instances(p, 16) for p in ("gpu", "gpu-torch")] == [8, 8]  # 25 scans/s
-    assert pipeline_instances("gpu-torch", 2) == PIPELINE_INSTANCES
-    assert pipeline_instances("gpu", 128) == MAX_GPU_PIPELINE_INSTANCES
+    assert [instances("cpu", c) for c in (2, 16)] == [PIPELINE_INSTANCES] * 2
+    assert instances("cpu-int8", 64) == PIPELINE_INSTANCES
+    assert [instances(p, 16) for p in ("gpu", "gpu-torch")] == [8, 8]  # half the cores
+    assert instances("gpu-torch", 2) == PIPELINE_INSTANCES
+    assert instances("gpu", 128) == MAX_GPU_PIPELINE_INSTANCES
+
+
+def test_profiles_are_one_record_each() -> None:
+    assert list(PROFILES) == ["cpu", "cpu-int8", "gpu", "gpu-torch"]  # the --profile names
+    assert all(name == p.name for name, p in PROFILES.items())
+    with pytest.raises(KeyError, match="unknown profile 'tpu'; choose one of cpu, cpu-int8, gpu, gpu-torch"):
+        PROFILES["tpu"]
+    cpu, gpu = PROFILES["cpu"], PROFILES["gpu"]
+    assert (cpu.instance_kind, gpu.instance_kind) == ("KIND_CPU", "KIND_GPU")
+    assert (cpu.pipeline_device, gpu.pipeline_device) == (None, "cuda")
+    assert [cpu.instances(s.name) for s in C.SLICE_MODELS] == [2, 1, 1, 2]  # the heavy two split
+    assert gpu.runtime(C.LUNG_SEG.name) == "tensorrt" and gpu.runtime(C.GRU_FUSION.name) == "torch"
+    assert PROFILES["cpu-int8"].precision_of(C.LUNG_SEG.name) == "int8"
+    assert PROFILES["cpu-int8"].precision_of(C.SLICE_CLASSIFIER.name) == "float32"
+    with pytest.raises(ValueError, match="int8 models run in ONNX Runtime only"):
+        dataclasses.replace(gpu, int8_models=frozenset({C.LUNG_SEG.name}))
+
+
+@pytest.fixture
+def configs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render configs without building weights (no ONNX export, int8 calibration, TensorRT)."""
+    import covidet.export._render as R
+
+    monkeypatch.setattr(R, "_export_onnx", lambda *a, **k: None)
+    monkeypatch.setattr(R, "_quantize", lambda *a, **k: None)
+    monkeypatch.setattr(R, "_build_plan", lambda *a, **k: None)
+
+
+def test_cpu_render_on_two_cores_is_the_committed_repository(tmp_path: Path, configs_only: None) -> None:
+    """The committed configs are what Triton loads for the cpu profile (demo checkpoints, the
+    two-core development machines): rendering them changes nothing but the header."""
+    repo = render_repository("cpu", tmp_path / "repo", threads=2)
+    src = source_repository()
+    for spec in C.all_models():
+        assert _config(repo, spec.name) == _config(src, spec.name), spec.name
+
+
+@pytest.mark.parametrize("profile", ["cpu", "cpu-int8", "gpu", "gpu-torch"])
+def test_every_profile_renders_the_committed_tensors(
+    profile: str, tmp_path: Path, configs_only: None
+) -> None:
+    repo = render_repository(profile, tmp_path / "repo", threads=16)
+    src = source_repository()
+    for spec in C.all_models():
+        got, committed = _config(repo, spec.name), _config(src, spec.name)
+        for kind in ("input", "output"):  # as committed but for the checkpoint's image sizes
+            assert [_no_dims(t) for t in getattr(got, kind)] == [
+                _no_dims(t) for t in getattr(committed, kind)
+            ]
+            assert [len(t.dims) for t in getattr(got, kind)] == [
+                len(t.dims) for t in getattr(committed, kind)
+            ]
+        assert got.max_batch_size == committed.max_batch_size
+        assert got.dynamic_batching == committed.dynamic_batching
+        assert got.ensemble_scheduling == committed.ensemble_scheduling
+        python = (repo / spec.name / "1" / "model.py").is_file()
+        assert python == (got.backend == "python"), spec.name
+    kinds = {PROFILES[profile].instance_kind}
+    for spec in (*C.SLICE_MODELS, C.GRU_FUSION):
+        cfg = _config(repo, spec.name)
+        assert {model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in cfg.instance_group} == kinds
 
 
 def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
@@ -108,24 +181,24 @@ def test_gpu_torch_profile_references_checkpoints(tmp_path: Path) -> None:
         render_repository("gpu-torch", tmp_path / "other", torch_compile="fast")
 
 
-def test_gpu_slice_configs_are_tensorrt_plans_with_cuda_graphs(repository: Path) -> None:
-    # The gpu profile renders only where TensorRT builds plans; its config text is checked here.
+def test_gpu_slice_configs_are_tensorrt_plans_with_cuda_graphs(tmp_path: Path, configs_only: None) -> None:
+    # The gpu profile renders only where TensorRT builds plans: here its plans are not built.
     from covidet.ensemble import COMPILE_BUCKETS
-    from covidet.export._configs import slice_config
 
+    repo = render_repository("gpu", tmp_path / "repo", threads=16)
     for spec in C.SLICE_MODELS:
-        meta = json.loads((repository / spec.name / "1" / "checkpoint.json").read_text())
-        text = slice_config(spec, meta, "gpu", {})
-        cfg = text_format.Parse(text, model_config_pb2.ModelConfig())
+        meta = json.loads((repo / spec.name / "1" / "checkpoint.json").read_text())
+        cfg = _config(repo, spec.name)
         assert cfg.platform == "tensorrt_plan" and not cfg.backend and not cfg.parameters
+        assert not (repo / spec.name / "1" / "model.py").exists()  # Triton's TensorRT backend serves
         assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
         assert cfg.optimization.cuda.graphs
         sizes = [g.batch_size for g in cfg.optimization.cuda.graph_spec]
         assert sizes == [b for b in COMPILE_BUCKETS if b <= spec.max_batch_size]
         assert not any(g.HasField("graph_lower_bound") for g in cfg.optimization.cuda.graph_spec)
         assert list(cfg.input[0].dims) == [spec.inputs[0].dims[0], *meta["preprocessing"]["input_size"]]
-        fields = [ln for ln in text.splitlines() if ":" in ln]
-        assert all("#" in ln for ln in fields), "every config field carries a comment"
+    gru = {k: v.string_value for k, v in _config(repo, C.GRU_FUSION.name).parameters.items()}
+    assert gru["runtime"] == "torch" and gru["fp16"] == "true" and "compile" not in gru
 
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and a GPU are present")

@@ -44,14 +44,14 @@ def _naive(run: BaselineRun) -> list[dict[str, Any]]:
 
 
 def _onnx(run: BaselineRun) -> list[dict[str, Any]]:
-    """(b) ONNX Runtime in-process: the served CPU profile's graphs, or for a GPU profile the same
-    checkpoints' ONNX graphs rendered for the CPU."""
+    """(b) ONNX Runtime in-process: the served profile's ONNX graphs, or (a profile without them)
+    the same checkpoints' ONNX graphs rendered for the CPU."""
     from covidet.bench._baselines import run_onnx
-    from covidet.export._render import CPU_PROFILES, render_repository
+    from covidet.export._render import get_profile, render_repository
 
     p = run.plan
-    cpu = p.profile in CPU_PROFILES
-    repo = run.repo if cpu else render_repository("cpu", run.workdir / "cpu", p.checkpoints)
+    onnx = get_profile(p.profile).slice_runtime == "onnxruntime"
+    repo = run.repo if onnx else render_repository("cpu", run.workdir / "cpu", p.checkpoints)
     return [run_onnx(repo, p.scans, p.args.baseline_scans).to_json()]
 
 
@@ -78,10 +78,10 @@ def _prepost(run: BaselineRun) -> list[dict[str, Any]]:
     """The pipeline's own pre/post-processing on one core (model outputs replayed): the CPU a GPU
     node needs per scan/s. The served profile's; GPU ones record with torch."""
     from covidet.bench._baselines import run_prepost
-    from covidet.export._render import CPU_PROFILES
+    from covidet.export._render import get_profile
 
     p = run.plan
-    checkpoints = p.checkpoints if p.profile not in CPU_PROFILES else None
+    checkpoints = p.checkpoints if get_profile(p.profile).pipeline_device is not None else None
     res = run_prepost(run.repo, p.scans, p.args.baseline_scans, checkpoints=checkpoints, device=p.device)
     return [res.to_json()]
 

@@ -94,7 +94,7 @@ def make_plan(args: argparse.Namespace, argv: Sequence[str] | None) -> Plan:
     scans = _scans(args)
     levels = [("closed", float(c)) for c in args.concurrency.split(",") if c]
     levels += [("open", float(r)) for r in args.rate.split(",") if r]
-    from covidet.export._render import CPU_PROFILES, default_checkpoints
+    from covidet.export._render import default_checkpoints, get_profile
 
     return Plan(
         args=args,
@@ -103,7 +103,7 @@ def make_plan(args: argparse.Namespace, argv: Sequence[str] | None) -> Plan:
         scans=scans,
         levels=levels,
         checkpoints=args.checkpoints or default_checkpoints(),
-        device=_torch_device(args.torch_device, args.profile not in CPU_PROFILES),
+        device=_torch_device(args.torch_device, get_profile(args.profile).device == "cuda"),
         # the served repository (its pipeline.json also configures the in-process baselines); the
         # ONNX baseline needs ONNX graphs, which only the CPU profiles have
         profile=args.profile if not args.url else "cpu",
