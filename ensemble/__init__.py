@@ -10,7 +10,6 @@ tensors to these. Settings come from the checkpoints' preprocessing records.
 from __future__ import annotations
 
 from covidet.ensemble._bls import FALLBACK_WARNING, BlsInfer
-from covidet.ensemble._defaults import default_records
 from covidet.ensemble._errors import (
     NoLungError,
     PipelineError,
@@ -60,7 +59,6 @@ from covidet.ensemble._runtime import (
 )
 from covidet.ensemble._selection import (
     ENVELOPE_CLOSING_MM,
-    SELECTION_RULES,
     FoldedLesions,
     MaskSummary,
     SliceSelection,
@@ -81,7 +79,6 @@ __all__ = [
     "FALLBACK_WARNING",
     "PIPELINE_CONFIG_FILE",
     "QUALITY_CODES",
-    "SELECTION_RULES",
     "BlsInfer",
     "FoldedLesions",
     "FusionResult",
@@ -111,7 +108,6 @@ __all__ = [
     "classify_error",
     "clean_lung_mask",
     "closing_radius",
-    "default_records",
     "fold_lesions",
     "lesion_input",
     "lesion_statistics",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["SLICE_BUCKETS", "STAGE_BUCKETS", "PipelineMetrics"]
@@ -13,6 +13,7 @@ STAGE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 
 class PipelineMetrics:
     """covidet_scans_total{result}, covidet_slices_per_scan, covidet_stage_seconds{stage},
+    covidet_quality_flags_total{code,severity} (the QUALITY flags of the answers),
     covidet_device_fallbacks_total (an instance left the GPU path for slice tensors: `BlsInfer`).
 
     Built on ``pb_utils.MetricFamily`` (Triton's Python-backend custom metrics). Where the backend
@@ -22,6 +23,7 @@ class PipelineMetrics:
     def __init__(self, pb_utils: Any, logger: Any) -> None:
         self._scans: dict[str, Any] = {}
         self._stages: dict[str, Any] = {}
+        self._flags: dict[tuple[str, str], Any] = {}
         self.enabled = False
         self._logger = logger
         try:
@@ -41,6 +43,11 @@ class PipelineMetrics:
                 kind=mf.COUNTER,
             )
             self._fallbacks = self._fallback_family.Metric(labels={})
+            self._flag_family = mf(
+                name="covidet_quality_flags_total",
+                description="quality flags of the answers, by code and severity",
+                kind=mf.COUNTER,
+            )
             self.enabled = True
         except Exception as exc:  # an older backend without histograms
             logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
@@ -48,6 +55,17 @@ class PipelineMetrics:
     def scan(self, result: str, *, slices: int = 0, timings: dict[str, float] | None = None) -> None:
         """Count one scan; a metrics failure is logged once and never fails the request."""
         self._safely(lambda: self._record(result, slices, timings))
+
+    def quality(self, flags: Iterable[tuple[str, str]]) -> None:
+        """Count the (code, severity) of each quality flag of one answer."""
+        self._safely(lambda: self._count_flags(flags))
+
+    def _count_flags(self, flags: Iterable[tuple[str, str]]) -> None:
+        for code, severity in flags:
+            if (code, severity) not in self._flags:
+                labels = {"code": code, "severity": severity}
+                self._flags[code, severity] = self._flag_family.Metric(labels=labels)
+            self._flags[code, severity].increment(1)
 
     def device_fallback(self) -> None:
         """Count one switch of an instance's slice tensors from the device to the host."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,17 @@ from covidet.ensemble._selection import (
     select_slices,
 )
 from covidet.ensemble._validate import validate_scan
+from covidet.preprocessing import (
+    FeaturesRecord,
+    LesionRecord,
+    LungRecord,
+    PreprocessingRecord,
+    SliceRecord,
+    as_kind,
+    record_from_json,
+)
+
+R = TypeVar("R", LungRecord, SliceRecord, LesionRecord, FeaturesRecord)
 
 __all__ = [
     "DEFAULT_INFLIGHT_CHUNKS",
@@ -77,12 +88,18 @@ class PipelineConfig:
     device_tensors: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def record(self, model: str) -> Mapping[str, Any]:
+    def record(self, model: str) -> PreprocessingRecord:
+        """The model's preprocessing record, typed and validated (a bad record fails at load)."""
         try:
-            return self.models[model]["preprocessing"]
+            data = self.models[model]["preprocessing"]
         except KeyError as exc:
             valid = ", ".join(sorted(self.models))
             raise KeyError(f"no checkpoint metadata for model {model!r}; have: {valid}") from exc
+        return record_from_json(data)
+
+    def typed_record(self, model: str, kind: type[R]) -> R:
+        """`record` of ``model``, which must be a ``kind`` record."""
+        return as_kind(self.record(model), kind, model)
 
     @classmethod
     def from_json(cls, text: str) -> PipelineConfig:
@@ -134,9 +151,9 @@ class ScanPipeline:
     def __init__(self, config: PipelineConfig, infer: InferFn) -> None:
         self.config = config
         self._infer = infer
-        self._lung = config.record(C.LUNG_SEG.name)
-        self._cls = config.record(C.SLICE_CLASSIFIER.name)
-        self._lesion = config.record(C.LESION_SEG.name)
+        self._lung = config.typed_record(C.LUNG_SEG.name, LungRecord)
+        self._cls = config.typed_record(C.SLICE_CLASSIFIER.name, SliceRecord)
+        self._lesion = config.typed_record(C.LESION_SEG.name, LesionRecord)
         self._provenance = json.dumps(config.provenance(), sort_keys=True)
         self._device = config.device
         #: model inputs built on the device stay there as torch tensors
@@ -184,7 +201,7 @@ class ScanPipeline:
         clean-up, in-plane closing, holes filled). ``ct``: the HU volume, or its tensor on the
         pre/post device; the probabilities are then a float32 tensor there too, each chunk copied
         over as it comes back."""
-        h, w = self._lung["input_size"]
+        h, w = self._lung.input_size
         shape = (ct.shape[0], int(h), int(w))
         device = self._device
         if device is None:

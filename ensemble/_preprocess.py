@@ -3,10 +3,12 @@ CPU, or torch on a device (``device="cuda"``: the GPU profiles keep the CPU for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from covidet.preprocessing import LesionRecord, LungRecord
 
 __all__ = [
     "chunks",
@@ -155,15 +157,15 @@ def _windowed(
     return y
 
 
-def lung_input(hu: Any, record: Mapping[str, Any], *, device: str | None = None, tensor: bool = False) -> Any:
+def lung_input(hu: Any, record: LungRecord, *, device: str | None = None, tensor: bool = False) -> Any:
     """Jin et al. lung U-Net input: ``max(HU, hu_min) / divisor``, resized; [N,1,h,w] float32.
 
     ``device``: the torch device that windows and resizes (default: numpy and torch on the CPU);
     ``hu`` may then be a tensor already there (`on_device`), copied over once for all inputs, and
     with ``tensor`` the input is a torch tensor left there (for a model that takes it there).
     """
-    lo, div = float(record["hu_min"]), float(record["divisor"])
-    size = tuple(record["input_size"])
+    lo, div = float(record.hu_min), float(record.divisor)
+    size = record.input_size
     keep = tensor and device is not None
     return _model_input(
         hu.shape[0], size, lambda part: _windowed(hu[part], lo, None, 0.0, div, size, device, keep), keep
@@ -172,7 +174,7 @@ def lung_input(hu: Any, record: Mapping[str, Any], *, device: str | None = None,
 
 def lesion_input(
     hu: Any,
-    record: Mapping[str, Any],
+    record: LesionRecord,
     rows: np.ndarray | None = None,
     *,
     device: str | None = None,
@@ -183,8 +185,8 @@ def lesion_input(
     ``rows`` picks slices of ``hu`` chunk by chunk, without copying the selected volume first.
     ``device``, ``tensor``: as for `lung_input`.
     """
-    lo, hi = (float(v) for v in record["hu_window"])
-    size = tuple(record["input_size"])
+    lo, hi = record.hu_window
+    size = record.input_size
     take = np.arange(hu.shape[0]) if rows is None else np.asarray(rows)
     keep = tensor and device is not None
     return _model_input(

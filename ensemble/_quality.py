@@ -91,7 +91,7 @@ def quality_json(flags: Sequence[QualityFlag]) -> bytes:
 
 
 def _coverage(counts: np.ndarray) -> list[QualityFlag]:
-    flags = []
+    flags: list[QualityFlag] = []
     peak = int(counts.max()) if counts.size else 0
     if peak == 0:
         return flags
@@ -164,7 +164,7 @@ def _burden(ratio: float, lung_ml: float) -> list[QualityFlag]:
 
 
 def _acquisition(spacing: tuple[float, float, float]) -> list[QualityFlag]:
-    flags = []
+    flags: list[QualityFlag] = []
     if spacing[0] > MAX_SLICE_THICKNESS_MM:
         flags.append(
             QualityFlag(

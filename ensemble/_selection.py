@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,10 @@ from covidet.ensemble._preprocess import (
     upsample_mask,
     upsample_on_device,
 )
+from covidet.preprocessing import SELECTION_RULES, SliceRecord
 
 __all__ = [
     "ENVELOPE_CLOSING_MM",
-    "SELECTION_RULES",
     "FoldedLesions",
     "MaskSummary",
     "SliceSelection",
@@ -313,16 +312,9 @@ class FoldedLesions:
     lesion: np.ndarray | None = None
 
 
-#: How the classifier's slices are picked among the valid ones (the record's ``selection``).
-#: ``even``: ``n_slices`` spread evenly from the first to the last valid slice, so the lung bases
-#: (where COVID-19 lesions mostly are) are always represented. ``jin_stride``: Jin et al.'s rule,
-#: ``valid[0::max(n_valid // n_slices, 1)][:n_slices]``, which leaves out up to half of the lung at
-#: its lower end; kept for reproducing their checkpoints.
-SELECTION_RULES = ("even", "jin_stride")
-
-
 def pick_slices(valid: np.ndarray, n: int, rule: str) -> np.ndarray:
-    """``n`` of the ``valid`` slice indices (ascending) by ``rule`` (one of `SELECTION_RULES`)."""
+    """``n`` of the ``valid`` slice indices (ascending) by ``rule`` (one of `SELECTION_RULES`: ``even``
+    spreads them from the first valid slice to the last, ``jin_stride`` is Jin et al.'s rule)."""
     if rule == "jin_stride":
         return valid[0 :: max(valid.size // n, 1)][:n]
     if rule == "even":
@@ -332,9 +324,9 @@ def pick_slices(valid: np.ndarray, n: int, rule: str) -> np.ndarray:
     raise KeyError(f"unknown slice selection rule {rule!r}; valid: {', '.join(SELECTION_RULES)}")
 
 
-def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]) -> SliceSelection:
+def select_slices(lung_mask: np.ndarray | MaskSummary, record: SliceRecord) -> SliceSelection:
     """Jin et al.: slices with more than `min_lung_pixels` lung pixels, `n_slices` of them, picked
-    by the record's ``selection`` rule (`SELECTION_RULES`; ``even`` when the record has none).
+    by the record's ``selection`` rule (`covidet.preprocessing.SELECTION_RULES`).
 
     The pixel threshold is defined at 512x512 (``reference_pixels``) and scaled by the in-plane
     area for other sizes. ``lung_mask`` is the [S,H,W] mask or its `MaskSummary`.
@@ -342,7 +334,7 @@ def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]
     summary = lung_mask if isinstance(lung_mask, MaskSummary) else MaskSummary.of(lung_mask)
     _, h, w = summary.shape
     counts = summary.counts
-    threshold = float(record["min_lung_pixels"]) * (h * w) / float(record["reference_pixels"])
+    threshold = float(record.min_lung_pixels) * (h * w) / float(record.reference_pixels)
     valid = np.flatnonzero(counts > threshold)
     if valid.size == 0:
         raise NoLungError(
@@ -350,7 +342,7 @@ def select_slices(lung_mask: np.ndarray | MaskSummary, record: Mapping[str, Any]
             f"{threshold:.0f} lung pixels (of {h}x{w}); check that the volume is a chest CT in "
             "Hounsfield units (air = -1000) with slices along the first axis"
         )
-    indices = pick_slices(valid, int(record["n_slices"]), str(record.get("selection", "even")))
+    indices = pick_slices(valid, record.n_slices, record.selection)
     indices = indices.astype(np.int64)
     zs = np.flatnonzero(counts > 0)
     ys = np.flatnonzero(summary.rows)
@@ -363,7 +355,7 @@ def classifier_input(
     hu: Any,
     masks: Any,
     selection: SliceSelection,
-    record: Mapping[str, Any],
+    record: SliceRecord,
     *,
     device: str | None = None,
     tensor: bool = False,
@@ -376,7 +368,7 @@ def classifier_input(
     computed there; ``hu`` and ``masks`` may then be tensors already there, and with ``tensor``
     the result is a torch tensor left there.
     """
-    lo, hi = (float(v) for v in record["hu_window"])
+    lo, hi = record.hu_window
     _, _, y0, y1, x0, x1 = selection.bbox
     idx = selection.indices
     if masks.shape[0] != len(idx):
@@ -389,17 +381,17 @@ def classifier_input(
     s8 = np.clip(s, 0, 255).astype(np.uint8)
     m = (masks[:, y0:y1, x0:x1] > 0).astype(np.uint8)
     channels = np.stack([m * np.uint8(255), m * s8, s8], axis=1).astype(np.float32)
-    return resize_slices(channels, record["input_size"]) / np.float32(255.0)
+    return resize_slices(channels, record.input_size) / np.float32(255.0)
 
 
 def _classifier_input_on_device(
-    hu: Any, masks: Any, selection: SliceSelection, record: Mapping[str, Any], device: str
+    hu: Any, masks: Any, selection: SliceSelection, record: SliceRecord, device: str
 ) -> Any:
     """`classifier_input` in torch on ``device``, the same operations in the same order; the
     tensor is left there."""
     import torch
 
-    lo, hi = (float(v) for v in record["hu_window"])
+    lo, hi = record.hu_window
     _, _, y0, y1, x0, x1 = selection.bbox
     t = on_device(hu, device)
     rows = torch.as_tensor(selection.indices, device=t.device)
@@ -408,4 +400,4 @@ def _classifier_input_on_device(
     s8 = s.clamp(0, 255).to(torch.uint8)
     m = (on_device(masks, device)[:, y0:y1, x0:x1] > 0).to(torch.uint8)
     channels = torch.stack([m * 255, m * s8, s8], dim=1).float()
-    return resize_on_device(channels, record["input_size"]) / 255.0
+    return resize_on_device(channels, record.input_size) / 255.0

@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2 as M
 from covidet import __version__
 from covidet import _contract as C
 from covidet.export._profiles import Profile
+from covidet.preprocessing import record_from_json
 
 __all__ = [
     "config_text",
@@ -96,7 +97,7 @@ def _set_instances(cfg: M.ModelConfig, *, kind: str | None = None, count: int | 
 def _slice_dims(cfg: M.ModelConfig, spec: C.ModelSpec, meta: Mapping[str, Any]) -> None:
     """Per-slice shapes from the checkpoint's metadata: images at its input size, feature vectors
     of its feature width (no size written twice)."""
-    h, w = meta["preprocessing"]["input_size"]
+    h, w = record_from_json(meta["preprocessing"]).input_size  # type: ignore[union-attr]
     for tensors, specs in ((cfg.input, spec.inputs), (cfg.output, spec.outputs)):
         for tensor, contract in zip(tensors, specs, strict=True):
             if len(contract.dims) == 3:  # [channels, rows, columns]

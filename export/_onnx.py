@@ -45,7 +45,7 @@ def example_input(meta: CheckpointMeta, batch: int, seq: int = 7) -> torch.Tenso
     g = torch.Generator().manual_seed(batch * 1000 + seq)
     if meta.architecture == "gru_fusion":
         return torch.randn(batch, seq, int(meta.extra.get("feature_dim", 256)), generator=g)
-    h, w = meta.preprocessing.get("input_size", (224, 224))
+    h, w = getattr(meta.preprocessing, "input_size", (224, 224))
     ch = 3 if meta.architecture in ("resnet152_cls", "resnext50_ws_gn") else 1
     return torch.rand(batch, ch, h, w, generator=g)
 

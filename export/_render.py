@@ -33,6 +33,7 @@ from covidet.export._configs import (
     runtime_parameters,
 )
 from covidet.export._profiles import PROFILES, Profile
+from covidet.preprocessing import PreprocessingRecord, record_from_json
 
 __all__ = [
     "CPU_PROFILES",
@@ -204,7 +205,7 @@ class Calibration:
                 h.update(f"{a.dtype}{a.shape};".encode() + a.tobytes())
         return h.hexdigest()
 
-    def inputs(self, model: str, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def inputs(self, model: str, record: PreprocessingRecord) -> tuple[np.ndarray, np.ndarray]:
         """The model's (calibration, check) inputs, built by the pipeline's preprocessing."""
         from covidet import ensemble as P
 
@@ -230,7 +231,9 @@ def _quantize(spec: C.ModelSpec, meta: Mapping[str, Any], vdir: Path, calibratio
 
     tmp = vdir / "model.int8.tmp.onnx"
     try:
-        report = quantize_onnx(src, tmp, *calibration.inputs(spec.name, meta["preprocessing"]))
+        report = quantize_onnx(
+            src, tmp, *calibration.inputs(spec.name, record_from_json(meta["preprocessing"]))
+        )
     except ExportError as exc:
         tmp.unlink(missing_ok=True)
         raise RenderError(f"{spec.name}: int8 quantization rejected: {exc}") from exc
@@ -246,7 +249,7 @@ def _build_plan(onnx_path: Path, plan: Path, meta: Mapping[str, Any], cache: Pat
         onnx_path,
         plan,
         max_batch=C.SLICE_BATCH,
-        input_hw=tuple(meta["preprocessing"]["input_size"]),
+        input_hw=record_from_json(meta["preprocessing"]).input_size,  # type: ignore[union-attr]
         fp16=fp16,
         timing_cache=cache,
     )

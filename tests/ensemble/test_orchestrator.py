@@ -14,6 +14,7 @@ from covidet import _contract as C
 from covidet import ensemble as P
 from covidet.ensemble import PipelineConfig, ScanPipeline, StepUnavailableError, bls_error, classify_error
 from covidet.metrics import dice
+from covidet.preprocessing import default_records, record_to_json
 
 
 def _volume(s: int = 40, n: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -59,9 +60,12 @@ class FakeModels:
 
 
 def _config(slice_batch: int = 8) -> PipelineConfig:
-    records = P.default_records()
+    records = default_records()
     return PipelineConfig(
-        models={name: {"preprocessing": rec, "architecture": name} for name, rec in records.items()},
+        models={
+            name: {"preprocessing": record_to_json(rec), "architecture": name}
+            for name, rec in records.items()
+        },
         slice_batch=slice_batch,
     )
 
@@ -171,11 +175,10 @@ def _whole_volume_reference(
     """The pipeline computed on whole volumes, with full-size masks at every step."""
     lung_rec = pipe.config.record(C.LUNG_SEG.name)
     prob = infer_sync[C.LUNG_SEG.name][:, 0]
-    closing = P.closing_radius(spacing, ct.shape[1:], tuple(lung_rec["input_size"]))
+    closing = P.closing_radius(spacing, ct.shape[1:], lung_rec.input_size)
     keep = P.clean_lung_mask((prob > 0.5).astype(np.uint8), closing=closing)
     prob = np.where(keep > 0, np.maximum(prob, 0.51), np.minimum(prob, 0.49)).astype(np.float32)
     lung = P.prob_to_mask(prob, ct.shape[1:])
-    assert lung_rec["input_size"]
     selection = P.select_slices(lung, pipe.config.record(C.SLICE_CLASSIFIER.name))
     idx = np.flatnonzero(lung.any(axis=(1, 2)))
     lesion = np.zeros_like(lung)

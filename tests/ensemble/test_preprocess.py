@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from covidet import ensemble as P
 from covidet.metrics import dice
+from covidet.preprocessing import default_records
 
-RECS = P.default_records()
+RECS = default_records()
 
 
 def test_lung_input_jin_window() -> None:
     hu = np.array([[[-2000, -1024], [0, 255]]], np.int16)
-    rec = dict(RECS["lung_seg"], input_size=[2, 2])
+    rec = replace(RECS["lung_seg"], input_size=(2, 2))
     x = P.lung_input(hu, rec)
     np.testing.assert_allclose(x[0, 0], [[-1024 / 255, -1024 / 255], [0.0, 1.0]], rtol=1e-6)
 
 
 def test_lesion_input_window() -> None:
     hu = np.array([[[-1500, -1200], [-450, 1000]]], np.int16)
-    x = P.lesion_input(hu, dict(RECS["lesion_seg"], input_size=[2, 2]))
+    x = P.lesion_input(hu, replace(RECS["lesion_seg"], input_size=(2, 2)))
     np.testing.assert_allclose(x[0, 0], [[0.0, 0.0], [0.5, 1.0]], rtol=1e-6)
 
 
@@ -29,10 +32,13 @@ def test_window_after_resize_equals_window_then_resize(dtype: type) -> None:
     # The affine part of the windows is applied on the model-sized slices; the clip stays first.
     rng = np.random.default_rng(0)
     hu = rng.integers(-2000, 1500, (3, 64, 48)).astype(dtype)
-    lung, lesion = dict(RECS["lung_seg"], input_size=[16, 24]), dict(RECS["lesion_seg"], input_size=[32, 32])
-    lo, hi = lesion["hu_window"]
+    lung, lesion = (
+        replace(RECS["lung_seg"], input_size=(16, 24)),
+        replace(RECS["lesion_seg"], input_size=(32, 32)),
+    )
+    lo, hi = lesion.hu_window
     want_lung = P.resize_slices(
-        np.maximum(hu.astype(np.float32), lung["hu_min"])[:, None] / lung["divisor"], (16, 24)
+        np.maximum(hu.astype(np.float32), lung.hu_min)[:, None] / lung.divisor, (16, 24)
     )
     want_lesion = P.resize_slices(
         ((np.clip(hu.astype(np.float32), lo, hi) - lo) / (hi - lo))[:, None], (32, 32)
@@ -47,7 +53,10 @@ def test_device_preprocessing_equals_the_cpu_path(device: str) -> None:
     # same code here; "cuda" where there is a GPU).
     rng = np.random.default_rng(1)
     hu = rng.integers(-1500, 600, (40, 96, 80)).astype(np.int16)  # two input chunks
-    lung, lesion = dict(RECS["lung_seg"], input_size=[24, 20]), dict(RECS["lesion_seg"], input_size=[48, 40])
+    lung, lesion = (
+        replace(RECS["lung_seg"], input_size=(24, 20)),
+        replace(RECS["lesion_seg"], input_size=(48, 40)),
+    )
     np.testing.assert_allclose(P.lung_input(hu, lung, device=device), P.lung_input(hu, lung), atol=1e-5)
     rows = np.array([3, 1, 39, 20])
     np.testing.assert_allclose(
@@ -109,7 +118,7 @@ def test_mask_upsampling_of_the_needed_box_equals_the_whole_slices(
 
 def test_resize_shapes_and_chunking_of_long_scans() -> None:
     hu = np.zeros((70, 64, 48), np.int16)  # more than one internal chunk, non-square
-    x = P.lung_input(hu, dict(RECS["lung_seg"], input_size=[32, 32]))
+    x = P.lung_input(hu, replace(RECS["lung_seg"], input_size=(32, 32)))
     assert x.shape == (70, 1, 32, 32) and x.dtype == np.float32
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from covidet import ensemble as P
+from covidet.preprocessing import RecordError, default_records
 
-REC = P.default_records()["slice_classifier"]
+REC = default_records()["slice_classifier"]
 
 
 def _mask_with_valid(n_valid: int, s: int = 200, offset: int = 10) -> np.ndarray:
@@ -28,7 +31,7 @@ def _mask_with_valid(n_valid: int, s: int = 200, offset: int = 10) -> np.ndarray
     ],
 )
 def test_jin_stride_rule_as_a_named_option(n_valid: int, expected: list[int]) -> None:
-    sel = P.select_slices(_mask_with_valid(n_valid), dict(REC, selection="jin_stride"))
+    sel = P.select_slices(_mask_with_valid(n_valid), replace(REC, selection="jin_stride"))
     assert sel.indices.tolist() == expected
     assert sel.n_valid == n_valid
 
@@ -37,7 +40,7 @@ def test_jin_stride_rule_as_a_named_option(n_valid: int, expected: list[int]) ->
 def test_even_rule_covers_the_whole_lung(n_valid: int) -> None:
     """The default: 35 slices spread from the first valid slice to the last, both quarters at
     the ends represented (Jin et al.'s rule leaves out up to half of the lung at its lower end)."""
-    assert REC["selection"] == "even"
+    assert REC.selection == "even"
     sel = P.select_slices(_mask_with_valid(n_valid), REC)
     idx = sel.indices.tolist()
     valid = list(range(10, 10 + n_valid))
@@ -48,13 +51,15 @@ def test_even_rule_covers_the_whole_lung(n_valid: int) -> None:
     gaps = np.diff(idx)
     assert gaps.max() - gaps.min() <= 1  # evenly spaced
     if n_valid == 69:  # what Jin et al.'s rule gets wrong: the lower half of the lung
-        jin = P.select_slices(_mask_with_valid(n_valid), dict(REC, selection="jin_stride"))
+        jin = P.select_slices(_mask_with_valid(n_valid), replace(REC, selection="jin_stride"))
         assert jin.indices[-1] < valid[n_valid // 2 + 1]
 
 
 def test_an_unknown_selection_rule_lists_the_valid_ones() -> None:
+    with pytest.raises(RecordError, match="even, jin_stride"):  # refused when the record is read
+        replace(REC, selection="random")
     with pytest.raises(KeyError, match="even, jin_stride"):
-        P.select_slices(_mask_with_valid(50), dict(REC, selection="random"))
+        P.pick_slices(np.arange(50), 35, "random")
 
 
 def test_threshold_scales_with_in_plane_area() -> None:
@@ -146,8 +151,8 @@ def test_classifier_input_channels_follow_jin() -> None:
     hu[0, 10:30, 10:30] = 500  # inside the lung box: max of the window
     mask = np.zeros_like(hu, dtype=np.uint8)
     mask[0, 10:30, 10:30] = 1
-    rec = dict(REC, input_size=[20, 20])
-    sel = P.select_slices(np.repeat(mask, 1, axis=0), dict(rec, min_lung_pixels=0))
+    rec = replace(REC, input_size=(20, 20))
+    sel = P.select_slices(np.repeat(mask, 1, axis=0), replace(rec, min_lung_pixels=0))
     x = P.classifier_input(hu, mask[sel.indices], sel, rec)
     assert x.shape == (1, 3, 20, 20)
     # cropped to the lung box: the whole crop is lung, slice = 255 (max of window), min 255 -> 0
@@ -161,7 +166,7 @@ def test_classifier_input_window_and_min_subtraction() -> None:
     hu[0, 0, 0] = 500  # one bright voxel -> 255 after scaling; background -1200 -> 0
     hu[0, 1, 1] = -350  # (-350 clipped) * 255/1700 - (-1200*255/1700) = 127.5
     mask = np.ones_like(hu, dtype=np.uint8)
-    rec = dict(REC, input_size=[32, 32], min_lung_pixels=0)
+    rec = replace(REC, input_size=(32, 32), min_lung_pixels=0)
     sel = P.select_slices(mask, rec)
     x = P.classifier_input(hu, mask[sel.indices], sel, rec)
     assert x[0, 2, 0, 0] == pytest.approx(1.0, abs=1e-6)
@@ -267,8 +272,8 @@ def test_classifier_input_on_a_device_equals_the_cpu_path(device: str) -> None:
     hu = rng.integers(-1400, 700, (30, 80, 72)).astype(np.int16)
     mask = np.zeros(hu.shape, np.uint8)
     mask[4:26, 15:60, 10:62] = rng.random((22, 45, 52)) < 0.9
-    rec = dict(REC, input_size=[40, 36], min_lung_pixels=0)
-    sel = P.select_slices(mask, dict(rec, n_slices=9))
+    rec = replace(REC, input_size=(40, 36), min_lung_pixels=0)
+    sel = P.select_slices(mask, replace(rec, n_slices=9))
     want = P.classifier_input(hu, mask[sel.indices], sel, rec)
     got = P.classifier_input(P.on_device(hu, device), mask[sel.indices], sel, rec, device=device)
     assert got.shape == want.shape and got.dtype == np.float32

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from covidet.ensemble import default_records
 from covidet.export import (
     ExportError,
     build_tensorrt_engine,
@@ -16,14 +16,15 @@ from covidet.export import (
     tensorrt_available,
 )
 from covidet.models import CheckpointMeta, build_model, fold_weight_standardization
+from covidet.preprocessing import default_records
 
 RECS = default_records()
 CASES = [
-    ("lung_unet", dict(RECS["lung_seg"], input_size=[64, 64]), {}),
-    ("resnet152_cls", dict(RECS["slice_classifier"], input_size=[64, 64]), {}),
-    ("resnext50_ws_gn", dict(RECS["slice_encoder"], input_size=[64, 64]), {"feature_dim": 256}),
+    ("lung_unet", replace(RECS["lung_seg"], input_size=(64, 64)), {}),
+    ("resnet152_cls", replace(RECS["slice_classifier"], input_size=(64, 64)), {}),
+    ("resnext50_ws_gn", replace(RECS["slice_encoder"], input_size=(64, 64)), {"feature_dim": 256}),
     ("gru_fusion", RECS["gru_fusion"], {"feature_dim": 256}),
-    ("deeplabv3plus_densenet121", dict(RECS["lesion_seg"], input_size=[64, 64]), {}),
+    ("deeplabv3plus_densenet121", replace(RECS["lesion_seg"], input_size=(64, 64)), {}),
 ]
 
 
@@ -42,7 +43,7 @@ def test_demo_export_matches_pytorch(tmp_path: Path, arch: str, rec: dict, extra
 
 @pytest.mark.parametrize("arch", ["lung_unet", "gru_fusion"])
 def test_full_export_matches_pytorch(tmp_path: Path, arch: str) -> None:
-    rec = dict(RECS["lung_seg"], input_size=[32, 32]) if arch == "lung_unet" else RECS["gru_fusion"]
+    rec = replace(RECS["lung_seg"], input_size=(32, 32)) if arch == "lung_unet" else RECS["gru_fusion"]
     extra = {"feature_dim": 2048} if arch == "gru_fusion" else {}
     model = build_model(arch, "full").eval()
     report = export_onnx(model, _meta(arch, rec, extra, "full"), tmp_path / "m.onnx")

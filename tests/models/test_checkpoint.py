@@ -18,11 +18,23 @@ from covidet.models import (
     load_jin_checkpoint,
     save_checkpoint,
 )
+from covidet.preprocessing import LesionRecord
+
+LESION_64 = LesionRecord((-1200.0, 300.0), (64, 64))
 
 
 def _meta(arch: str, **extra: object) -> CheckpointMeta:
     return CheckpointMeta(
-        arch, "demo", "1", {"kind": "x", "input_size": [64, 64]}, ["a"], None, "test", False, "", dict(extra)
+        arch,
+        "demo",
+        "1",
+        LesionRecord((-1200.0, 300.0), (64, 64)),
+        ["a"],
+        None,
+        "test",
+        False,
+        "",
+        dict(extra),
     )
 
 
@@ -48,6 +60,28 @@ def test_wrong_architecture_lists_missing_and_unexpected_keys(tmp_path: Path) ->
     (tmp_path / "u.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"missing keys \d+ \(.*unexpected keys \d+ \("):
         load_checkpoint(tmp_path / "u")
+
+
+def test_a_bad_preprocessing_record_is_refused_at_load(tmp_path: Path) -> None:
+    save_checkpoint(build_model("lung_unet", "demo"), _meta("lung_unet"), tmp_path / "u")
+    meta = json.loads((tmp_path / "u.json").read_text())
+    assert meta["preprocessing"] == {
+        "kind": "lung_window",
+        "hu_window": [-1200.0, 300.0],
+        "input_size": [64, 64],
+    }
+    for bad, match in (
+        ({"kind": "lung_window", "hu_window": [300, -1200], "input_size": [64, 64]}, "low < high"),
+        ({"kind": "lung_window", "hu_window": [-1200, 300]}, r"missing fields \['input_size'\]"),
+        (
+            {"kind": "lung_window", "hu_window": [-1200, 300], "input_size": [64, 64], "x": 1},
+            "unknown fields",
+        ),
+        ({"kind": "fancy"}, "valid: lung_unet, jin_slices, lung_window, features"),
+    ):
+        (tmp_path / "u.json").write_text(json.dumps({**meta, "preprocessing": bad}))
+        with pytest.raises(CheckpointError, match=match):
+            load_checkpoint(tmp_path / "u")
 
 
 def test_metadata_fields_are_checked(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ def test_gpu_tensors_through_bls_get_a_cuda_memory_pool_sized_for_the_chunks_in_
 ) -> None:
     from covidet import _contract as C
     from covidet.ensemble import PIPELINE_CONFIG_FILE, PipelineConfig
+    from covidet.preprocessing import default_records, record_to_json
     from covidet.server._server import MIN_CUDA_POOL_BYTES
 
     def pool(device: str | None, tensors: bool, lung: int = 0, instances: int = 0) -> list[str]:
@@ -68,12 +70,9 @@ def test_gpu_tensors_through_bls_get_a_cuda_memory_pool_sized_for_the_chunks_in_
         (repo / C.PIPELINE.name / "1").mkdir(parents=True)
         models: dict = {}
         if lung:
-            models = {
-                C.LUNG_SEG.name: {"preprocessing": {"input_size": [lung, lung]}},
-                C.LESION_SEG.name: {"preprocessing": {"input_size": [256, 256]}},
-            }
-            for spec in (C.SLICE_CLASSIFIER, C.SLICE_ENCODER):
-                models[spec.name] = {"preprocessing": {"input_size": [224, 224], "n_slices": 35}}
+            recs = default_records()  # lesion 256x256, classifier and encoder 224x224, 35 slices
+            recs[C.LUNG_SEG.name] = replace(recs[C.LUNG_SEG.name], input_size=(lung, lung))  # type: ignore[arg-type]
+            models = {name: {"preprocessing": record_to_json(rec)} for name, rec in recs.items()}
         text = PipelineConfig(models=models, device=device, device_tensors=tensors).to_json()
         (repo / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).write_text(text)
         if instances:

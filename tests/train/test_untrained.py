@@ -27,6 +27,6 @@ def test_untrained_checkpoints_load_and_say_so(tmp_path: Path) -> None:
 
 def test_full_records_use_the_papers_input_sizes() -> None:
     full, demo = untrained_records("full"), untrained_records("demo")
-    assert full[C.LUNG_SEG.name]["input_size"] == [512, 512]
-    assert demo[C.LUNG_SEG.name]["input_size"] == [128, 128]
+    assert full[C.LUNG_SEG.name].input_size == (512, 512)  # type: ignore[union-attr]
+    assert demo[C.LUNG_SEG.name].input_size == (128, 128)  # type: ignore[union-attr]
     assert full[C.SLICE_CLASSIFIER.name] == demo[C.SLICE_CLASSIFIER.name]

@@ -15,6 +15,7 @@ from torch import nn
 
 from covidet.errors import ArtifactError
 from covidet.models._registry import build_model, model_kwargs
+from covidet.preprocessing import PreprocessingRecord, RecordError, record_from_json, record_to_json
 
 __all__ = [
     "CheckpointError",
@@ -39,7 +40,7 @@ class CheckpointMeta:
     architecture: str
     variant: str
     version: str
-    preprocessing: dict[str, Any]
+    preprocessing: PreprocessingRecord
     class_names: list[str]
     ws_convention: str | None
     provenance: str
@@ -48,7 +49,9 @@ class CheckpointMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **dataclasses.asdict(self)}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["preprocessing"] = record_to_json(self.preprocessing)
+        return {"format": FORMAT, **fields}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CheckpointMeta:
@@ -67,6 +70,10 @@ class CheckpointMeta:
                 f"checkpoint metadata: missing fields {sorted(missing)}, unknown fields "
                 f"{sorted(unknown)}; expected {sorted(names)}"
             )
+        try:
+            data["preprocessing"] = record_from_json(data["preprocessing"])
+        except RecordError as exc:
+            raise CheckpointError(f"checkpoint metadata: {exc}") from exc
         return cls(**data)
 
 

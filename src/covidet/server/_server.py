@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ def cuda_pool_bytes(repository: Path) -> tuple[int, int] | None:
     512x512 lung slices), 1.7 GiB for the demo ones on 8 instances.
     """
     from covidet.ensemble import PipelineConfig
+    from covidet.preprocessing import PreprocessingRecord, SliceRecord
 
     try:
         config = PipelineConfig.from_repository(repository)
@@ -91,18 +92,19 @@ def cuda_pool_bytes(repository: Path) -> tuple[int, int] | None:
     if not (config.device_tensors and str(config.device or "").startswith("cuda")):
         return None
 
-    def record(spec: C.ModelSpec) -> Mapping[str, Any]:
+    def record(spec: C.ModelSpec) -> PreprocessingRecord | None:
         try:
             return config.record(spec.name)
         except KeyError:  # a model without checkpoint metadata: nothing to size it by
-            return {}
+            return None
 
     def per_slice(spec: C.ModelSpec) -> int:
-        size = record(spec).get("input_size")
+        size = getattr(record(spec), "input_size", None)
         return _slice_bytes(spec, size) if size else 0
 
     streamed = max(1, config.max_inflight_chunks) * config.slice_batch  # slices in flight
-    selected = int(record(C.SLICE_CLASSIFIER).get("n_slices", 0))
+    slices = record(C.SLICE_CLASSIFIER)
+    selected = slices.n_slices if isinstance(slices, SliceRecord) else 0
     lung = streamed * per_slice(C.LUNG_SEG)
     rest = streamed * per_slice(C.LESION_SEG)
     rest += selected * (per_slice(C.SLICE_CLASSIFIER) + per_slice(C.SLICE_ENCODER))

@@ -25,6 +25,14 @@ from covidet import _contract as C
 from covidet import ensemble as P
 from covidet.models import CheckpointMeta, build_model, save_checkpoint
 from covidet.phantom import Phantom, make_phantom
+from covidet.preprocessing import (
+    LesionRecord,
+    LungRecord,
+    PreprocessingRecord,
+    SliceRecord,
+    as_kind,
+    default_records,
+)
 
 __all__ = ["DemoData", "main_train_demo", "make_demo_data", "train_all"]
 
@@ -133,9 +141,9 @@ def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * inter + 1) / (p.sum() + target.sum() + 1)
 
 
-def train_lung(data: DemoData, rec: dict, seed: int, run: _Run) -> nn.Module:
+def train_lung(data: DemoData, rec: LungRecord, seed: int, run: _Run) -> nn.Module:
     xs, ys = [], []
-    size = rec["input_size"]
+    size = rec.input_size
     for ph in data.phantoms:
         xs.append(P.lung_input(ph.hu, rec))
         lung = _downsample_mask(ph.lung_mask, size)
@@ -155,9 +163,9 @@ def train_lung(data: DemoData, rec: dict, seed: int, run: _Run) -> nn.Module:
     return model
 
 
-def train_lesion(data: DemoData, rec: dict, seed: int, run: _Run) -> nn.Module:
+def train_lesion(data: DemoData, rec: LesionRecord, seed: int, run: _Run) -> nn.Module:
     xs, ys = [], []
-    size = rec["input_size"]
+    size = rec.input_size
     for ph in data.phantoms:
         keep = ph.lung_mask.reshape(ph.lung_mask.shape[0], -1).any(axis=1)
         if not keep.any():
@@ -177,7 +185,7 @@ def train_lesion(data: DemoData, rec: dict, seed: int, run: _Run) -> nn.Module:
     return model
 
 
-def _jin_slices(data: DemoData, rec: dict) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+def _jin_slices(data: DemoData, rec: SliceRecord) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Per phantom: the classifier input of the selected slices, slice labels, scan label."""
     inputs, slice_labels, labels = [], [], []
     for ph in data.phantoms:
@@ -263,7 +271,7 @@ def train_stepwise(
 
 def checkpoint_meta(
     model_name: str,
-    rec: dict,
+    rec: PreprocessingRecord,
     extra: dict[str, Any],
     *,
     variant: str,
@@ -309,12 +317,12 @@ def train_all(
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run = _Run(log, epoch_scale)
-    recs = P.default_records()
+    recs = default_records()
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 
-    def save(name: str, model: nn.Module, rec: dict, extra: dict[str, Any]) -> None:
+    def save(name: str, model: nn.Module, rec: PreprocessingRecord, extra: dict[str, Any]) -> None:
         stem = out / name
         meta = checkpoint_meta(name, rec, extra, variant=VARIANT, provenance=_provenance(seed), trained=True)
         save_checkpoint(model, meta, stem)
@@ -324,10 +332,10 @@ def train_all(
         data = make_demo_data(n_per_class, n_slices, seed)
         log(f"{len(data.phantoms)} segmentation phantoms generated ({time.perf_counter() - t0:.0f} s)")
     if "lung" in parts:
-        lung = train_lung(data, recs[C.LUNG_SEG.name], seed, run)
+        lung = train_lung(data, as_kind(recs[C.LUNG_SEG.name], LungRecord), seed, run)
         save(C.LUNG_SEG.name, lung, recs[C.LUNG_SEG.name], {})
     if "lesion" in parts:
-        lesion = train_lesion(data, recs[C.LESION_SEG.name], seed + 1, run)
+        lesion = train_lesion(data, as_kind(recs[C.LESION_SEG.name], LesionRecord), seed + 1, run)
         save(C.LESION_SEG.name, lesion, recs[C.LESION_SEG.name], {})
     if "classifier" not in parts and "stepwise" not in parts:
         log(f"demo checkpoints written to {out} ({time.perf_counter() - t0:.0f} s)")
@@ -337,7 +345,7 @@ def train_all(
     t1 = time.perf_counter()
     cls_data = make_demo_data(2 * n_per_class, 140, seed + 50_000, min_slices=90, sizes=(256, 320, 384))
     log(f"{len(cls_data.phantoms)} classifier phantoms generated ({time.perf_counter() - t1:.0f} s)")
-    jin = _jin_slices(cls_data, recs[C.SLICE_CLASSIFIER.name])
+    jin = _jin_slices(cls_data, as_kind(recs[C.SLICE_CLASSIFIER.name], SliceRecord))
     del cls_data
     if "classifier" in parts:
         cls = train_classifier(jin, seed + 2, run)

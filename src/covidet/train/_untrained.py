@@ -10,6 +10,7 @@ is also a lesion slice: the most work per scan). Never serve them to diagnose.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,23 +18,23 @@ import torch
 
 from covidet import __version__
 from covidet import _contract as C
-from covidet import ensemble as P
 from covidet.models import build_model, save_checkpoint
+from covidet.preprocessing import PreprocessingRecord, default_records
 from covidet.train._demo import checkpoint_meta
 
 __all__ = ["FULL_INPUT_SIZES", "main_init_checkpoints", "untrained_records", "write_untrained"]
 
 #: Input sizes of the full-size networks where they differ from the demo records: Jin et al.'s
 #: lung U-Net runs on the whole 512x512 slice (the demo one on 128x128).
-FULL_INPUT_SIZES = {C.LUNG_SEG.name: [512, 512]}
+FULL_INPUT_SIZES = {C.LUNG_SEG.name: (512, 512)}
 
 
-def untrained_records(variant: str) -> dict[str, dict]:
+def untrained_records(variant: str) -> dict[str, PreprocessingRecord]:
     """The preprocessing record of each model in ``variant`` (the demo records, full-size inputs)."""
-    records = P.default_records()
+    records = default_records()
     if variant == "full":
         for name, size in FULL_INPUT_SIZES.items():
-            records[name]["input_size"] = list(size)
+            records[name] = dataclasses.replace(records[name], input_size=size)  # type: ignore[arg-type]
     return records
 
 

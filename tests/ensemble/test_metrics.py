@@ -1,0 +1,54 @@
+"""The pipeline's custom metrics, against a stand-in for Triton's pb_utils.MetricFamily."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from covidet.ensemble import PipelineMetrics
+
+
+class _Family:
+    COUNTER, HISTOGRAM = "counter", "histogram"
+    made: ClassVar[dict[str, _Family]] = {}
+
+    def __init__(self, name: str, description: str, kind: str) -> None:
+        self.name, self.metrics = name, {}
+        _Family.made[name] = self
+
+    def Metric(self, labels: dict[str, str], buckets: Any = None) -> _Metric:
+        metric = _Metric()
+        self.metrics[tuple(sorted(labels.items()))] = metric
+        return metric
+
+
+class _Metric:
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def increment(self, n: float) -> None:
+        self.value += n
+
+    def observe(self, v: float) -> None:
+        self.value += 1
+
+
+class _PbUtils:
+    MetricFamily = _Family
+
+
+class _Logger:
+    warnings: ClassVar[list[str]] = []
+
+    def log_warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+def test_quality_flags_are_counted_by_code_and_severity() -> None:
+    metrics = PipelineMetrics(_PbUtils(), _Logger())
+    assert metrics.enabled
+    metrics.quality([("LUNG_NOT_COVERED", "error"), ("DEMO_MODELS", "warning")])
+    metrics.quality([("DEMO_MODELS", "warning")])
+    family = _Family.made["covidet_quality_flags_total"]
+    values = {dict(k)["code"]: m.value for k, m in family.metrics.items()}
+    assert values == {"LUNG_NOT_COVERED": 1, "DEMO_MODELS": 2}
+    assert {dict(k)["severity"] for k in family.metrics} == {"error", "warning"}
