@@ -36,6 +36,7 @@ from covidet.preprocessing import (
     LesionRecord,
     LungRecord,
     PreprocessingRecord,
+    RecordError,
     SliceRecord,
     as_kind,
     record_from_json,
@@ -153,6 +154,13 @@ class ScanPipeline:
         self._infer = infer
         self._lung = config.typed_record(C.LUNG_SEG.name, LungRecord)
         self._cls = config.typed_record(C.SLICE_CLASSIFIER.name, SliceRecord)
+        encoder = config.typed_record(C.SLICE_ENCODER.name, SliceRecord)
+        if encoder != self._cls:  # one set of selected slices feeds both models
+            raise RecordError(
+                f"{C.SLICE_CLASSIFIER.name} and {C.SLICE_ENCODER.name} take the same slices, but their "
+                f"checkpoints' preprocessing records differ ({self._cls} vs {encoder}): retrain or "
+                "re-export one of them with the other's record"
+            )
         self._lesion = config.typed_record(C.LESION_SEG.name, LesionRecord)
         self._provenance = json.dumps(config.provenance(), sort_keys=True)
         self._device = config.device

@@ -189,7 +189,8 @@ def test_entrypoint_refuses_bad_settings(tmp_path: Path) -> None:
     bad_profile = _run({"COVIDET_PROFILE": "tpu"}, tmp=tmp_path)
     from covidet.export._render import PROFILES
 
-    expected = "expected " + ", ".join(PROFILES[:-1]) + f" or {PROFILES[-1]}"  # in step with covidet
+    names = list(PROFILES)
+    expected = "expected " + ", ".join(names[:-1]) + f" or {names[-1]}"  # in step with covidet
     assert bad_profile.returncode != 0 and expected in bad_profile.stderr
     no_ckpt = _run({"COVIDET_PROFILE": "cpu", "COVIDET_CHECKPOINTS": str(tmp_path / "none")}, tmp=tmp_path)
     assert no_ckpt.returncode != 0 and "does not exist" in no_ckpt.stderr

@@ -14,7 +14,7 @@ from covidet import _contract as C
 from covidet import ensemble as P
 from covidet.ensemble import PipelineConfig, ScanPipeline, StepUnavailableError, bls_error, classify_error
 from covidet.metrics import dice
-from covidet.preprocessing import default_records, record_to_json
+from covidet.preprocessing import RecordError, default_records, record_to_json
 
 
 def _volume(s: int = 40, n: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -274,3 +274,13 @@ def test_a_pre_post_device_it_cannot_use_is_refused_at_load() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
             ScanPipeline(replace(_config(), device="cuda"), FakeModels().infer)
+
+
+def test_classifier_and_encoder_records_must_agree() -> None:
+    """One set of selected slices feeds both models: records that disagree are refused at load."""
+    config = _config()
+    models = {name: dict(meta) for name, meta in config.models.items()}
+    encoder = dict(models[C.SLICE_ENCODER.name]["preprocessing"], selection="jin_stride")
+    models[C.SLICE_ENCODER.name]["preprocessing"] = encoder
+    with pytest.raises(RecordError, match="take the same slices"):
+        ScanPipeline(replace(config, models=models), FakeModels().infer)

@@ -37,7 +37,7 @@ def main_export(argv: list[str]) -> int:
     args = p.parse_args(argv)
     calibration = None
     if args.calibration:
-        if args.profile != "cpu-int8":
+        if not PROFILES[args.profile].int8_models:
             p.error(f"--calibration is for --profile cpu-int8 (got --profile {args.profile})")
         from covidet.client import load_volume
 
