@@ -28,6 +28,8 @@ class Diagnosis:
     lesion_ratio: float
     n_slices_used: int
     provenance: dict[str, Any]
+    #: what the server's quality checks found, errors first (`covidet._contract.QualityFlag`)
+    quality: tuple[C.QualityFlag, ...] = ()
     p_svm: float | None = None
     p_covid_fused: float | None = None
     lung_mask: np.ndarray | None = field(default=None, repr=False)
@@ -39,6 +41,11 @@ class Diagnosis:
     @property
     def predicted_class(self) -> str:
         return max(self.class_probs, key=self.class_probs.__getitem__)
+
+    @property
+    def usable(self) -> bool:
+        """False when a quality flag of severity ``error`` says the diagnosis must not be used."""
+        return not any(f.severity == "error" for f in self.quality)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (no masks)."""
@@ -59,7 +66,18 @@ class Diagnosis:
             "n_slices_used": self.n_slices_used,
             "latency_s": self.latency_s,
             "provenance": self.provenance,
+            "usable": self.usable,
+            "quality": [f.to_json() for f in self.quality],
         }
+
+
+#: The flag of an answer from a server that ran no quality checks (an older covidet).
+_UNCHECKED = C.QualityFlag(
+    "NO_QUALITY_CHECKS",
+    "warning",
+    "the server returned no QUALITY output, so nothing checked whether this answer may be used; "
+    "upgrade the covidet server",
+)
 
 
 def parse_outputs(
@@ -70,12 +88,16 @@ def parse_outputs(
     for spec in C.ENSEMBLE.outputs:
         arr = as_numpy(spec.name)
         key = spec.name.lower()
-        if arr is None:
+        if arr is None and spec.name == "QUALITY":  # a server older than the quality checks
+            values[key] = (_UNCHECKED,)
+        elif arr is None:
             values[key] = None
         elif spec.name == "CLASS_PROBS":
             values[key] = {n: float(p) for n, p in zip(C.CLASS_NAMES, arr.reshape(-1), strict=True)}
         elif spec.name == "TOPK_SLICES":
             values[key] = tuple(int(i) for i in arr.reshape(-1))
+        elif spec.name == "QUALITY":
+            values[key] = C.quality_from_json(arr.reshape(-1)[0])
         elif spec.name == "PROVENANCE":
             raw = arr.reshape(-1)[0]
             values[key] = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))

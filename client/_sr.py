@@ -45,6 +45,7 @@ def _summary_text(diagnosis: Diagnosis) -> str:
         f"{diagnosis.p_covid_given_viral:.3f}). Lung {diagnosis.lung_volume_ml:.1f} mL, lesion "
         f"{diagnosis.lesion_volume_ml:.1f} mL, lesion/lung ratio {diagnosis.lesion_ratio:.4f}. "
         f"Key slices {list(diagnosis.topk_slices)}. {DISCLAIMER}; see each model's provenance."
+        + ("" if diagnosis.usable else " NOT USABLE: a quality check failed (see the quality checks).")
     )
 
 
@@ -173,6 +174,15 @@ def write_sr(diagnosis: Diagnosis, sources: list[Any], seg: Any | None, path: Pa
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
     )
+    # The answer's quality flags, each a TEXT row: an "error" says the diagnosis must not be used
+    for flag in diagnosis.quality:
+        scan_group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=_local("QUALITY_FLAG", "Quality check"),
+                value=f"{flag.severity}: {flag.code}: {flag.message}",
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     groups.append(scan_group)
 
     observer = hd.sr.ObserverContext(

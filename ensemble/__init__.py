@@ -47,7 +47,7 @@ from covidet.ensemble._preprocess import (
     resize_slices,
     upsample_mask,
 )
-from covidet.ensemble._quality import QUALITY_CODES, QualityFlag, ScanMeasures, check_quality, quality_json
+from covidet.ensemble._quality import QUALITY_CODES, ScanMeasures, check_quality
 from covidet.ensemble._runtime import (
     COMPILE_BUCKETS,
     InProcessModels,
@@ -91,7 +91,6 @@ __all__ = [
     "PipelineConfig",
     "PipelineError",
     "PipelineMetrics",
-    "QualityFlag",
     "Runner",
     "ScanMeasures",
     "ScanOutputs",
@@ -118,7 +117,6 @@ __all__ = [
     "on_host",
     "pick_slices",
     "prob_to_mask",
-    "quality_json",
     "release_free_memory",
     "resize_slices",
     "run_sequence",

@@ -21,7 +21,7 @@ import numpy as np
 from covidet import _contract as C
 from covidet.ensemble._fusion import LesionStats, stepwise_covid, topk_fusion
 from covidet.ensemble._preprocess import chunks, lesion_input, lung_input, on_device, on_host
-from covidet.ensemble._quality import ScanMeasures, check_quality, quality_json
+from covidet.ensemble._quality import ScanMeasures, check_quality
 from covidet.ensemble._selection import (
     MaskSummary,
     classifier_input,
@@ -356,7 +356,7 @@ class ScanPipeline:
             lung_mask=masks[0] if masks is not None else empty,
             lesion_mask=masks[1] if masks is not None else empty,
             provenance=self._provenance.encode(),
-            quality=quality_json(flags),
+            quality=C.quality_to_json(flags),
         )
         return out.to_tensors()
 

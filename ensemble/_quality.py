@@ -9,14 +9,15 @@ wrong with the scan or the answer, not that the patient is unusual.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["QUALITY_CODES", "QualityFlag", "ScanMeasures", "check_quality", "quality_json"]
+from covidet._contract import QualityFlag
+
+__all__ = ["QUALITY_CODES", "ScanMeasures", "check_quality"]
 
 #: Every code a flag can carry, with what it means (docs/architecture.md lists them too).
 QUALITY_CODES: Mapping[str, str] = {
@@ -53,13 +54,6 @@ MAX_PIXEL_SPACING_MM = 1.5
 
 
 @dataclass(frozen=True)
-class QualityFlag:
-    code: str
-    severity: str  #: "info", "warning" or "error"
-    message: str
-
-
-@dataclass(frozen=True)
 class ScanMeasures:
     """What the checks look at, all measured by the pipeline on the input grid."""
 
@@ -83,11 +77,6 @@ def check_quality(m: ScanMeasures) -> list[QualityFlag]:
     ]
     order = {"error": 0, "warning": 1, "info": 2}
     return sorted(flags, key=lambda f: order[f.severity])
-
-
-def quality_json(flags: Sequence[QualityFlag]) -> bytes:
-    """The QUALITY output: a JSON list of ``{code, severity, message}``."""
-    return json.dumps([asdict(f) for f in flags]).encode()
 
 
 def _coverage(counts: np.ndarray) -> list[QualityFlag]:

@@ -10,6 +10,7 @@ exclude the batch (slice) axis, as in Triton's ``config.pbtxt``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -24,6 +25,7 @@ __all__ = [
     "LUNG_SEG",
     "PIPELINE",
     "PROGRESSION_GPR",
+    "QUALITY_SEVERITIES",
     "SLICE_BATCH",
     "SLICE_CLASSIFIER",
     "SLICE_ENCODER",
@@ -32,10 +34,13 @@ __all__ = [
     "TOP_K",
     "ErrorCode",
     "ModelSpec",
+    "QualityFlag",
     "TensorSpec",
     "all_models",
     "error_message",
     "parse_error_message",
+    "quality_from_json",
+    "quality_to_json",
 ]
 
 #: Jin et al. 4-class order (index = class id).
@@ -182,6 +187,7 @@ _SCAN_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec("LUNG_MASK", "UINT8", (-1, -1, -1), doc="S x H x W on the input grid; 0x0x0 unless asked"),
     TensorSpec("LESION_MASK", "UINT8", (-1, -1, -1), doc="S x H x W on the input grid; 0x0x0 unless asked"),
     TensorSpec("PROVENANCE", "BYTES", (1,), doc="JSON: model versions and checkpoint provenance"),
+    TensorSpec("QUALITY", "BYTES", (1,), doc="JSON: quality flags, a list of {code, severity, message}"),
 )
 
 _SCAN_INPUTS: tuple[TensorSpec, ...] = (
@@ -256,6 +262,42 @@ ENSEMBLE = ModelSpec(
     outputs=(*_SCAN_OUTPUTS, *CLINICAL_SVM.outputs),
     doc="Public entry point: the covidet ensemble (imaging pipeline, then DL#3 clinical fusion)",
 )
+
+
+# --- quality flags -------------------------------------------------------------------------------
+# Every answer carries QUALITY: a JSON list of flags saying when it must not be used. The codes and
+# the checks behind them are the server's (`covidet.ensemble.QUALITY_CODES`); the form is this.
+
+#: Severities of a quality flag. ``error``: the diagnosis must not be used.
+QUALITY_SEVERITIES: tuple[str, ...] = ("info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class QualityFlag:
+    """One quality flag of an answer: a stable ``code``, a ``severity`` in QUALITY_SEVERITIES,
+    and a message that says what is wrong and what to do."""
+
+    code: str
+    severity: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in QUALITY_SEVERITIES:
+            raise ValueError(f"quality severity {self.severity!r}: expected one of {QUALITY_SEVERITIES}")
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "severity": self.severity, "message": self.message}
+
+
+def quality_to_json(flags: tuple[QualityFlag, ...] | list[QualityFlag]) -> bytes:
+    """The QUALITY output's value."""
+    return json.dumps([f.to_json() for f in flags]).encode()
+
+
+def quality_from_json(raw: bytes | str) -> tuple[QualityFlag, ...]:
+    """The flags of a QUALITY output's value."""
+    data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    return tuple(QualityFlag(str(d["code"]), str(d["severity"]), str(d["message"])) for d in data)
 
 
 def all_models() -> tuple[ModelSpec, ...]:

@@ -115,6 +115,7 @@ def test_parse_outputs() -> None:
         "PROVENANCE": np.array([json.dumps({"lung_seg": {"trained": True}}).encode()], dtype=object),
         "P_SVM": np.array([np.nan], np.float32),
         "P_COVID_FUSED": np.array([0.8], np.float32),
+        "QUALITY": np.array([C.quality_to_json([C.QualityFlag("THICK_SLICES", "warning", "5 mm")])], object),
     }
     assert set(values) | {"LESION_MASK"} == {t.name for t in C.ENSEMBLE.outputs}
     d = parse_outputs(values.get, latency_s=0.5, source="x", n_slices=80)
@@ -123,6 +124,12 @@ def test_parse_outputs() -> None:
     assert d.provenance["lung_seg"]["trained"] is True
     assert d.p_svm is None and d.p_covid_fused == pytest.approx(0.8)  # NaN = no clinical data
     assert json.dumps(d.to_dict())
+    assert d.quality == (C.QualityFlag("THICK_SLICES", "warning", "5 mm"),) and d.usable
+    errors = {**values, "QUALITY": np.array([C.quality_to_json([C.QualityFlag("X", "error", "m")])], object)}
+    assert not parse_outputs(errors.get, latency_s=0, source="x", n_slices=1).usable
+    older = {k: v for k, v in values.items() if k != "QUALITY"}  # a server without quality checks
+    (flag,) = parse_outputs(older.get, latency_s=0, source="x", n_slices=1).quality
+    assert flag.code == "NO_QUALITY_CHECKS" and flag.severity == "warning"
 
 
 def test_client_imports_no_heavy_dependencies() -> None:

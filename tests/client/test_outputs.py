@@ -22,6 +22,10 @@ from covidet.phantom import make_phantom, write_dicom_series
 
 PROVENANCE_TEXT = "demo: trained on synthetic phantoms by `covidet train-demo --seed 0`; NOT diagnostic"
 LUNG_ML, LESION_ML = 2345.6, 78.9
+QUALITY = (
+    C.QualityFlag("LUNG_NOT_COVERED", "error", "lung reaches the first slice"),
+    C.QualityFlag("DEMO_MODELS", "warning", "demo models"),
+)
 
 
 def _diagnosis(phantom: Any, source: str, *, masks: bool = True) -> Diagnosis:
@@ -48,6 +52,7 @@ def _diagnosis(phantom: Any, source: str, *, masks: bool = True) -> Diagnosis:
             }
             for name in ("lung_seg", "slice_classifier", "slice_encoder", "lesion_seg", "gru_fusion")
         },
+        quality=QUALITY,
         lung_mask=phantom.lung_mask.astype(np.uint8) if masks else None,
         lesion_mask=phantom.lesion_mask.astype(np.uint8) if masks else None,
         source=source,
@@ -172,6 +177,12 @@ def test_sr_measurements_and_references(case: dict[str, Any]) -> None:
     assert codes["Predicted class (top-K fusion)"] == "840539006"  # SCT COVID-19
     texts = [str(i.TextValue) for i in items if i.ValueType == "TEXT"]
     assert any("Stepwise P(COVID-19) = 0.720" in t and "not a medical device" in t for t in texts)
+    assert any("NOT USABLE" in t for t in texts)  # the summary says so
+    flags = [str(i.TextValue) for i in items if i.ConceptNameCodeSequence[0].CodeMeaning == "Quality check"]
+    assert flags == [
+        "error: LUNG_NOT_COVERED: lung reaches the first slice",
+        "warning: DEMO_MODELS: demo models",
+    ]
 
     seg = pydicom.dcmread(case["written"]["seg"], stop_before_pixels=True)
     sr = hd.sr.srread(case["written"]["sr"])
@@ -195,6 +206,10 @@ def test_json_is_the_diagnosis(case: dict[str, Any]) -> None:
     data = json.loads(case["written"]["result"].read_text())
     assert data == json.loads(json.dumps(case["diagnosis"].to_dict()))
     assert data["predicted_class"] == "COVID-19" and data["lung_volume_ml"] == LUNG_ML
+    assert data["usable"] is False and [f["code"] for f in data["quality"]] == [
+        "LUNG_NOT_COVERED",
+        "DEMO_MODELS",
+    ]
 
 
 def test_pngs_are_images_with_the_overlay(case: dict[str, Any]) -> None:

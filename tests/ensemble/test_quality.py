@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from covidet.ensemble import QUALITY_CODES, ScanMeasures, check_quality, quality_json
+from covidet._contract import quality_from_json, quality_to_json
+from covidet.ensemble import QUALITY_CODES, ScanMeasures, check_quality
 
 TRAINED = {"lung_seg": {"variant": "full", "trained": True}}
 
@@ -88,6 +89,7 @@ def test_demo_and_untrained_models_always_warn() -> None:
 def test_errors_come_first_and_the_json_has_code_severity_message() -> None:
     flags = check_quality(_normal(spacing=(6.0, 0.7, 0.7), lung_ml=300.0))
     assert [f.severity for f in flags] == ["error", "warning"]
-    data = json.loads(quality_json(flags))
+    data = json.loads(quality_to_json(flags))
     assert data[0].keys() == {"code", "severity", "message"}
     assert all(d["code"] in QUALITY_CODES for d in data)
+    assert quality_from_json(quality_to_json(flags)) == tuple(flags)

@@ -26,6 +26,7 @@ from covidet.ensemble import (
 )
 
 _CT, _SPACING, _RETURN_MASKS = (spec.name for spec in C.PIPELINE.inputs)
+(_QUALITY,) = (spec.name for spec in C.PIPELINE.outputs if spec.name == "QUALITY")
 
 
 class TritonPythonModel:
@@ -69,6 +70,8 @@ class TritonPythonModel:
             err = pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
             return pb_utils.InferenceResponse(error=err)
         self.metrics.scan("ok", slices=int(ct.shape[0]), timings=timings)
+        flags = C.quality_from_json(outputs[_QUALITY].reshape(-1)[0])
+        self.metrics.quality((f.code, f.severity) for f in flags)
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, arr) for name, arr in outputs.items()]
         )

@@ -15,11 +15,14 @@ __all__ = ["main_deidentify", "main_diagnose", "main_monitor"]
 
 
 def _table(d: Any) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=f"{d.source} ({d.n_slices} slices)", show_header=False)
     t.add_column("", style="bold")
     t.add_column("")
+    if not d.usable:
+        t.add_row("[red]NOT USABLE[/red]", "[red]a quality check failed: do not use this diagnosis[/red]")
     t.add_row("predicted (4-class, top-K)", d.predicted_class)
     for name in C.CLASS_NAMES:
         t.add_row(f"  P({name})", f"{d.class_probs[name]:.3f}")
@@ -36,6 +39,10 @@ def _table(d: Any) -> Any:
     t.add_row("latency", f"{d.latency_s:.2f} s")
     kinds = sorted({str(v.get("provenance")) for v in d.provenance.values()})
     t.add_row("models", "; ".join(kinds))
+    colour = {"error": "red", "warning": "yellow", "info": "blue"}
+    for flag in d.quality:
+        c = colour.get(flag.severity, "white")
+        t.add_row(f"[{c}]{flag.severity}: {flag.code}[/{c}]", escape(flag.message))
     return t
 
 
