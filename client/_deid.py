@@ -7,6 +7,7 @@ the series themselves.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DEID_METHOD", "write_deidentified_copy"]
 
@@ -20,7 +21,9 @@ def write_deidentified_copy(
 
     Names, IDs, dates, institutions and the like are replaced consistently across the files (so
     the copy is still one study/series with valid, re-mapped UIDs); private tags are removed;
-    PatientIdentityRemoved is set. ``seed`` makes the replacement reproducible.
+    PatientIdentityRemoved is set. An instance without a SOPInstanceUID gets one (also as its file
+    meta's MediaStorageSOPInstanceUID), so that results (SEG, SR) can reference every slice of
+    the copy. ``seed`` makes the replacement reproducible.
     """
     import pydicom
     from dicognito.anonymizer import Anonymizer
@@ -37,7 +40,9 @@ def write_deidentified_copy(
             ds = pydicom.dcmread(path)
         except (InvalidDicomError, OSError):
             continue
+        _ensure_instance_uid(ds, seed, i)
         anonymizer.anonymize(ds)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.remove_private_tags()
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = DEID_METHOD
@@ -45,3 +50,15 @@ def write_deidentified_copy(
         ds.save_as(target, enforce_file_format=True)
         written.append(target)
     return written
+
+
+def _ensure_instance_uid(ds: Any, seed: str | None, index: int) -> None:
+    """Give ``ds`` a SOPInstanceUID where it has none (reproducible with ``seed``)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    if not str(getattr(ds, "SOPInstanceUID", "") or ""):
+        entropy = None if seed is None else [seed, str(index), str(getattr(ds, "InstanceNumber", ""))]
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=entropy)
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()

@@ -65,8 +65,9 @@ def _load_source_datasets(
         warn(
             f"{volume.source}: {n_missing} of its {volume.n_slices} slices come from DICOM instances "
             "without a SOPInstanceUID, which a SEG and an SR need to reference their source: no "
-            "seg.dcm, no sr.dcm. Give every instance a SOPInstanceUID (e.g. pydicom.uid."
-            "generate_uid(), also as the file meta's MediaStorageSOPInstanceUID) and run again"
+            "seg.dcm, no sr.dcm. `covidet deidentify SRC OUT` writes a copy that has them (a "
+            "de-identified one); or give every instance a SOPInstanceUID (pydicom.uid.generate_uid(), "
+            "also as the file meta's MediaStorageSOPInstanceUID) and run again"
         )
         return None
     if not complete or (source_datasets is None and not dicom):

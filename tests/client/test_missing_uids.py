@@ -43,7 +43,7 @@ def test_warning_says_why_and_what_to_do(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and told == warnings
     assert "6 of its 6 slices" in warnings[0] and "without a SOPInstanceUID" in warnings[0]
-    assert "no seg.dcm, no sr.dcm" in warnings[0] and "Give every instance a SOPInstanceUID" in warnings[0]
+    assert "no seg.dcm, no sr.dcm" in warnings[0] and "covidet deidentify SRC OUT" in warnings[0]
     assert not any("not a DICOM series" in r.getMessage() for r in caplog.records)
 
 
@@ -88,3 +88,20 @@ def test_cli_prints_the_warning(
     assert "without a SOPInstanceUID" in line and "no seg.dcm, no sr.dcm" in line
     assert ": wrote coronal, keyimage_1, keyimage_2, keyimage_3, result to " in " ".join(out.split())
     assert not (tmp_path / "out" / "dicom" / "seg.dcm").exists()
+
+
+def test_deidentify_gives_every_instance_a_uid_and_then_seg_and_sr_are_written(
+    series: dict[str, Any], tmp_path: Path
+) -> None:
+    from covidet.client._deid import write_deidentified_copy
+
+    files = write_deidentified_copy(series["root"], tmp_path / "copy", seed="s")
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    uids = [str(ds.SOPInstanceUID) for ds in headers]
+    assert len(set(uids)) == len(files) == 6 and all(uids)
+    assert all(ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID for ds in headers)
+    again = write_deidentified_copy(series["root"], tmp_path / "again", seed="s")
+    assert [str(pydicom.dcmread(f).SOPInstanceUID) for f in again] == uids  # reproducible with a seed
+    volume = read_dicom_series(tmp_path / "copy")
+    written = write_outputs(_diagnosis(series["phantom"], volume.source), volume, tmp_path / "out")
+    assert {"seg", "sr"} <= set(written)
