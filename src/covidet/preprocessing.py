@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from covidet import _contract as C
+from covidet._fields import field_mismatch
 from covidet.errors import ArtifactError
 
 __all__ = [
@@ -146,14 +147,9 @@ def record_from_json(data: Mapping[str, Any]) -> PreprocessingRecord:
     if kind not in _KINDS:
         raise RecordError(f"unknown preprocessing kind {kind!r}; valid: {', '.join(_KINDS)}")
     cls = _KINDS[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-    missing, unknown = required - set(fields), set(fields) - names
-    if missing or unknown:
-        raise RecordError(
-            f"{kind} record: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}; "
-            f"expected {sorted(names)}"
-        )
+    mismatch = field_mismatch(cls, fields)
+    if mismatch:
+        raise RecordError(f"{kind} record: {mismatch}")
     try:
         return cls(**fields)
     except (TypeError, ValueError) as exc:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from covidet._fields import field_mismatch
 from covidet.errors import ArtifactError
 from covidet.models._registry import build_model, model_kwargs
 from covidet.preprocessing import PreprocessingRecord, RecordError, record_from_json, record_to_json
@@ -58,18 +59,9 @@ class CheckpointMeta:
         data = dict(data)
         if data.pop("format", FORMAT) != FORMAT:
             raise CheckpointError(f"unsupported checkpoint format; expected {FORMAT!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        required = {
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        }
-        missing, unknown = required - set(data), set(data) - names
-        if missing or unknown:
-            raise CheckpointError(
-                f"checkpoint metadata: missing fields {sorted(missing)}, unknown fields "
-                f"{sorted(unknown)}; expected {sorted(names)}"
-            )
+        mismatch = field_mismatch(cls, data)
+        if mismatch:
+            raise CheckpointError(f"checkpoint metadata: {mismatch}")
         try:
             data["preprocessing"] = record_from_json(data["preprocessing"])
         except RecordError as exc:
