@@ -14,7 +14,7 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 
 from covidet import _contract as C
-from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical, train_svm
+from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical, save_svm, train_svm
 from covidet.clinical._svm_train import _calibrated
 from covidet.server import TritonServer
 
@@ -58,7 +58,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Clin
     model = train_svm(x, y, seed=0, p_dl2=p, kernels=["linear"])
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     ref = _calibrated("linear", 0, cv, **model.metrics["kernels"]["linear"]["params"]).fit(x, y)
-    path = model.save(tmp_path_factory.mktemp("svm") / "svm.json")
+    path = save_svm(model, tmp_path_factory.mktemp("svm") / "svm.json")
     return path, ref, model
 
 

@@ -17,6 +17,8 @@ from covidet.clinical import (
     ModelFileError,
     demo_model_path,
     generate_clinical,
+    load_svm,
+    save_svm,
     train_svm,
     validate_features,
 )
@@ -50,7 +52,7 @@ def test_numpy_inference_equals_sklearn(
     np.testing.assert_allclose(m.decision_function(xt), pipe.decision_function(xt), atol=1e-6)
     np.testing.assert_allclose(m.predict_proba(xt), ref.predict_proba(xt), atol=1e-6)
     # and after a save/load round trip through JSON
-    loaded = ClinicalSVM.load(m.save(tmp_path / "m.json"))
+    loaded = load_svm(save_svm(m, tmp_path / "m.json"))
     np.testing.assert_allclose(loaded.predict_proba(xt), ref.predict_proba(xt), atol=1e-6)
 
 
@@ -68,7 +70,7 @@ def test_training_reports_cv_auc_per_kernel_and_fusion_helps(data: Any) -> None:
 
 
 def test_demo_model_loads_and_discriminates() -> None:
-    m = ClinicalSVM.load(demo_model_path())
+    m = load_svm(demo_model_path())
     assert "synthetic" in m.provenance
     x, y = generate_clinical(300, seed=12345)
     p = m.p_covid(x)
@@ -91,7 +93,7 @@ def test_tampered_file_is_refused(tmp_path: Path) -> None:
     doc = _doc()
     doc["svm"]["intercept"] += 0.5
     with pytest.raises(ModelFileError, match="sha256 mismatch"):
-        ClinicalSVM.load(_write(tmp_path, doc, rehash=False))
+        load_svm(_write(tmp_path, doc, rehash=False))
 
 
 @pytest.mark.parametrize(
@@ -110,19 +112,19 @@ def test_malformed_file_is_refused_naming_the_problem(tmp_path: Path, edit: Any,
     doc = _doc()
     edit(doc)
     with pytest.raises(ModelFileError, match=message):
-        ClinicalSVM.load(_write(tmp_path, doc, rehash=True))
+        load_svm(_write(tmp_path, doc, rehash=True))
 
 
 def test_non_json_and_non_finite_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
     path.write_text("{not json")
     with pytest.raises(ModelFileError, match="not valid JSON"):
-        ClinicalSVM.load(path)
+        load_svm(path)
     path.write_text(demo_model_path().read_text().replace('"C": ', '"C": NaN, "x": ', 1))
     with pytest.raises(ModelFileError, match="not valid JSON"):
-        ClinicalSVM.load(path)
+        load_svm(path)
     with pytest.raises(ModelFileError, match="cannot read"):
-        ClinicalSVM.load(tmp_path / "absent.json")
+        load_svm(tmp_path / "absent.json")
 
 
 def test_cli_make_and_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,5 +133,5 @@ def test_cli_make_and_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main_train_svm([str(csv), "--out", str(tmp_path / "model"), "--kernels", "linear", "rbf"]) == 0
     out = capsys.readouterr().out
     assert "linear" in out and "rbf" in out and "CV AUC" in out
-    m = ClinicalSVM.load(tmp_path / "model")
+    m = load_svm(tmp_path / "model")
     assert set(m.metrics["kernels"]) == {"linear", "rbf"}

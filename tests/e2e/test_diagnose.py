@@ -141,11 +141,11 @@ def test_unknown_model_is_reported(covidet_server: Any, phantoms: dict[str, Any]
 
 
 def test_clinical_data_is_fused_and_optional(covidet_server: Any, phantoms: dict[str, Any]) -> None:
-    from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical
+    from covidet.clinical import demo_model_path, generate_clinical, load_svm
 
     ph = phantoms["COVID-19"]
     x, _ = generate_clinical(1, seed=5, covid_fraction=1.0)
-    svm = ClinicalSVM.load(demo_model_path())
+    svm = load_svm(demo_model_path())
     with _client(covidet_server, "grpc") as client:
         plain = client.diagnose(ph.hu, spacing=ph.spacing)
         fused = client.diagnose(ph.hu, spacing=ph.spacing, clinical=x[0])

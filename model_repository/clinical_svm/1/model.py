@@ -13,7 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
-from covidet.clinical import ClinicalDataError, ClinicalSVM, demo_model_path
+from covidet.clinical import ClinicalDataError, demo_model_path, load_svm
 
 
 class TritonPythonModel:
@@ -24,7 +24,7 @@ class TritonPythonModel:
         if not path.is_absolute():
             path = Path(args["model_repository"]) / path
         # A missing, malformed or tampered file raises ModelFileError: the model fails to load.
-        self.model = ClinicalSVM.load(path)
+        self.model = load_svm(path)
         self.logger = pb_utils.Logger
         self.logger.log_info(
             f"clinical_svm: loaded {path} (kernel {self.model.kernel}, "

@@ -17,12 +17,12 @@ __all__ = ["BASELINES", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Plan, render the repository, run the levels (and the baselines that need the server) while
     it serves, then the in-process baselines and FLOPs; print and write the report."""
-    args = parse_args(argv, __doc__)
+    args = parse_args(argv, __doc__, BASELINES)
 
     from rich.console import Console
 
     console = Console(stderr=True)
-    plan = make_plan(args, argv)
+    plan = make_plan(args, argv, BASELINES)
     report = new_report(plan)
     from covidet.export._render import render_repository
 

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from covidet import _contract as C
-from covidet.bench._compare import BASELINES
 from covidet.bench._load import Scan
 from covidet.export._render import TORCH_COMPILE_MODES
 
 __all__ = ["Plan", "make_plan", "parse_args"]
 
 
-def parse_args(argv: Sequence[str] | None, description: str | None) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None, description: str | None, baselines: Sequence[str]
+) -> argparse.Namespace:
+    """bench's arguments; ``baselines``: the names --compare accepts."""
     p = argparse.ArgumentParser(prog="bench.py", description=description)
     p.add_argument("--url", default=None, help="server gRPC/HTTP address (default: start one)")
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
@@ -57,7 +59,7 @@ def parse_args(argv: Sequence[str] | None, description: str | None) -> argparse.
         action="store_true",
         help="clients pass the CT through system shared memory (server on this machine)",
     )
-    p.add_argument("--compare", default="", help="baselines: " + ",".join(BASELINES))
+    p.add_argument("--compare", default="", help="baselines: " + ",".join(baselines))
     p.add_argument("--baseline-scans", type=int, default=3)
     p.add_argument("--flops", action="store_true", help="report FLOPs per scan and achieved FLOP/s")
     p.add_argument("--json", type=Path, default=None)
@@ -86,11 +88,11 @@ class Plan:
     profile: str  # of the rendered repository (a server given by --url is measured as "cpu")
 
 
-def make_plan(args: argparse.Namespace, argv: Sequence[str] | None) -> Plan:
+def make_plan(args: argparse.Namespace, argv: Sequence[str] | None, baselines: Sequence[str]) -> Plan:
     compare = [c for c in args.compare.split(",") if c]
-    unknown = sorted(set(compare) - set(BASELINES))
+    unknown = sorted(set(compare) - set(baselines))
     if unknown:
-        raise SystemExit(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+        raise SystemExit(f"unknown baseline(s) {unknown}; choose from {', '.join(baselines)}")
     scans = _scans(args)
     levels = [("closed", float(c)) for c in args.concurrency.split(",") if c]
     levels += [("open", float(r)) for r in args.rate.split(",") if r]

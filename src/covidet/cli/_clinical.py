@@ -9,6 +9,7 @@ from pathlib import Path
 
 from covidet.clinical._schema import ClinicalDataError
 from covidet.clinical._svm import KERNELS, ClinicalSVM
+from covidet.clinical._svm_file import save_svm
 from covidet.clinical._svm_train import train_svm
 from covidet.clinical._synthetic import generate_clinical, read_csv, write_csv
 
@@ -73,7 +74,7 @@ def main_train_svm(argv: Sequence[str] | None = None) -> int:
         )
     prov = args.provenance or f"trained by covidet train-svm on {args.features.name} (seed {args.seed})"
     model = train_svm(x, y, seed=args.seed, p_dl2=p_dl2, kernels=args.kernels, provenance=prov)
-    path = model.save(args.out)
+    path = save_svm(model, args.out)
     print_metrics(model)
     print(f"model file: {path}")
     return 0

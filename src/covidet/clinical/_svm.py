@@ -5,7 +5,7 @@ method="sigmoid", ensemble=False).predict_proba`` for the linear, polynomial and
 probability=True)`` and its ``probA_``/``probB_`` are deprecated in scikit-learn 1.9; the calibrator's
 ``a_`` and ``b_`` are the same Platt parameters, fit on cross-validated decision values.)
 
-Its model file (`ClinicalSVM.save`, `ClinicalSVM.load`) is `_svm_file`'s; training it with
+Its model file (`save_svm`, `load_svm`) is `_svm_file`'s; training it with
 scikit-learn (`train_svm`, `from_sklearn`) is `_svm_train`'s.
 """
 
@@ -111,31 +111,3 @@ class ClinicalSVM:
         if not (np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()):
             raise ClinicalDataError(f"expected DL#2 probabilities in [0, 1], got {p.tolist()}")
         return self.fusion(p, self.p_covid(x))
-
-    # --- file format (`_svm_file`, which imports this module) -----------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        """The model file content (without its hash)."""
-        from covidet.clinical import _svm_file
-
-        return _svm_file.to_dict(self)
-
-    def save(self, path: Path | str) -> Path:
-        """Write the JSON model file (a directory gets ``clinical_svm.json``); returns its path."""
-        from covidet.clinical import _svm_file
-
-        return _svm_file.save(self, path)
-
-    @classmethod
-    def load(cls, path: Path | str) -> ClinicalSVM:
-        """Read and validate a model file; any problem raises `ModelFileError` naming it."""
-        from covidet.clinical import _svm_file
-
-        return _svm_file.load(path, cls)
-
-    @classmethod
-    def from_dict(cls, doc: Any) -> ClinicalSVM:
-        """Validate a parsed model file (format, hash, schema, shapes, finiteness)."""
-        from covidet.clinical import _svm_file
-
-        return _svm_file.from_dict(doc, cls)

@@ -26,8 +26,8 @@ __all__ = [
     "ModelFileError",
     "content_hash",
     "from_dict",
-    "load",
-    "save",
+    "load_svm",
+    "save_svm",
     "to_dict",
 ]
 
@@ -70,7 +70,7 @@ def to_dict(model: ClinicalSVM) -> dict[str, Any]:
     }
 
 
-def save(model: ClinicalSVM, path: Path | str) -> Path:
+def save_svm(model: ClinicalSVM, path: Path | str) -> Path:
     """Write the JSON model file (a directory gets ``clinical_svm.json``); returns its path."""
     path = Path(path)
     if path.suffix != ".json":
@@ -82,7 +82,7 @@ def save(model: ClinicalSVM, path: Path | str) -> Path:
     return path
 
 
-def load(path: Path | str, cls: type[ClinicalSVM] = ClinicalSVM) -> ClinicalSVM:
+def load_svm(path: Path | str) -> ClinicalSVM:
     """Read and validate a model file; any problem raises `ModelFileError` naming it."""
     path = Path(path)
     if path.is_dir():
@@ -96,12 +96,12 @@ def load(path: Path | str, cls: type[ClinicalSVM] = ClinicalSVM) -> ClinicalSVM:
     except ValueError as exc:
         raise ModelFileError(f"{path} is not valid JSON: {exc}") from exc
     try:
-        return from_dict(doc, cls)
+        return from_dict(doc)
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
 
 
-def from_dict(doc: Any, cls: type[ClinicalSVM] = ClinicalSVM) -> ClinicalSVM:
+def from_dict(doc: Any) -> ClinicalSVM:
     """Validate a parsed model file (format, hash, schema, shapes, finiteness)."""
     if not isinstance(doc, dict):
         raise ModelFileError(f"expected a JSON object, got {type(doc).__name__}")
@@ -152,7 +152,7 @@ def from_dict(doc: Any, cls: type[ClinicalSVM] = ClinicalSVM) -> ClinicalSVM:
     meds = {k: _number(medians, k) for k in medians}
     fus = _get(doc, "fusion", dict)
     metrics = doc.get("metrics", {})
-    return cls(
+    return ClinicalSVM(
         kernel=kernel,
         C=_number(svm, "C"),
         gamma=gamma,
