@@ -1,8 +1,8 @@
 """Connected components of a bool volume in torch, on whatever device it lives (the GPU profiles).
 
 `scipy.ndimage.label` runs on the host only: on a 300x512x512 lung grid (the full-size lung
-U-Net's output) the lung clean-up's two labellings cost ~0.4 CPU-s a scan, more than the rest of
-a GPU node's host work. Here the same components come from label propagation with hooking and
+U-Net's output) the lung clean-up's two labellings would cost more host CPU than the rest of a GPU
+node's host work. Here the same components come from label propagation with hooking and
 pointer jumping (the Shiloach-Vishkin scheme), in whole-tensor operations:
 
 - every foreground voxel starts with its own flat index as its label;

@@ -79,13 +79,13 @@ class PipelineConfig:
     top_k: int = C.TOP_K
     #: torch device of the heavy pre/post-processing (windowing and resizing the model inputs,
     #: up-sampling the masks onto the input grid); None: numpy and torch on the CPU. The GPU
-    #: profiles say "cuda": a 300x512x512 scan's pre/post costs ~0.58 CPU-seconds on the CPU with
-    #: the demo models' grids (more at full size), which alone would take ~15 cores at 25 scans/s.
+    #: profiles say "cuda": on the CPU a scan's pre/post alone would take a GPU node's host cores
+    #: at the target rate (figures in benchmarks/README.md).
     device: str | None = None
     #: with ``device``: the slice models' inputs are handed to ``infer`` as torch tensors on the
     #: device, and their outputs may come back as tensors there (DLPack through BLS: the GPU
-    #: profiles), instead of both making a round trip through host memory (~1.2 GB a full-size
-    #: 300x512x512 scan: lung input and output are 315 MB each)
+    #: profiles), instead of both making a round trip through host memory (a full-size 300x512x512
+    #: scan's lung input and output are 315 MB each)
     device_tensors: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -229,7 +229,7 @@ class ScanPipeline:
         closing = closing_radius(spacing, (ct.shape[1], ct.shape[2]), (int(h), int(w)))
         # Connected components and hole filling at the model's resolution (16x cheaper than on the
         # input grid); the cleaned probability is what gets up-sampled onto the input grid.
-        if device is not None:  # on the device (scipy: 0.33-0.40 CPU-s for a full-size 512x512 grid)
+        if device is not None:  # on the device: scipy's labelling would cost host CPU at full size
             keep_t = clean_lung_mask(prob > 0.5, closing=closing, device=device)
             return torch.where(keep_t, prob.clamp(min=0.51), prob.clamp(max=0.49))
         keep = clean_lung_mask(prob > 0.5, closing=closing).view(bool)

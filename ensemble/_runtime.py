@@ -52,8 +52,8 @@ class OnnxRunner:
         opts = ort.SessionOptions()
         # ORT plans (and keeps) one pre-sized activation block per input shape it has seen; the
         # dynamic batcher's batch sizes vary, so those blocks pile up. Without the plan,
-        # activations come from the arena as needed: 40-65 MB less per slice-model process at
-        # the same speed (within 3%, 1 thread, batch 32, demo models).
+        # activations come from the arena as needed: less memory per slice-model process at the
+        # same speed (figures in benchmarks/README.md).
         opts.enable_mem_pattern = mem_pattern
         if not allow_spinning:
             # ORT's worker threads busy-wait between operators by default. In a server where

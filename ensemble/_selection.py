@@ -163,8 +163,8 @@ def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """``binary_fill_holes`` of every slice of bool [S,H,W], in one labelling of the background.
 
     A hole is background not connected (4-connected, in its slice) to the slice's border; one 3D
-    labelling with no connectivity across slices finds them all at once (1.7x faster than 300
-    per-slice calls on 128x128 masks).
+    labelling with no connectivity across slices finds them all at once (faster than a call per
+    slice).
     """
     background, _ = ndimage.label(~mask, structure=_IN_PLANE)
     edges = (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1])
@@ -188,8 +188,8 @@ class MaskSummary:
     """A [S,H,W] lung mask as the pipeline keeps it: per-slice pixel counts, which rows and
     columns hold lung anywhere (for slice selection), and the mask itself packed to one bit per
     voxel (9.8 MB for 300 x 512 x 512). Built slab by slab (`add`), so the full-size mask never
-    has to exist at once; `masks` unpacks the slices asked for (20 us a 512 x 512 slice, 20x
-    faster than up-sampling them again)."""
+    has to exist at once; `masks` unpacks the slices asked for (much cheaper than up-sampling
+    them again)."""
 
     counts: np.ndarray  #: int64 [S], mask pixels per slice
     rows: np.ndarray  #: bool [H], rows with mask pixels in any slice

@@ -2,7 +2,7 @@
 
 ONNX Runtime's QDQ format: per-channel int8 weights, uint8 activations with ranges calibrated
 on representative inputs (MinMax). On CPUs with AVX-512 VNNI / AVX-VNNI its int8 convolutions
-run about 1.5x faster than float. The serving head (every node after the network's last Conv:
+run faster than float. The serving head (every node after the network's last Conv:
 softmax-like sums, sigmoid) stays in float, so the probabilities keep their resolution around the
 0.5 threshold. The quantized graph is accepted only when its masks agree with the float graph's
 on a separate set of check inputs (pooled Dice >= ``min_dice``); otherwise `ExportError`.

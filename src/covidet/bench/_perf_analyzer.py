@@ -99,7 +99,7 @@ def write_input_data(scan: Scan, folder: Path) -> dict[str, list[int]]:
         "SPACING": np.asarray(scan.spacing, np.float32),
         "RETURN_MASKS": np.zeros(1, np.bool_),
         # perf_analyzer sends every input, optional ones too: one synthetic patient's record
-        # (the SVM step costs ~10 ms of a multi-second scan)
+        # (the SVM step is a tiny part of a scan)
         "CLINICAL": generate_clinical(1, seed=0, missing_rate=0.0)[0][0].astype(np.float32),
     }
     for name, arr in arrays.items():

@@ -46,9 +46,9 @@ class _Serving(nn.Module):
         y = self.model(x)
         if self.head == "lung":  # P(lung) = 1 - P(background): 3 classes merged to binary
             # = 1 - 1 / (1 + sum_c exp(y_c - y_0)), written out element-wise: ONNX Runtime's
-            # Softmax over the channel axis of NCHW transposes the whole map (13% of the demo
-            # U-Net's time; the lung model 5.24 -> 4.80 ms/slice on 1 core), and only P(background)
-            # is wanted. Same value as the softmax to float rounding (max 1.2e-7 on phantoms).
+            # Softmax over the channel axis of NCHW transposes the whole map (a measurable share of
+            # the demo U-Net's time), and only P(background) is wanted. The same value as the
+            # softmax to float rounding.
             rest = torch.exp(y[:, 1:2] - y[:, :1])
             for c in range(2, y.shape[1]):
                 rest = rest + torch.exp(y[:, c : c + 1] - y[:, :1])

@@ -78,8 +78,7 @@ def cuda_pool_bytes(repository: Path) -> tuple[int, int] | None:
     the Python backend answers empty tensors (`covidet.ensemble.BlsInfer` then falls back to host
     memory for a while). Sized for every pipeline instance in its hungriest stage: the lung
     model's chunks in flight, or the lesion model's beside the classifier's and the encoder's
-    selected slices. 3.75 GiB for the full-size models (8 instances, each with 4 chunks of 32
-    512x512 lung slices), 1.7 GiB for the demo ones on 8 instances.
+    selected slices (`tests/server/test_serve_main.py` works the numbers through).
     """
     from covidet.ensemble import PipelineConfig
     from covidet.preprocessing import PreprocessingRecord, SliceRecord
