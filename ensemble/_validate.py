@@ -7,12 +7,15 @@ import numpy as np
 from covidet.ensemble._errors import ScanValidationError
 from covidet.ensemble._fusion import _check_spacing
 
-__all__ = ["MAX_SIZE", "MAX_SLICES", "MAX_SPACING_MM", "MIN_SIZE", "validate_scan"]
+__all__ = ["MAX_SIZE", "MAX_SLICES", "MAX_SPACING_MM", "MIN_SIZE", "MIN_SPACING_MM", "validate_scan"]
 
 MIN_SIZE = 16
 MAX_SIZE = 2048
 MAX_SLICES = 2000
 MAX_SPACING_MM = 50.0
+#: Below this a spacing is not a CT's (its smallest voxels are ~0.2 mm): a unit mistake (metres,
+#: or a spacing left at 1e-6) that would otherwise be answered with a lung volume of 0 mL.
+MIN_SPACING_MM = 0.1
 
 
 def validate_scan(ct: np.ndarray, spacing: np.ndarray) -> None:
@@ -37,10 +40,10 @@ def validate_scan(ct: np.ndarray, spacing: np.ndarray) -> None:
     if sp.shape != (3,):
         raise ScanValidationError(f"SPACING must have 3 values (slice, row, column in mm), got {sp.shape[0]}")
     dz, dy, dx = _check_spacing(tuple(sp))
-    if max(dz, dy, dx) > MAX_SPACING_MM:
+    if max(dz, dy, dx) > MAX_SPACING_MM or min(dz, dy, dx) < MIN_SPACING_MM:
         raise ScanValidationError(
-            f"spacing {[dz, dy, dx]} mm is implausible for CT (max {MAX_SPACING_MM} mm); "
-            "send the voxel size in millimetres"
+            f"spacing {[dz, dy, dx]} mm is implausible for CT (between {MIN_SPACING_MM} and "
+            f"{MAX_SPACING_MM} mm); send the voxel size in millimetres"
         )
     step = max(1, ct.size // 200_000)
     sample = ct.reshape(-1)[::step]

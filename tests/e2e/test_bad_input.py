@@ -38,6 +38,7 @@ CASES = {
     "tiny slices": ({CT: AIR[:, :4, :4], SPACING: ONE}, "between 16 and 2048"),
     "nan spacing": ({CT: AIR, SPACING: np.array([np.nan, 1, 1], np.float32)}, "spacing"),
     "zero spacing": ({CT: AIR, SPACING: np.array([1, 0, 1], np.float32)}, "spacing"),
+    "spacing in metres": ({CT: AIR, SPACING: np.array([1e-3, 7e-4, 7e-4], np.float32)}, "between 0.1 and 50"),
     "wrong spacing count": ({CT: AIR, SPACING: np.ones(2, np.float32)}, "shape|SPACING"),
     "not HU": ({CT: np.full((4, 32, 32), 30000, np.int16), SPACING: ONE}, "Hounsfield"),
     "no lung": ({CT: AIR, SPACING: ONE}, "no lung found"),

@@ -149,6 +149,7 @@ def test_chunks() -> None:
         (np.zeros((1, 32, 32), np.int16), [1, 0, 1], "row spacing"),
         (np.zeros((1, 32, 32), np.int16), [float("nan"), 1, 1], "slice spacing"),
         (np.zeros((1, 32, 32), np.int16), [100, 1, 1], "implausible"),
+        (np.zeros((1, 32, 32), np.int16), [1, 1e-6, 1e-6], "implausible for CT \\(between 0.1 and 50"),
         (np.full((1, 32, 32), 20000, np.int16), [1, 1, 1], "Hounsfield"),
     ],
 )
