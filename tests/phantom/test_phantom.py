@@ -21,7 +21,10 @@ def test_shapes_ranges_and_truth(kind: str) -> None:
     assert np.median(ph.hu[ph.lung_mask > 0]) < -600  # aerated lung
     assert not (ph.lesion_mask & (1 - ph.lung_mask)).any()  # lesion inside lung
     assert ph.label == C.CLASS_NAMES.index(kind)
-    assert ph.spacing == pytest.approx((300 / 40, 360 / 128, 360 / 160))
+    fov, extent = ph.meta["fov_mm"], ph.meta["z_extent_mm"]
+    assert ph.spacing == pytest.approx((extent / 40, fov / 128, fov / 160), rel=1e-3)
+    fixed = make_phantom(kind, n_slices=40, size=(128, 160), seed=3, fov_mm=360, z_extent_mm=300)
+    assert fixed.spacing == pytest.approx((300 / 40, 360 / 128, 360 / 160))
 
 
 def test_lesion_burden_by_class() -> None:

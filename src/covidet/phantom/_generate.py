@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from covidet import _contract as C
+from covidet.phantom._acquisition import finish, sample_acquisition, streak_images
+from covidet.phantom._anatomy import AIR, Anatomy
+from covidet.phantom._geometry import Grid
+from covidet.phantom._patient import sample_anatomy, table_image
 
 __all__ = ["Phantom", "make_phantom", "make_phantom_set"]
-
-AIR, FAT, SOFT, BONE, LUNG = -1000.0, -100.0, 40.0, 700.0, -860.0
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Phantom:
 
 @dataclass(frozen=True)
 class _Blob:
-    """An ellipsoidal lesion: centre (z, y, x) mm, semi-axes (z, y, x) mm, target HU."""
+    """An ellipsoidal lesion: centre (a, y, x) mm, semi-axes (a, y, x) mm, target HU."""
 
     center: tuple[float, float, float]
     axes: tuple[float, float, float]
@@ -51,103 +53,93 @@ class _Blob:
     bronchograms: bool = False
 
 
-def _lung_radius(zn: np.ndarray | float) -> np.ndarray:
-    """Relative lung cross-section radius from apex (zn=0.05) to the diaphragm dome (zn=0.93)."""
-    t = np.clip((np.asarray(zn, dtype=np.float64) - 0.05) / 0.88, 0.0, 1.0)
-    return np.where((t > 0) & (t < 1), t**0.45 * np.sqrt(np.clip(1 - t**5, 0, 1)), 0.0)
-
-
-@dataclass(frozen=True)
-class _Anatomy:
-    body_ax: float
-    body_ay: float
-    lung_cx: float
-    lung_cy: float
-    lung_ax: float
-    lung_ay: float
-    heart_shift: float
-    z_extent: float
-
-    def lung_geometry(self, side: int, zn: float) -> tuple[float, float, float, float]:
-        """Centre x, y and semi-axes x, y (mm) of lung ``side`` (-1 right, +1 left) at ``zn``."""
-        r = float(_lung_radius(zn))
-        return side * self.lung_cx, self.lung_cy, self.lung_ax * r, self.lung_ay * r
-
-
-def _anatomy(rng: np.random.Generator, z_extent: float) -> _Anatomy:
-    return _Anatomy(
-        body_ax=float(rng.uniform(150, 170)),
-        body_ay=float(rng.uniform(105, 120)),
-        lung_cx=float(rng.uniform(66, 74)),
-        lung_cy=float(rng.uniform(0, 8)),
-        lung_ax=float(rng.uniform(48, 56)),
-        lung_ay=float(rng.uniform(72, 82)),
-        heart_shift=float(rng.uniform(10, 20)),
-        z_extent=z_extent,
-    )
-
-
-def _lesion_blobs(kind: str, rng: np.random.Generator, an: _Anatomy) -> list[_Blob]:
+def _lesion_blobs(kind: str, rng: np.random.Generator, an: Anatomy) -> list[_Blob]:
     """Lesions in the patterns of each class, placed in lung-relative coordinates."""
     blobs: list[_Blob] = []
+    # lesion sizes follow the patient's lung size (the values below are for a ~52 mm lung semi-axis)
+    scale = float(np.clip(an.cage[0] * 0.47 / 52.0, 0.9, 1.35))
 
-    def place(side: int, zn: float, radial: float, angle: float) -> tuple[float, float, float]:
-        cx, cy, ax, ay = an.lung_geometry(side, zn)
-        z = (0.5 - zn) * an.z_extent
-        return z, cy + radial * ay * np.sin(angle), cx + radial * ax * np.cos(angle)
+    def place(side: int, t: float, radial: float, angle: float) -> tuple[float, float, float]:
+        cx, cy, ax, ay = an.lung_geometry(side, t)
+        return t * an.L, cy + radial * ay * np.sin(angle), cx + radial * ax * np.cos(angle)
 
     if kind == "COVID-19":  # bilateral, peripheral/subpleural GGO, posterior and lower predominance
         n = int(rng.integers(5, 11))
         for i in range(n):
             side = -1 if i % 2 == 0 else 1
-            zn = float(rng.uniform(0.45, 0.85))
+            t = float(rng.uniform(0.45, 0.85))
             angle = float(rng.normal(np.pi / 2, 0.9))  # posterior (rows increase posteriorly)
             if side == 1:
                 angle = np.pi - angle if rng.random() < 0.5 else angle
-            c = place(side, zn, float(rng.uniform(0.7, 0.9)), angle)
+            c = place(side, t, float(rng.uniform(0.7, 0.9)), angle)
             axes = (
                 float(rng.uniform(20, 36)),
                 float(rng.uniform(18, 30)),
                 float(rng.uniform(15, 26)),
             )
             core = float(rng.uniform(-250, -100)) if rng.random() < 0.3 else None
-            blobs.append(_Blob(c, axes, float(rng.uniform(-680, -420)), core))
+            blobs.append(_Blob(c, tuple(x * scale for x in axes), float(rng.uniform(-680, -420)), core))
     elif kind == "CAP":  # unilateral lobar/segmental consolidation with air bronchograms
         side = -1 if rng.random() < 0.5 else 1
-        zn = float(rng.uniform(0.6, 0.8))
-        c = place(side, zn, float(rng.uniform(0.25, 0.45)), float(rng.uniform(0, 2 * np.pi)))
+        t = float(rng.uniform(0.5, 0.75))
+        c = place(side, t, float(rng.uniform(0.25, 0.45)), float(rng.uniform(0, 2 * np.pi)))
         axes = (float(rng.uniform(42, 60)), float(rng.uniform(36, 50)), float(rng.uniform(28, 38)))
-        blobs.append(_Blob(c, axes, float(rng.uniform(-60, 30)), None, bronchograms=True))
+        blobs.append(
+            _Blob(c, tuple(x * scale for x in axes), float(rng.uniform(-60, 30)), None, bronchograms=True)
+        )
     elif kind == "influenza":  # bilateral central/peribronchovascular patchy GGO, small nodules
         n = int(rng.integers(8, 15))
         for i in range(n):
             side = -1 if i % 2 == 0 else 1
-            zn = float(rng.uniform(0.35, 0.8))
-            c = place(side, zn, float(rng.uniform(0.0, 0.4)), float(rng.uniform(0, 2 * np.pi)))
+            t = float(rng.uniform(0.35, 0.8))
+            c = place(side, t, float(rng.uniform(0.0, 0.4)), float(rng.uniform(0, 2 * np.pi)))
             s = float(rng.uniform(10, 17))
             axes = (s * float(rng.uniform(0.8, 1.3)), s, s * float(rng.uniform(0.8, 1.2)))
-            blobs.append(_Blob(c, axes, float(rng.uniform(-560, -380)), None))
+            blobs.append(_Blob(c, tuple(x * scale for x in axes), float(rng.uniform(-560, -380)), None))
     elif kind != "non-pneumonia":
         raise ValueError(f"unknown phantom kind {kind!r}; valid: {', '.join(C.CLASS_NAMES)}")
     return blobs
 
 
-def _vessels(rng: np.random.Generator, an: _Anatomy) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """Straight vessel segments from each hilum outwards: (start zyx mm, end zyx mm, radius mm)."""
-    segs = []
-    for side in (-1, 1):
-        _, cy, _, _ = an.lung_geometry(side, 0.55)
-        hilum = np.array([(0.5 - 0.5) * an.z_extent, cy, side * (an.lung_cx - 0.55 * an.lung_ax)])
-        for _ in range(14):
-            zn = float(rng.uniform(0.25, 0.85))
-            ex, ey, eax, eay = an.lung_geometry(side, zn)
-            ang = float(rng.uniform(0, 2 * np.pi))
-            rad = float(rng.uniform(0.55, 0.85))
-            end = np.array(
-                [(0.5 - zn) * an.z_extent, ey + rad * eay * np.sin(ang), ex + rad * eax * np.cos(ang)]
-            )
-            segs.append((hilum, end, float(rng.uniform(1.5, 3.5))))
-    return segs
+def _draw_lesions(
+    sl: np.ndarray, lung: np.ndarray, a: float, g: Grid, blobs: list[_Blob], lung_hu: float
+) -> np.ndarray:
+    """Paint the lesions crossing slice ``a`` inside the lung; returns the lesion truth mask."""
+    les = np.zeros(sl.shape, bool)
+    for blob in blobs:
+        dzn = (a - blob.center[0]) / blob.axes[0]
+        if abs(dzn) >= 1:
+            continue
+        box = g.box(
+            blob.center[1] - blob.axes[1],
+            blob.center[1] + blob.axes[1],
+            blob.center[2] - blob.axes[2],
+            blob.center[2] + blob.axes[2],
+        )
+        if box is None:
+            continue
+        yy = (g.ys[box[0]][:, None] - np.float32(blob.center[1])) / np.float32(blob.axes[1])
+        xx = (g.xs[box[1]][None, :] - np.float32(blob.center[2])) / np.float32(blob.axes[2])
+        d = np.sqrt(np.float32(dzn**2) + yy**2 + xx**2)
+        inside = (d < 1.0) & lung[box]
+        if not inside.any():
+            continue
+        view = sl[box]
+        wgt = np.clip((1.0 - d) / 0.25, 0.0, 1.0)
+        target = np.float32(blob.hu) if blob.core_hu is None else np.where(d < 0.45, blob.core_hu, blob.hu)
+        mix = lung_hu + (target - lung_hu) * wgt
+        np.copyto(view, np.maximum(view, mix), where=inside)
+        if blob.bronchograms:
+            for j in range(3):
+                ang = j * 2.1 + blob.center[0] * 0.01
+                off = (np.cos(ang) * 0.5 * blob.axes[2], np.sin(ang) * 0.5 * blob.axes[1])
+                tube = (
+                    (g.xs[box[1]][None, :] - blob.center[2] - off[0] * dzn) ** 2
+                    + (g.ys[box[0]][:, None] - blob.center[1] - off[1] * dzn) ** 2
+                ) < 2.5**2
+                view[tube & inside & (d < 0.8)] = AIR + 100
+        les[box] |= inside & (d < 0.85)
+    return les
 
 
 def make_phantom(
@@ -156,106 +148,81 @@ def make_phantom(
     n_slices: int = 64,
     size: int | Sequence[int] = 256,
     seed: int = 0,
-    fov_mm: float = 360.0,
-    z_extent_mm: float = 300.0,
-    noise_hu: float = 18.0,
+    fov_mm: float | None = None,
+    z_extent_mm: float | None = None,
+    noise_hu: float | None = None,
+    slice_thickness_mm: float | None = None,
+    kernel: str | None = None,
+    arms: str | None = None,
 ) -> Phantom:
-    """Generate one phantom of class ``kind`` (one of CLASS_NAMES)."""
+    """Generate one phantom of class ``kind`` (one of CLASS_NAMES).
+
+    Patient and acquisition are drawn from ``seed``; the keyword arguments left at None are drawn
+    too (field of view 260-500 mm, scan length = lungs + 8-60 mm above the apex + 10-80 mm below
+    the bases, nominal noise, slice thickness 0.625-5 mm, "smooth"/"sharp" kernel, arms
+    "up"/"down"); given, they override the draw without changing anything else.
+    """
     if kind not in C.CLASS_NAMES:
         raise ValueError(f"unknown phantom kind {kind!r}; valid: {', '.join(C.CLASS_NAMES)}")
+    if arms not in (None, "up", "down"):
+        raise ValueError(f"arms must be 'up' or 'down', got {arms!r}")
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if n_slices < 1 or min(h, w) < 16:
         raise ValueError(f"need >= 1 slice and >= 16x16 pixels, got {n_slices} x {h}x{w}")
-    rng = np.random.default_rng(seed)
-    an = _anatomy(rng, z_extent_mm)
-    blobs = _lesion_blobs(kind, rng, an)
-    vessels = _vessels(rng, an)
-    dz, dy, dx = z_extent_mm / n_slices, fov_mm / h, fov_mm / w
-    ys = (np.arange(h) - (h - 1) / 2) * dy
-    xs = (np.arange(w) - (w - 1) / 2) * dx
-    zs = (0.5 - (np.arange(n_slices) + 0.5) / n_slices) * z_extent_mm  # superior first
-    yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    yy32, xx32 = yy.astype(np.float32), xx.astype(np.float32)
-
+    acq_rng = np.random.default_rng([seed, 1])
+    margins = (float(acq_rng.uniform(8, 60)), float(acq_rng.uniform(10, 80)))
+    lung_height = None if z_extent_mm is None else max(z_extent_mm - sum(margins), 60.0)
+    an, meta = sample_anatomy(np.random.default_rng([seed, 2]), lung_height)
+    if arms is not None:
+        an.arms = arms
+        meta["arms"] = arms
+    blobs = _lesion_blobs(kind, np.random.default_rng([seed, 3]), an)
+    bcy, bax, bay = an.body_at(0.5 * an.L)[:3]
+    half_w = bax + (an.arm[2] + 2 * an.arm[0] if an.arms == "down" else 0.0)
+    ap = 2 * bay + 2 * (an.table[0] + an.table[3] * 2 + an.table[4] - bcy - bay) + 20
+    acq = sample_acquisition(
+        acq_rng,
+        (half_w, ap, bcy, float(meta["habitus"])),  # type: ignore[arg-type]
+        fov_mm=fov_mm,
+        noise_hu=noise_hu,
+        thickness_mm=slice_thickness_mm,
+        kernel=kernel,
+    )
+    top, bottom = -margins[0], an.L + margins[1]
+    if z_extent_mm is not None:
+        bottom = top + z_extent_mm
+    dz, dy, dx = (bottom - top) / n_slices, acq.fov / h, acq.fov / w
+    g = Grid.make(h, w, dy, dx, acq.y0)
+    base = table_image(an, g)
+    streaks = streak_images(an, g, np.random.default_rng([seed, 4]))
+    depths = top + (np.arange(n_slices) + 0.5) * dz  # superior first
     hu = np.empty((n_slices, h, w), np.float32)
     lung = np.zeros((n_slices, h, w), np.uint8)
     lesion = np.zeros((n_slices, h, w), np.uint8)
-    body_e = (xx32 / an.body_ax) ** 2 + ((yy32 - 5) / an.body_ay) ** 2
-    inner_e = (xx32 / (an.body_ax - 12)) ** 2 + ((yy32 - 5) / (an.body_ay - 12)) ** 2
-    spine = (xx32**2 + (yy32 - (an.body_ay - 30)) ** 2) < 18**2
-    rib_shell = (inner_e > 0.80) & (inner_e < 0.86)
-    noise_rng = np.random.default_rng(seed + 7919)
-
-    for k, z in enumerate(zs):
-        zn = 0.5 - z / z_extent_mm
-        sl = np.full((h, w), AIR, np.float32)
-        sl[body_e < 1] = FAT
-        sl[inner_e < 1] = SOFT
-        sl[spine] = BONE
-        if (z % 25.0) < 9.0:  # ribs every 25 mm
-            sl[rib_shell] = BONE * 0.7
-        lung_sl = np.zeros((h, w), bool)
-        for side in (-1, 1):
-            cx, cy, ax, ay = an.lung_geometry(side, zn)
-            if ax > 1 and ay > 1:
-                lung_sl |= ((xx32 - cx) / ax) ** 2 + ((yy32 - cy) / ay) ** 2 < 1
-        if 0.45 < zn < 0.88:  # heart displaces the left lung
-            hr = np.sin(np.pi * (zn - 0.45) / 0.43)
-            heart = ((xx32 - an.heart_shift) / (55 * hr + 1)) ** 2 + ((yy32 + 25) / (45 * hr + 1)) ** 2 < 1
-            lung_sl &= ~heart
-            sl[heart] = SOFT + 10
-        sl[lung_sl] = LUNG
-        if zn < 0.36:  # trachea above the carina (air, not lung)
-            sl[(xx32**2 + (yy32 + 15) ** 2) < 9**2] = AIR
-        elif zn < 0.46:  # main bronchi
-            t = (zn - 0.36) / 0.10
-            for side in (-1, 1):
-                sl[((xx32 - side * 45 * t) ** 2 + (yy32 + 15) ** 2) < 6**2] = AIR
-        # vessels: discs where the segments cross this slice
-        for a, b, r in vessels:
-            if (z - a[0]) * (z - b[0]) > 0 or a[0] == b[0]:
-                continue
-            t = (z - a[0]) / (b[0] - a[0])
-            py, px = a[1] + t * (b[1] - a[1]), a[2] + t * (b[2] - a[2])
-            rr = r * (1.0 - 0.6 * t)
-            disc = ((yy32 - py) ** 2 + (xx32 - px) ** 2) < rr**2
-            sl[disc & lung_sl] = SOFT
-        # lesions
-        les_sl = np.zeros((h, w), bool)
-        for blob in blobs:
-            dzn = (z - blob.center[0]) / blob.axes[0]
-            if abs(dzn) >= 1:
-                continue
-            d = np.sqrt(
-                dzn**2
-                + ((yy32 - blob.center[1]) / blob.axes[1]) ** 2
-                + ((xx32 - blob.center[2]) / blob.axes[2]) ** 2
-            )
-            inside = (d < 1.0) & lung_sl
-            if not inside.any():
-                continue
-            wgt = np.clip((1.0 - d) / 0.25, 0.0, 1.0)
-            target = np.full((h, w), blob.hu, np.float32)
-            if blob.core_hu is not None:
-                target = np.where(d < 0.45, blob.core_hu, target)
-            mix = LUNG + (target - LUNG) * wgt
-            sl = np.where(inside, np.maximum(sl, mix), sl)
-            if blob.bronchograms:
-                for j in range(3):
-                    ang = j * 2.1 + blob.center[0] * 0.01
-                    off = (np.cos(ang) * 0.5 * blob.axes[2], np.sin(ang) * 0.5 * blob.axes[1])
-                    tube = (
-                        (xx32 - blob.center[2] - off[0] * dzn) ** 2
-                        + (yy32 - blob.center[1] - off[1] * dzn) ** 2
-                    ) < 2.5**2
-                    sl[tube & inside & (d < 0.8)] = AIR + 100
-            les_sl |= inside & (d < 0.85)
+    for k, a in enumerate(depths):
+        sl, lung_sl = an.render(float(a), g, base)
+        lesion[k] = _draw_lesions(sl, lung_sl, float(a), g, blobs, an.hu["lung"])
+        for img, a0, a1 in streaks:
+            if a0 <= a <= a1:
+                sl += img
         hu[k] = sl
         lung[k] = lung_sl
-        lesion[k] = les_sl
-    hu += noise_rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
+    finish(hu, acq, (dz, dy, dx), np.random.default_rng([seed, 5]))
+    if acq.circle:
+        r2 = (g.ys[:, None] - acq.y0) ** 2 + g.xs[None, :] ** 2
+        hu[:, r2 > (acq.fov / 2) ** 2] = -1024
     np.clip(hu, -1024, 3071, out=hu)
-    meta: dict[str, object] = {"n_lesions": len(blobs), "fov_mm": fov_mm, "z_extent_mm": z_extent_mm}
+    meta |= {
+        "n_lesions": len(blobs),
+        "fov_mm": round(acq.fov, 1),
+        "z_extent_mm": round(bottom - top, 1),
+        "margins_mm": (round(margins[0], 1), round(margins[1], 1)),
+        "slice_thickness_mm": acq.thickness,
+        "kernel": acq.kernel,
+        "noise_hu": round(acq.noise, 1),
+        "streaks": len(streaks),
+        "apex_slice": int(np.searchsorted(depths, 0.0)),
+    }
     return Phantom(
         hu=np.rint(hu).astype(np.int16),
         lung_mask=lung,
