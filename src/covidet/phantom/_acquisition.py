@@ -104,10 +104,12 @@ def finish(
     att = (1 + 4 * np.pi * sxy**2) ** -0.5 * ((1 + 4 * np.pi * sz**2) ** -0.25 if sz >= 0.3 else 1.0)
     amount, radius = acq.sharpen
     gain = att * (1 + 0.6 * amount)
-    noise = rng.standard_normal(hu.shape, dtype=np.float32)
-    noise *= np.float32(acq.noise / gain)
-    hu += noise
-    del noise
+    scale = np.float32(acq.noise / gain)
+    step = max(1, (1 << 22) // max(hu[0].size, 1))  # a few slices at a time: no volume-sized temporary
+    for k in range(0, hu.shape[0], step):
+        noise = rng.standard_normal(hu[k : k + step].shape, dtype=np.float32)
+        noise *= scale
+        hu[k : k + step] += noise
     if sz >= 0.3 and hu.shape[0] > 1:
         ndimage.gaussian_filter1d(hu, sz, axis=0, output=hu, mode="nearest")
     if sxy >= 0.2:

@@ -224,7 +224,7 @@ def make_phantom(
         "apex_slice": int(np.searchsorted(depths, 0.0)),
     }
     return Phantom(
-        hu=np.rint(hu).astype(np.int16),
+        hu=np.rint(hu, out=hu).astype(np.int16),
         lung_mask=lung,
         lesion_mask=lesion,
         spacing=(float(dz), float(dy), float(dx)),
