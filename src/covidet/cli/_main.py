@@ -28,6 +28,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("covidet.cli._export", "main_export", "export checkpoints to ONNX / TensorRT"),
     "train-demo": ("covidet.train", "main_train_demo", "train the demo checkpoints on phantoms"),
     "evaluate-demo": ("covidet.train", "main_evaluate_demo", "measure Dice/accuracy on phantoms"),
+    "evaluate": ("covidet.cli._evaluate", "main_evaluate", "measure the served models on labelled scans"),
     "init-checkpoints": (
         "covidet.train",
         "main_init_checkpoints",

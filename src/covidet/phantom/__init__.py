@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from covidet.phantom._cohort import write_cohort
 from covidet.phantom._generate import Phantom, make_phantom, make_phantom_set
 from covidet.phantom._write import (
     nifti_affine,
@@ -15,6 +16,7 @@ __all__ = [
     "make_phantom",
     "make_phantom_set",
     "nifti_affine",
+    "write_cohort",
     "write_dicom_series",
     "write_nifti",
     "write_phantom_nifti",
