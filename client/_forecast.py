@@ -14,9 +14,22 @@ from covidet import _contract as C
 __all__ = ["Forecast", "ForecastRequest", "forecast_inputs", "plot_forecast"]
 
 
+Range = tuple[float | None, float | None]
+
+
+def _day(x: float) -> str:
+    return f"{x:.0f}"
+
+
 @dataclass(frozen=True)
 class Forecast:
-    """GP mean and standard deviation of the lesion ratio at ``query_days``; level crossings."""
+    """The forecast lesion ratio at ``query_days`` and when it reaches given levels.
+
+    ``mean`` is the forecast (the server's posterior median, in [0, 1]); ``lower``/``upper`` the
+    95 % band (asymmetric, in [0, 1]); ``std`` an equivalent SD. ``crossing_days[level]`` is the
+    first day after the last scan the forecast reaches ``level`` (None: not within the server's
+    horizon); ``crossing_ranges[level]`` the days the band's near and far edges reach it.
+    """
 
     days: np.ndarray
     ratios: np.ndarray
@@ -24,6 +37,28 @@ class Forecast:
     mean: np.ndarray
     std: np.ndarray
     crossing_days: dict[float, float | None]
+    lower: np.ndarray
+    upper: np.ndarray
+    crossing_ranges: dict[float, Range]
+
+    def describe(self, level: float) -> str:
+        """The crossing of ``level`` in words, e.g. "reaches 0.05 around day 14 (11-19)"."""
+        day = self.crossing_days.get(level)
+        early, late = self.crossing_ranges.get(level, (None, None))
+        last = float(self.days[-1]) if self.days.size else 0.0
+        if day is not None and day <= last:
+            return f"at {level:g} by the last scan (day {_day(last)})"
+        if day is None:
+            if early is None:
+                return f"not expected to reach {level:g} within the forecast horizon"
+            return f"not expected to reach {level:g} within the horizon (possible from day {_day(early)})"
+        if early is None:
+            early = day
+        if late is None:
+            span = f"from day {_day(early)}; may take longer than the horizon"
+        else:
+            span = f"{_day(early)}-{_day(late)}"
+        return f"reaches {level:g} around day {_day(day)} ({span})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,12 +66,15 @@ class Forecast:
                 {"day": float(d), "ratio": float(r)} for d, r in zip(self.days, self.ratios, strict=True)
             ],
             "forecast": [
-                {"day": float(d), "mean": float(m), "low": float(max(0.0, m - 1.96 * s)),
-                 "high": float(min(1.0, m + 1.96 * s))}
-                for d, m, s in zip(self.query_days, self.mean, self.std, strict=True)
+                {"day": float(d), "mean": float(m), "low": float(lo), "high": float(hi)}
+                for d, m, lo, hi in zip(self.query_days, self.mean, self.lower, self.upper, strict=True)
             ],
             "crossing_days": {str(k): v for k, v in self.crossing_days.items()},
-        }  # fmt: skip
+            "crossing_ranges": {
+                str(k): {"earliest": e, "latest": la} for k, (e, la) in self.crossing_ranges.items()
+            },
+            "crossing_text": {str(k): self.describe(k) for k in self.crossing_days},
+        }
 
 
 def forecast_inputs(
@@ -83,9 +121,14 @@ class ForecastRequest:
 
     def result(self, as_numpy: Any) -> Forecast:
         """The `Forecast` from the response's ``as_numpy(name)``."""
-        mean_s, std_s, cross_s = C.PROGRESSION_GPR.outputs
-        crossings = as_numpy(cross_s.name)
-        cross = [] if crossings is None else crossings.reshape(-1).tolist()
+        mean_s, std_s, cross_s, lower_s, upper_s, early_s, late_s = C.PROGRESSION_GPR.outputs
+
+        def per_level(spec: C.TensorSpec) -> list[float | None]:
+            values = as_numpy(spec.name)
+            flat = [] if values is None else values.reshape(-1).tolist()
+            return [None if np.isnan(v) else float(v) for v in flat]
+
+        cross, early, late = per_level(cross_s), per_level(early_s), per_level(late_s)
         order = np.argsort(self.days, kind="stable")
         return Forecast(
             days=self.days[order],
@@ -93,33 +136,62 @@ class ForecastRequest:
             query_days=self.query_days,
             mean=as_numpy(mean_s.name).astype(np.float64),
             std=as_numpy(std_s.name).astype(np.float64),
-            crossing_days={
-                lv: (None if np.isnan(c) else float(c)) for lv, c in zip(self.levels, cross, strict=False)
-            },
+            crossing_days=dict(zip(self.levels, cross, strict=False)),
+            lower=as_numpy(lower_s.name).astype(np.float64),
+            upper=as_numpy(upper_s.name).astype(np.float64),
+            crossing_ranges={lv: (e, la) for lv, e, la in zip(self.levels, early, late, strict=False)},
         )
 
 
 def plot_forecast(fc: Forecast, out_png: Path, *, title: str = "") -> Path:
-    """A figure like CoviDet's Fig. 4: observed ratios, GP mean and 95% band."""
+    """A course figure a clinician reads at a glance (like CoviDet's Fig. 4).
+
+    The scans (dots), the fitted course (solid) and the forecast after the last scan (dashed),
+    the 95 % band (within [0, 1]), and each level's predicted crossing day marked on the curve
+    with the band's range as a bar and the words of `Forecast.describe` in the legend.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.2))
+    fig = Figure(figsize=(8, 4.8))
     ax = fig.add_subplot()
-    lo = np.clip(fc.mean - 1.96 * fc.std, 0, 1)
-    hi = np.clip(fc.mean + 1.96 * fc.std, 0, 1)
-    ax.fill_between(fc.query_days, lo, hi, alpha=0.25, label="95% band")
-    ax.plot(fc.query_days, fc.mean, "-", label="GP mean")
-    ax.plot(fc.days, fc.ratios, "o", color="black", label="observed")
-    for level, day in fc.crossing_days.items():
-        if day is not None:
-            ax.axhline(level, color="grey", lw=0.6, ls=":")
-            ax.axvline(day, color="grey", lw=0.6, ls=":")
+    q, mean = fc.query_days, np.clip(fc.mean, 0.0, 1.0)
+    lo, hi = np.clip(fc.lower, 0.0, 1.0), np.clip(fc.upper, 0.0, 1.0)
+    last = float(fc.days[-1]) if fc.days.size else float("-inf")
+    ax.fill_between(q, lo, hi, color="tab:blue", alpha=0.18, lw=0, label="95% band")
+    past, future = q <= last, q >= last
+    ax.plot(q[past], mean[past], "-", color="tab:blue", lw=2, label="fitted course")
+    ax.plot(q[future], mean[future], "--", color="tab:blue", lw=2, label="forecast")
+    ax.plot(fc.days, fc.ratios, "o", color="black", ms=7, zorder=5, label="scans")
+    if np.isfinite(last):
+        ax.axvline(last, color="grey", lw=0.8, ls=":")
+    # the scale of the course, not of the far forecast's band (which may run up to 1: it is
+    # drawn to the top edge then, and the legend says so)
+    top = min(
+        1.0, max(0.05, 2.0 * max(float(np.max(mean, initial=0.0)), float(np.max(fc.ratios, initial=0.0))))
+    )
+    if float(np.max(hi, initial=0.0)) > top:
+        ax.plot([], [], " ", label="(the band runs beyond the top edge)")
+    x_end = float(np.max(q, initial=last))
+    for i, level in enumerate(fc.crossing_days):
+        colour = f"C{(i + 1) % 10}"
+        ax.axhline(level, color=colour, lw=0.8, ls=":")
+        day = fc.crossing_days[level]
+        early, late = fc.crossing_ranges.get(level, (None, None))
+        text = fc.describe(level)
+        if day is not None and day <= x_end:
+            left = day if early is None else early
+            right = x_end if late is None else min(late, x_end)
+            ax.plot([left, right], [level, level], "-", color=colour, lw=4, alpha=0.5)
+            ax.plot([day], [level], "D", color=colour, ms=8, zorder=6, label=text)
+        else:
+            ax.plot([], [], "D", color=colour, ms=8, label=text + (" (beyond the plot)" if day else ""))
     ax.set_xlabel("day")
-    ax.set_ylabel("lesion / lung ratio")
-    ax.set_title(title or "disease course (GPR forecast)")
+    ax.set_ylabel("lesion area / lung area")
+    ax.set_ylim(0.0, top)
+    ax.set_title(title or "disease course: lesion ratio forecast (GPR, DL#5)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize=9)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=110)
     return out_png

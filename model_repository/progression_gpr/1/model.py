@@ -11,7 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
-from covidet.progression import ProgressionError, fit_course
+from covidet.progression import ProgressionError, forecast_outputs
 
 
 class TritonPythonModel:
@@ -30,24 +30,22 @@ class TritonPythonModel:
         )
 
     def _one(self, request: object) -> object:
-        def get(name: str) -> np.ndarray | None:
-            t = pb_utils.get_input_tensor_by_name(request, name)
+        days_s, ratios_s, query_s, levels_s = C.PROGRESSION_GPR.inputs
+
+        def get(spec: C.TensorSpec) -> np.ndarray | None:
+            t = pb_utils.get_input_tensor_by_name(request, spec.name)
             return None if t is None else t.as_numpy().astype(np.float64).reshape(-1)
 
-        days, ratios, query = get("DAYS"), get("RATIOS"), get("QUERY_DAYS")
-        levels = get("LEVELS")
-        course = fit_course(days, ratios, n_restarts=self.n_restarts)
-        mean, std = course.predict(query)
-        crossing = np.full(0 if levels is None else levels.size, np.nan, dtype=np.float32)
-        if levels is not None and levels.size:
-            hits = course.crossing_days(levels, horizon_days=self.horizon_days)
-            crossing[:] = [np.nan if hits[float(v)] is None else hits[float(v)] for v in levels]
+        outputs = forecast_outputs(
+            get(days_s),
+            get(ratios_s),
+            get(query_s),
+            get(levels_s),
+            horizon_days=self.horizon_days,
+            n_restarts=self.n_restarts,
+        )
         return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("MEAN", mean.astype(np.float32)),
-                pb_utils.Tensor("STD", std.astype(np.float32)),
-                pb_utils.Tensor("CROSSING_DAYS", crossing),
-            ]
+            output_tensors=[pb_utils.Tensor(s.name, outputs[s.name]) for s in C.PROGRESSION_GPR.outputs]
         )
 
     def execute(self, requests: list) -> list:

@@ -201,11 +201,12 @@ def main_monitor(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(fc.to_dict(), indent=2))
         return 0
-    t = Table(title="disease course (GPR over lesion/lung ratio)")
+    t = Table(title="disease course (GPR over lesion/lung ratio; range = the 95% band's)")
     t.add_column("level")
-    t.add_column("predicted day it is crossed", justify="right")
+    t.add_column("predicted day", justify="right")
+    t.add_column("forecast")
     for level, crossing in fc.crossing_days.items():
-        t.add_row(f"{level:g}", "not within the horizon" if crossing is None else f"{crossing:.1f}")
+        t.add_row(f"{level:g}", "-" if crossing is None else f"{crossing:.1f}", fc.describe(level))
     console.print(t)
     console.print(f"wrote {args.out / 'course.png'} and {args.out / 'course.json'}")
     return 0

@@ -1,25 +1,38 @@
-"""`covidet eval-progression`: the DL#5 fit-on-3, predict-the-interval evaluation."""
+"""`covidet eval-progression`: the DL#5 fit-on-3, predict-the-interval evaluation, against a line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Sequence
+from typing import Any
 
-from covidet.progression._synthetic import PATTERNS, evaluate_progression
+from covidet.progression._evaluate import METHODS, PAPER_DL5, evaluate_progression
+from covidet.progression._synthetic import PATTERNS
 
 __all__ = ["main_eval_progression"]
 
+_METHOD_NAMES = {"gpr": "GPR", "line": "line (scans 2-3)"}
+
+
+def _pm(mean: float, sd: float) -> str:
+    return f"{mean:.2f} ± {sd:.2f}"
+
 
 def main_eval_progression(argv: Sequence[str] | None = None) -> int:
-    """Evaluate DL#5 on synthetic courses: MAE (days) of the 3rd->4th/5th interval per pattern."""
+    """Evaluate DL#5 on synthetic courses: the 3rd->4th/5th interval per pattern, GPR and a line."""
     p = argparse.ArgumentParser(prog="covidet eval-progression", description=main_eval_progression.__doc__)
     p.add_argument("--n", type=int, default=200, help="number of synthetic courses")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--horizon", type=float, default=30.0, help="days searched after the 3rd scan")
+    p.add_argument(
+        "--horizon",
+        type=float,
+        default=30.0,
+        help="days searched after the 3rd scan; no crossing counts as this many days in the MAE",
+    )
     p.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=PATTERNS)
     p.add_argument("--restarts", type=int, default=2, help="optimizer restarts per GP fit")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
     res = evaluate_progression(
         args.n,
@@ -32,27 +45,73 @@ def main_eval_progression(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(res, indent=2, allow_nan=True))
         return 0
     from rich.console import Console
+
+    console = Console()
+    console.print(_interval_table(res, args.n, args.horizon))
+    console.print(_paper_table(res["all"]))
+    return 0
+
+
+def _interval_table(res: dict[str, dict[str, Any]], n: int, horizon: float) -> Any:
     from rich.table import Table
 
-    t = Table(title=f"DL#5 on {args.n} synthetic courses: fit 3 scans, predict the interval")
-    for col in ("pattern", "n"):
+    t = Table(
+        title=f"DL#5 on {n} synthetic courses: fit 3 scans, predict the day the 4th / 5th ratio is "
+        f"reached (no crossing within {horizon:g} d counts as {horizon:g} d)"
+    )
+    for col in ("pattern", "n", "method"):
         t.add_column(col)
     for k in (4, 5):
         t.add_column(f"3->{k} MAE d", justify="right")
-        t.add_column(f"3->{k} pred/act d", justify="right")
-        t.add_column(f"3->{k} crossed: n%, MAE d", justify="right")
-    t.add_column("ratio MAE 4/5", justify="right")
+        t.add_column(f"3->{k} no crossing", justify="right")
+        t.add_column(f"3->{k} MAE d, crossed", justify="right")
+    t.add_column("ratio MAE 4 / 5", justify="right")
     for name, s in res.items():
         if name == "all":
             t.add_section()
-        cells = [name, f"{s['n']:.0f}"]
-        for k in (4, 5):
-            cells += [
-                f"{s[f'mae_days_3to{k}']:.2f}",
-                f"{s[f'pred_days_3to{k}']:.2f}/{s[f'actual_days_3to{k}']:.2f}",
-                f"{100 * s[f'reached_3to{k}']:.0f}%, {s[f'mae_days_reached_3to{k}']:.2f}",
-            ]
-        cells.append(f"{s['mae_ratio_4']:.3f}/{s['mae_ratio_5']:.3f}")
-        t.add_row(*cells)
-    Console().print(t)
-    return 0
+        for i, m in enumerate(METHODS):
+            ms = s[m]
+            cells = [name if i == 0 else "", f"{s['n']}" if i == 0 else "", _METHOD_NAMES[m]]
+            for k in (4, 5):
+                cells += [
+                    f"{ms[f'mae_days_3to{k}']:.2f}",
+                    f"{100 * ms[f'no_crossing_3to{k}']:.0f}%",
+                    f"{ms[f'mae_days_crossed_3to{k}']:.2f}",
+                ]
+            cells.append(f"{ms['mae_ratio_4']:.3f} / {ms['mae_ratio_5']:.3f}")
+            t.add_row(*cells)
+    return t
+
+
+def _paper_table(s: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(
+        title="The paper's comparison, over the courses whose forecast crosses: predicted vs actual "
+        "interval (days, mean ± SD), paired t-test, Bland-Altman bias ± 1.96 SD"
+    )
+    for col in ("interval", "method", "n crossed", "predicted", "actual", "paired p", "bias ± LoA"):
+        t.add_column(col, justify="left" if col in ("interval", "method") else "right")
+    for k in (4, 5):
+        for m in METHODS:
+            ms = s[m]
+            t.add_row(
+                f"3rd->{k}th",
+                _METHOD_NAMES[m],
+                f"{ms[f'n_crossed_3to{k}']:.0f}",
+                _pm(ms[f"pred_mean_3to{k}"], ms[f"pred_sd_3to{k}"]),
+                _pm(ms[f"actual_mean_3to{k}"], ms[f"actual_sd_3to{k}"]),
+                f"{ms[f'p_paired_3to{k}']:.2f}",
+                _pm(ms[f"bias_3to{k}"], ms[f"loa_3to{k}"]),
+            )
+        ref = PAPER_DL5[k]
+        t.add_row(
+            f"3rd->{k}th",
+            "paper (CoviDet)",
+            "",
+            _pm(ref["pred_mean"], ref["pred_sd"]),
+            _pm(ref["actual_mean"], ref["actual_sd"]),
+            f"{ref['p']:.2f}",
+            "",
+        )
+    return t

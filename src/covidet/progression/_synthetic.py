@@ -1,26 +1,15 @@
-"""Synthetic lesion-ratio courses (the four patterns of CoviDet Fig. 4) and the DL#5 evaluation.
+"""Synthetic lesion-ratio courses: the four patterns of CoviDet Fig. 4, scanned on irregular days.
 
-Evaluation, as in the paper (DL#5 results): fit the GP on the first 3 time points and predict
-the interval from the 3rd to the 4th and to the 5th time point "based on the lesion ratio
-measured at those time points". Precisely: the predicted interval to point k is the first day
-after the 3rd scan where the GP mean reaches the ratio observed at point k
-(`CourseModel.crossing_days`), minus the 3rd scan day; when the mean does not reach that level
-within the horizon (a GP extrapolates back towards the mean of its data, so this is common),
-the day of its closest approach to the level is used instead and the course is counted as
-"not reached". The actual interval is the true day difference. MAE in days is reported over all
-courses and over the reached ones; the ratio error of the GP mean at the true 4th/5th days too.
+The DL#5 evaluation over them is in `covidet.progression._evaluate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from covidet.progression._gpr import fit_course
-
-__all__ = ["PATTERNS", "evaluate_progression", "generate_course", "true_course"]
+__all__ = ["PATTERNS", "generate_course", "true_course"]
 
 PATTERNS: tuple[str, ...] = ("peak_recovery", "relapse", "plateau", "deterioration")
 
@@ -63,60 +52,3 @@ def generate_course(pattern: str, seed: int, n_points: int = 6) -> tuple[np.ndar
     clean = f(days)
     ratios = np.clip(clean + rng.normal(0.0, 1.0, n_points) * (0.01 + 0.05 * clean), 0.0, 1.0)
     return days, ratios
-
-
-def evaluate_progression(
-    n: int = 200,
-    seed: int = 0,
-    *,
-    horizon_days: float = 30.0,
-    patterns: Sequence[str] = PATTERNS,
-    n_restarts: int = 2,
-) -> dict[str, dict[str, float]]:
-    """Fit-on-3, predict-the-interval evaluation over ``n`` courses (patterns in turn).
-
-    Returns per pattern (and ``"all"``): ``n``, and for k in (4, 5): ``mae_days_3to{k}`` (all
-    courses), ``reached_3to{k}`` (fraction where the mean crosses the level),
-    ``mae_days_reached_3to{k}`` (those only), ``pred_days_3to{k}`` and ``actual_days_3to{k}``
-    (mean predicted and actual intervals), ``mae_ratio_{k}`` (GP mean vs observed ratio at the
-    true day).
-    """
-    rows: dict[str, list[dict[str, float]]] = {p: [] for p in patterns}
-    for i in range(n):
-        pattern = patterns[i % len(patterns)]
-        days, ratios = generate_course(pattern, seed * 1_000_003 + i, n_points=5)
-        course = fit_course(days[:3], ratios[:3], seed=i, n_restarts=n_restarts)
-        mean, _ = course.predict(days[3:5])
-        grid = np.linspace(days[2], days[2] + horizon_days, int(horizon_days * 20) + 1)
-        grid_mean, _ = course.predict(grid)
-        rec: dict[str, float] = {}
-        for k in (4, 5):
-            level = float(ratios[k - 1])
-            hit = course.crossing_days([level], horizon_days=horizon_days)[level]
-            rec[f"crossed_{k}"] = float(hit is not None)
-            if hit is None:  # closest approach of the mean to the level
-                hit = float(grid[int(np.argmin(np.abs(grid_mean - level)))])
-            rec[f"pred_{k}"] = hit - float(days[2])
-            rec[f"actual_{k}"] = float(days[k - 1] - days[2])
-            rec[f"ratio_err_{k}"] = abs(float(mean[k - 4]) - level)
-        rows[pattern].append(rec)
-    out = {p: _summary(r) for p, r in rows.items()}
-    out["all"] = _summary([r for rs in rows.values() for r in rs])
-    return out
-
-
-def _summary(recs: list[dict[str, float]]) -> dict[str, float]:
-    nan = float("nan")
-    s: dict[str, float] = {"n": float(len(recs))}
-    for k in (4, 5):
-        pred = np.array([r[f"pred_{k}"] for r in recs])
-        act = np.array([r[f"actual_{k}"] for r in recs])
-        ok = np.array([r[f"crossed_{k}"] for r in recs]) > 0
-        err = np.abs(pred - act)
-        s[f"mae_days_3to{k}"] = float(err.mean()) if recs else nan
-        s[f"reached_3to{k}"] = float(ok.mean()) if recs else nan
-        s[f"mae_days_reached_3to{k}"] = float(err[ok].mean()) if ok.any() else nan
-        s[f"pred_days_3to{k}"] = float(pred.mean()) if recs else nan
-        s[f"actual_days_3to{k}"] = float(act.mean()) if recs else nan
-        s[f"mae_ratio_{k}"] = float(np.mean([r[f"ratio_err_{k}"] for r in recs])) if recs else nan
-    return s

@@ -1,0 +1,62 @@
+"""The client's Forecast of a served answer (built here as `progression_gpr` builds it), in words and
+as a plot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from covidet import _contract as C
+from covidet.client import Forecast, plot_forecast
+from covidet.client._forecast import ForecastRequest
+from covidet.progression import forecast_outputs
+
+
+def _served(days: list[float], ratios: list[float], levels: list[float], horizon: float = 14.0) -> Forecast:
+    req = ForecastRequest.of(days, ratios, levels=levels, horizon_days=horizon)
+    answer = forecast_outputs(req.days, req.ratios, req.query_days, np.asarray(req.levels))
+    assert set(answer) == {s.name for s in C.PROGRESSION_GPR.outputs}
+    return req.result(answer.get)
+
+
+def test_issue_20_example_in_words() -> None:
+    fc = _served([0, 4, 8], [0.066, 0.074, 0.051], [0.05, 0.01])
+    day = fc.crossing_days[0.05]
+    assert day is not None and day > 8
+    early, late = fc.crossing_ranges[0.05]
+    assert early is not None and early <= day and (late is None or late >= day)
+    text = fc.describe(0.05)
+    pattern = r"reaches 0\.05 around day \d+ \((\d+-\d+|from day \d+; may take longer than the horizon)\)"
+    assert re.fullmatch(pattern, text), text
+    assert "0.01" in fc.describe(0.01)
+    d = fc.to_dict()
+    assert d["crossing_text"]["0.05"] == text
+    assert all(0 <= f["low"] <= f["mean"] <= f["high"] <= 1 for f in d["forecast"])
+
+
+def test_band_and_mean_within_0_1_for_a_steep_rise() -> None:
+    fc = _served([0, 2, 4], [0.2, 0.5, 0.9], [0.95])
+    for a in (fc.mean, fc.lower, fc.upper):
+        assert a.min() >= 0.0 and a.max() <= 1.0
+    assert (fc.lower <= fc.mean + 1e-6).all() and (fc.mean <= fc.upper + 1e-6).all()
+
+
+def test_describe_without_a_crossing() -> None:
+    fc = _served([0, 4, 8], [0.05, 0.09, 0.16], [0.01])
+    assert fc.crossing_days[0.01] is None
+    assert fc.describe(0.01).startswith("not expected to reach 0.01")
+
+
+def test_plot_marks_the_crossings(tmp_path: Path) -> None:
+    fc = _served([0, 4, 8], [0.066, 0.074, 0.051], [0.05, 0.01], horizon=20.0)
+    out = plot_forecast(fc, tmp_path / "course.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("levels", [[], [0.3]])
+def test_plot_without_or_beyond_crossings(tmp_path: Path, levels: list[float]) -> None:
+    fc = _served([0, 3, 6, 9], [0.1, 0.2, 0.25, 0.22], levels, horizon=5.0)
+    assert plot_forecast(fc, tmp_path / "c.png").stat().st_size > 5000
