@@ -231,8 +231,8 @@ class CourseModel:
 
         ``mean`` is the back-transformed latent mean (the posterior median of the ratio);
         ``std`` is half the width of the back-transformed latent mean -+ 1 sd (an equivalent SD:
-        the band is asymmetric, use `band` for it). Both include the fitted extra scan-to-scan
-        noise, not the known measurement error.
+        the band is asymmetric, use `band` for it). The uncertainty is the course's, without the
+        measurement error of a new scan.
         """
         mu, sd = self.latent(days)
         return from_latent(mu), (from_latent(mu + sd) - from_latent(mu - sd)) / 2.0

@@ -1,4 +1,4 @@
-"""A course plot like CoviDet Fig. 4: scans, GP mean and its 95 % band."""
+"""A course plot like CoviDet Fig. 4: scans, GP fit and forecast (dashed), its 95 % band."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def plot_course(
     z: float = 1.96,
     title: str | None = None,
 ) -> Path:
-    """Save a PNG: fitted scans (dots), later ``observed`` scans (crosses), mean and band."""
+    """Save a PNG: fitted scans (dots), later ``observed`` scans (crosses), fit, forecast and band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +36,9 @@ def plot_course(
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     try:
         ax.fill_between(t, lo, hi, color="tab:blue", alpha=0.2, label=f"mean ± {z:g} sd")
-        ax.plot(t, np.clip(mean, 0.0, 1.0), color="tab:blue", label="GP mean")
+        past, future = t <= last, t >= last
+        ax.plot(t[past], mean[past], color="tab:blue", label="GP fit")
+        ax.plot(t[future], mean[future], "--", color="tab:blue", label="forecast")
         ax.plot(course.days, course.ratios, "o", color="black", label="fitted scans")
         if observed is not None and len(observed[0]):
             ax.plot(observed[0], observed[1], "x", color="tab:red", ms=8, label="later scans")
