@@ -60,8 +60,20 @@ typecheck: install
 train-demo: install
 	$(BIN)/covidet train-demo --seed 0
 
+# A labelled phantom cohort (12 scans, the classes in turn, + one serial course) through a server of its own
+# on the EVAL_* ports; prints where the report is (opens nothing). `covidet evaluate-demo` is the
+# in-process phantom check it replaced here.
+evaluate: EVAL_DIR ?= build/evaluate
+evaluate: EVAL_SCANS ?= 12
+evaluate: EVAL_PORTS ?= 8100 8101 8102
 evaluate: install
-	$(BIN)/covidet evaluate-demo --seed 1000
+	test -f $(EVAL_DIR)/cohort/manifest.csv || $(BIN)/covidet phantom --cohort $(EVAL_SCANS) --courses 1 \
+		--slices 32 --size 128 --out $(EVAL_DIR)/cohort
+	set -- $(EVAL_PORTS); mkdir -p $(EVAL_DIR); \
+	$(BIN)/covidet serve --profile $(PROFILE) --http-port $$1 --grpc-port $$2 --metrics-port $$3 \
+		> $(EVAL_DIR)/server.log 2>&1 & pid=$$!; \
+	$(BIN)/covidet evaluate $(EVAL_DIR)/cohort/manifest.csv --url 127.0.0.1:$$2 --out $(EVAL_DIR)/report \
+		--wait-ready 600; rc=$$?; kill -INT $$pid; wait $$pid; exit $$rc
 
 bench: install
 	$(BIN)/python benchmarks/bench.py --concurrency 1,2,4 --duration 20 --json benchmarks/results/cpu.json

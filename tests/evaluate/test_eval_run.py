@@ -247,3 +247,29 @@ def test_the_evaluate_package_stays_off_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_reference_masks_from_a_dicom_seg(tmp_path: Path) -> None:
+    import pydicom
+
+    from covidet.client._seg import write_seg
+    from covidet.evaluate._run import load_mask
+    from covidet.phantom import make_phantom, write_dicom_series
+
+    ph = make_phantom("COVID-19", n_slices=10, size=48, seed=21)
+    files = write_dicom_series(ph, tmp_path / "dicom", shuffle_filenames=True)
+    volume = load_volume(tmp_path / "dicom")
+    by_uid = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(f) for f in files)}
+    sources = [by_uid[u] for u in volume.meta["sop_instance_uids"]]
+    d = Diagnosis(
+        p_viral=0.5, p_covid_given_viral=0.5, p_covid_stepwise=0.25,
+        class_probs=dict.fromkeys(C.CLASS_NAMES, 0.25), topk_slices=(0, 1, 2), lung_volume_ml=1.0,
+        lesion_volume_ml=0.1, lesion_ratio=0.1, n_slices_used=3,
+        provenance={"lung_seg": {"version": "1", "provenance": "stand-in"},
+                    "lesion_seg": {"version": "1", "provenance": "stand-in"}},
+    )  # fmt: skip
+    write_seg(d, sources, ph.lung_mask, ph.lesion_mask, tmp_path / "seg.dcm")
+    lung = load_mask(tmp_path / "seg.dcm", volume, "lung")
+    lesion = load_mask(tmp_path / "seg.dcm", volume, "lesion")
+    assert np.array_equal(lung, ph.lung_mask > 0) and np.array_equal(lesion, ph.lesion_mask > 0)
+    assert lesion.any() and not np.array_equal(lung, lesion)

@@ -28,6 +28,13 @@ def main_evaluate(argv: list[str]) -> int:
     p.add_argument("--protocol", choices=["grpc", "http"], default=None)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per scan")
     p.add_argument("--concurrency", type=int, default=2, help="scans in flight at once")
+    p.add_argument(
+        "--wait-ready",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for a server that is still starting",
+    )
     p.add_argument("--retry-failed", action="store_true", help="run the scans that failed before again")
     p.add_argument(
         "--from-results",
@@ -77,6 +84,7 @@ def _run(args: argparse.Namespace) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from covidet.client import AsyncClient
+    from covidet.errors import ServerUnavailableError
     from covidet.evaluate import evaluate, read_manifest
     from covidet.evaluate._results import RESULTS_NAME, read_results
 
@@ -88,6 +96,7 @@ def _run(args: argparse.Namespace) -> None:
     async def go() -> Any:
         urls = args.url or ["127.0.0.1:8001"]
         async with AsyncClient(urls, protocol=args.protocol, timeout_s=args.timeout) as client:
+            await _wait_ready(client, args.wait_ready)
             columns = (
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -114,11 +123,29 @@ def _run(args: argparse.Namespace) -> None:
                     on_result=advance,
                 )
 
-    s = asyncio.run(go())
+    try:
+        s = asyncio.run(go())
+    except ServerUnavailableError as exc:
+        raise ServerUnavailableError(
+            f"{exc}; the results so far are in {args.out / RESULTS_NAME}: run the same command again "
+            "to resume"
+        ) from exc
     console.print(
         f"{s.done} scans diagnosed, {s.failed} failed, {s.skipped} already in {args.out / RESULTS_NAME}; "
         f"{s.courses} courses forecast"
     )
+
+
+async def _wait_ready(client: Any, seconds: float) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while seconds > 0 and not await client.is_ready():
+        if time.monotonic() > deadline:
+            from covidet.errors import ServerUnavailableError
+
+            raise ServerUnavailableError(f"the server was not ready within {seconds:g} s")
+        await asyncio.sleep(1.0)
 
 
 def _summary(metrics_path: Path) -> None:

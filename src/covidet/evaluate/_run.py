@@ -58,9 +58,11 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "code": getattr(exc, "code", None), "message": str(exc)}
 
 
-def load_mask(path: Path, volume: Any) -> np.ndarray:
-    """A reference mask on the scan's grid: NIfTI (read as the client reads a CT) or a DICOM SEG
-    of the scan's series (frames placed by their source SOP instances); any segment counts."""
+def load_mask(path: Path, volume: Any, which: str = "") -> np.ndarray:
+    """A reference mask on the scan's grid: NIfTI (read as the client reads a CT; any non-zero
+    voxel counts) or a DICOM SEG of the scan's series (frames placed by their source SOP
+    instances). Of a SEG with several segments, those whose label or property names ``which``
+    ("lung", "lesion") are taken; a SEG with one segment is taken whole."""
     from covidet.client import load_volume
     from covidet.errors import VolumeError
 
@@ -68,22 +70,44 @@ def load_mask(path: Path, volume: Any) -> np.ndarray:
     if name.endswith((".nii", ".nii.gz")):
         mask = load_volume(path).hu > 0
     else:
-        import highdicom as hd
-
-        uids = volume.meta.get("sop_instance_uids")
-        if not uids:
-            raise VolumeError(f"{path}: a DICOM SEG reference needs a DICOM series scan")
-        try:
-            seg = hd.seg.segread(str(path))
-            pixels = seg.get_pixels_by_source_instance(
-                source_sop_instance_uids=list(uids), combine_segments=False, ignore_spatial_locations=True
-            )
-        except Exception as exc:  # highdicom raises several types for a SEG that does not fit
-            raise VolumeError(f"{path}: not a DICOM SEG of this series ({exc})") from exc
-        mask = np.asarray(pixels).reshape(pixels.shape[0], pixels.shape[1], pixels.shape[2], -1).any(axis=-1)
+        mask = _seg_mask(path, volume, which)
     if mask.shape != volume.hu.shape:
         raise VolumeError(f"{path}: mask shape {mask.shape} differs from the scan's {volume.hu.shape}")
     return mask
+
+
+def _seg_mask(path: Path, volume: Any, which: str) -> np.ndarray:
+    import highdicom as hd
+
+    from covidet.errors import VolumeError
+
+    uids = volume.meta.get("sop_instance_uids")
+    if not uids:
+        raise VolumeError(f"{path}: a DICOM SEG reference needs a DICOM series scan")
+    try:
+        seg = hd.seg.segread(str(path))
+        numbers = list(seg.segment_numbers)
+        if len(numbers) > 1:
+            names = {
+                n: f"{seg.get_segment_description(n).segment_label} "
+                f"{seg.get_segment_description(n).segmented_property_type.meaning}".lower()
+                for n in numbers
+            }
+            numbers = [n for n, text in names.items() if which and which in text]
+            if not numbers:
+                raise VolumeError(f"{path}: no segment names {which!r} (segments: {sorted(names.values())})")
+        pixels = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=list(uids),
+            segment_numbers=numbers,
+            combine_segments=False,
+            ignore_spatial_locations=True,
+            assert_missing_frames_are_empty=True,
+        )
+    except VolumeError:
+        raise
+    except Exception as exc:  # highdicom raises several types for a SEG that does not fit
+        raise VolumeError(f"{path}: not a DICOM SEG of this series ({exc})") from exc
+    return np.asarray(pixels).reshape(*np.shape(pixels)[:3], -1).any(axis=-1)
 
 
 def _segmentation(row: ManifestRow, volume: Any, d: Any) -> dict[str, Any] | None:
@@ -93,11 +117,11 @@ def _segmentation(row: ManifestRow, volume: Any, d: Any) -> dict[str, Any] | Non
     out: dict[str, Any] = {}
     try:
         if row.lung_mask is not None:
-            ref = load_mask(row.lung_mask, volume)
+            ref = load_mask(row.lung_mask, volume, "lung")
             out["lung_dice"] = dice(np.asarray(d.lung_mask), ref)
             out["lung_volume_ref_ml"] = float(ref.sum()) * voxel_ml
         if row.lesion_mask is not None:
-            ref_lesion = load_mask(row.lesion_mask, volume)
+            ref_lesion = load_mask(row.lesion_mask, volume, "lesion")
             out["lesion_dice"] = dice(np.asarray(d.lesion_mask), ref_lesion)
             out["lesion_volume_ref_ml"] = float(ref_lesion.sum()) * voxel_ml
     except CovidetError as exc:
