@@ -19,6 +19,10 @@ def _pm(mean: float, sd: float) -> str:
     return f"{mean:.2f} ± {sd:.2f}"
 
 
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
 def main_eval_progression(argv: Sequence[str] | None = None) -> int:
     """Evaluate DL#5 on synthetic courses: the 3rd->4th/5th interval per pattern, GPR and a line."""
     p = argparse.ArgumentParser(prog="covidet eval-progression", description=main_eval_progression.__doc__)
@@ -101,7 +105,7 @@ def _paper_table(s: dict[str, Any]) -> Any:
                 f"{ms[f'n_crossed_3to{k}']:.0f}",
                 _pm(ms[f"pred_mean_3to{k}"], ms[f"pred_sd_3to{k}"]),
                 _pm(ms[f"actual_mean_3to{k}"], ms[f"actual_sd_3to{k}"]),
-                f"{ms[f'p_paired_3to{k}']:.2f}",
+                _p(ms[f"p_paired_3to{k}"]),
                 _pm(ms[f"bias_3to{k}"], ms[f"loa_3to{k}"]),
             )
         ref = PAPER_DL5[k]
