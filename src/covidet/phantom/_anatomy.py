@@ -8,6 +8,7 @@ posterior and lateral recesses, beside liver, spleen and stomach (with gas).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -43,7 +44,7 @@ class Tubes:
 
     def add(
         self,
-        pts: list[tuple[float, float, float]],
+        pts: Sequence[tuple[float, float, float]],
         r: float,
         hu: float,
         inner: float = 0.0,

@@ -42,6 +42,10 @@ class Phantom:
         return float(self.lesion_mask.sum() / max(int(self.lung_mask.sum()), 1))
 
 
+def _scaled(axes: tuple[float, float, float], scale: float) -> tuple[float, float, float]:
+    return (axes[0] * scale, axes[1] * scale, axes[2] * scale)
+
+
 @dataclass(frozen=True)
 class _Blob:
     """An ellipsoidal lesion: centre (a, y, x) mm, semi-axes (a, y, x) mm, target HU."""
@@ -78,15 +82,13 @@ def _lesion_blobs(kind: str, rng: np.random.Generator, an: Anatomy) -> list[_Blo
                 float(rng.uniform(15, 26)),
             )
             core = float(rng.uniform(-250, -100)) if rng.random() < 0.3 else None
-            blobs.append(_Blob(c, tuple(x * scale for x in axes), float(rng.uniform(-680, -420)), core))
+            blobs.append(_Blob(c, _scaled(axes, scale), float(rng.uniform(-680, -420)), core))
     elif kind == "CAP":  # unilateral lobar/segmental consolidation with air bronchograms
         side = -1 if rng.random() < 0.5 else 1
         t = float(rng.uniform(0.5, 0.75))
         c = place(side, t, float(rng.uniform(0.25, 0.45)), float(rng.uniform(0, 2 * np.pi)))
         axes = (float(rng.uniform(42, 60)), float(rng.uniform(36, 50)), float(rng.uniform(28, 38)))
-        blobs.append(
-            _Blob(c, tuple(x * scale for x in axes), float(rng.uniform(-60, 30)), None, bronchograms=True)
-        )
+        blobs.append(_Blob(c, _scaled(axes, scale), float(rng.uniform(-60, 30)), None, bronchograms=True))
     elif kind == "influenza":  # bilateral central/peribronchovascular patchy GGO, small nodules
         n = int(rng.integers(8, 15))
         for i in range(n):
@@ -95,7 +97,7 @@ def _lesion_blobs(kind: str, rng: np.random.Generator, an: Anatomy) -> list[_Blo
             c = place(side, t, float(rng.uniform(0.0, 0.4)), float(rng.uniform(0, 2 * np.pi)))
             s = float(rng.uniform(10, 17))
             axes = (s * float(rng.uniform(0.8, 1.3)), s, s * float(rng.uniform(0.8, 1.2)))
-            blobs.append(_Blob(c, tuple(x * scale for x in axes), float(rng.uniform(-560, -380)), None))
+            blobs.append(_Blob(c, _scaled(axes, scale), float(rng.uniform(-560, -380)), None))
     elif kind != "non-pneumonia":
         raise ValueError(f"unknown phantom kind {kind!r}; valid: {', '.join(C.CLASS_NAMES)}")
     return blobs
