@@ -21,8 +21,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 max-width:1180px;color:#1b1b1b;line-height:1.35}
 h1{font-size:1.6em;margin-bottom:4px}h2{margin-top:32px;border-bottom:1px solid #ccc;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:.9em}
-th,td{border:1px solid #d0d0d0;padding:3px 8px;text-align:right}th{background:#f2f2f2}
-td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #d0d0d0;padding:3px 8px;text-align:left}th{background:#f2f2f2}
+td.num{text-align:right}
 .warn{background:#fff4d6;border:1px solid #e6b800;padding:8px 12px;margin:8px 0}
 .bad{background:#fde2e1;border:1px solid #d33;padding:8px 12px;margin:8px 0}
 .figs{display:flex;flex-wrap:wrap;gap:8px}.figs img{width:560px;border:1px solid #eee}
@@ -47,9 +47,15 @@ def _ci(e: dict[str, float] | None, digits: int = 3) -> str:
     return s
 
 
+def _td(cell: str) -> str:
+    """A cell; figures (a number, a CI, a count, a dash) right-aligned."""
+    numeric = bool(cell) and (cell[0].isdigit() or cell[0] in "-–")
+    return f"<td class=num>{cell}</td>" if numeric else f"<td>{cell}</td>"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
