@@ -114,3 +114,32 @@ def test_jin_task_specific_scores() -> None:
     cov = tasks["COVID-19 vs other pneumonia"]
     assert cov.members.tolist() == [False, True]  # the pneumonia scans only
     assert cov.score == pytest.approx([0.5 / 0.9])  # non-pneumonia muted, renormalised
+
+
+def test_the_bootstraps_numpy_auc_and_ap_equal_scikit_learns() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from covidet.evaluate._metrics import rank_auc, step_average_precision
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        y = rng.integers(0, 2, 30)
+        y[:2] = [0, 1]
+        s = np.round(rng.random(30), 1)  # many ties
+        assert rank_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert step_average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_the_bootstraps_multiclass_aucs_equal_scikit_learns() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(8)
+    y = np.r_[np.repeat(np.arange(4), 5), rng.integers(0, 4, 13)]  # unbalanced: ovr != ovo
+    p = rng.dirichlet(np.ones(4), y.size)
+    m = multiclass_summary(y, p, ("a", "b", "c", "d"), n_boot=1, seed=0)
+    # the bootstrap's one resample recomputed both ways
+    idx = stratified_resamples(y, 1, 0)[0]
+    for key, mode in (("macro_auc_ovr", "ovr"), ("multiway_auc_ovo", "ovo")):
+        ref = roc_auc_score(y[idx], p[idx], multi_class=mode, average="macro", labels=[0, 1, 2, 3])
+        assert m[key]["ci_low"] == pytest.approx(ref, abs=1e-12)
+        assert m[key]["value"] == pytest.approx(roc_auc_score(y, p, multi_class=mode, labels=[0, 1, 2, 3]))
