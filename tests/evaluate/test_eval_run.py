@@ -203,8 +203,9 @@ def test_report_from_results_without_a_server(cohort: Path, tmp_path: Path) -> N
     assert m["segmentation"]["lesion"]["volume_error_ml"]["value"] == pytest.approx(0.0, abs=1e-6)
     assert m["course"]["patients"] == 1 and m["course"]["checks"] == 2
     # the stand-in's forecast reaches every level on day 6 + 2: the scans of days 10 and 14 -> -2, -6
-    assert m["course"]["crossing_error_days_mean"] == pytest.approx(-4.0)
-    assert m["course"]["crossing_error_days_mae"] == pytest.approx(4.0)
+    assert m["course"]["crossing_error_days_mean"]["value"] == pytest.approx(-4.0)
+    assert m["course"]["crossing_error_days_mae"]["value"] == pytest.approx(4.0)
+    assert m["course"]["by_point"]["5"]["crossing_error_days_mae"]["value"] == pytest.approx(6.0)
     assert m["quality"]["codes"]["DEMO_MODELS"]["scans"] == 13
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "stand-in" in html

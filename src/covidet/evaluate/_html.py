@@ -388,16 +388,16 @@ def write_html(path: Path, m: dict[str, Any], *, title: str = "covidet site vali
                         str(course["patients"]),
                         str(course["checks"]),
                         str(course["reached"]),
-                        _fmt(course["crossing_error_days_mean"], 2),
-                        _fmt(course["crossing_error_days_mae"], 2),
-                        _fmt(course["ratio_error_mae"], 4),
+                        _ci(course["crossing_error_days_mean"], 2),
+                        _ci(course["crossing_error_days_mae"], 2),
+                        _ci(course["ratio_error_mae"], 4),
                     ]
                 ],
             )
             + _table(
                 ["scan of the course", "checked", "reached", "crossing-day MAE d"],
                 [
-                    [k, str(v["n"]), str(v["reached"]), _fmt(v["crossing_error_days_mae"], 2)]
+                    [k, str(v["n"]), str(v["reached"]), _ci(v["crossing_error_days_mae"], 2)]
                     for k, v in course["by_point"].items()
                 ],
             )

@@ -102,7 +102,7 @@ def compute_metrics(
     }
     out["steps"] = _steps(used, labels, kw)
     out["segmentation"] = _segmentation(used, kw)
-    out["course"] = _course([r for r in records if r.get("kind") == "course"])
+    out["course"] = _course([r for r in records if r.get("kind") == "course"], kw)
     return out
 
 
@@ -180,7 +180,7 @@ def _segmentation(used: list[dict[str, Any]], kw: dict[str, Any]) -> dict[str, A
     return out
 
 
-def _course(courses: list[dict[str, Any]]) -> dict[str, Any]:
+def _course(courses: list[dict[str, Any]], kw: dict[str, Any]) -> dict[str, Any]:
     ok = [c for c in courses if c.get("status") == "ok"]
     checks = [ch for c in ok for ch in c["checks"]]
     out: dict[str, Any] = {
@@ -196,9 +196,9 @@ def _course(courses: list[dict[str, Any]]) -> dict[str, Any]:
     out.update(
         {
             "reached": len(reached),
-            "crossing_error_days_mean": float(err.mean()) if err.size else float("nan"),
-            "crossing_error_days_mae": float(np.abs(err).mean()) if err.size else float("nan"),
-            "ratio_error_mae": float(np.abs(ratio_err).mean()),
+            "crossing_error_days_mean": _mean_ci(err, kw["n_boot"], kw["seed"]),
+            "crossing_error_days_mae": _mean_ci(np.abs(err), kw["n_boot"], kw["seed"]),
+            "ratio_error_mae": _mean_ci(np.abs(ratio_err), kw["n_boot"], kw["seed"]),
             "bland_altman_interval_days": bland_altman(
                 np.array([ch["interval_predicted_days"] for ch in reached], np.float64),
                 np.array([ch["interval_actual_days"] for ch in reached], np.float64),
@@ -221,7 +221,7 @@ def _course(courses: list[dict[str, Any]]) -> dict[str, Any]:
         out["by_point"][str(point)] = {
             "n": len(pc),
             "reached": len(pr),
-            "crossing_error_days_mae": float(np.mean(np.abs(pr))) if pr else float("nan"),
+            "crossing_error_days_mae": _mean_ci(np.abs(np.asarray(pr, np.float64)), kw["n_boot"], kw["seed"]),
         }
     return out
 
