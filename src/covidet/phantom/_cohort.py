@@ -161,7 +161,8 @@ def write_cohort(
     for p in range(courses):
         patient = f"C{p:03d}"
         base = make_phantom("COVID-19", n_slices=n_slices, size=size, seed=seed + 100_000 + p)
-        peak = float(np.random.default_rng(seed + 200_000 + p).uniform(4.0, 8.0))
+        # the peak between the first and third scan, so the fitted scans show the recovery begin
+        peak = float(np.random.default_rng(seed + 200_000 + p).uniform(2.0, 4.0))
         for day in COURSE_DAYS:
             scan_id = f"{patient}_d{int(day):02d}"
             ph = course_phantom(base, _course_fraction(day, peak), seed + 300_000 + p)
