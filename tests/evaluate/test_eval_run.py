@@ -127,13 +127,14 @@ def test_resume_after_a_kill_loses_nothing_and_repeats_nothing(cohort: Path, tmp
     with pytest.raises(Killed):
         asyncio.run(evaluate(rows, server, tmp_path, concurrency=2))
     first = [r["scan_id"] for r in read_results(tmp_path / RESULTS_NAME)]
-    assert len(first) == 5 and len(set(first)) == 5
+    # what finished before the kill is there, once; a scan in flight at the kill is not
+    assert 4 <= len(first) <= 5 and len(set(first)) == len(first) and set(first) <= set(server.seen)
     # the kill also caught a record half-written
     with open(tmp_path / RESULTS_NAME, "a") as f:
         f.write('{"kind": "scan", "key": "scan0007", "scan_')
     again = FakeServer(_truth(cohort))
     summary = asyncio.run(evaluate(rows, again, tmp_path, concurrency=3))
-    assert summary.skipped == 5 and summary.done == len(rows) - 5 and summary.failed == 0
+    assert summary.skipped == len(first) and summary.done == len(rows) - len(first) and summary.failed == 0
     assert sorted(again.seen) == sorted(set(_truth(cohort)) - set(first))  # none twice
     recs = read_results(tmp_path / RESULTS_NAME)
     assert sorted(r["key"] for r in recs if r["kind"] == "scan") == sorted(_truth(cohort))
