@@ -59,6 +59,7 @@ from covidet.ensemble._runtime import (
 )
 from covidet.ensemble._selection import (
     ENVELOPE_CLOSING_MM,
+    MAX_HOLE_FRACTION,
     FoldedLesions,
     MaskSummary,
     SliceSelection,
@@ -77,6 +78,7 @@ __all__ = [
     "DEFAULT_INFLIGHT_CHUNKS",
     "ENVELOPE_CLOSING_MM",
     "FALLBACK_WARNING",
+    "MAX_HOLE_FRACTION",
     "PIPELINE_CONFIG_FILE",
     "QUALITY_CODES",
     "BlsInfer",

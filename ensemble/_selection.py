@@ -21,6 +21,7 @@ from covidet.preprocessing import SELECTION_RULES, SliceRecord
 
 __all__ = [
     "ENVELOPE_CLOSING_MM",
+    "MAX_HOLE_FRACTION",
     "FoldedLesions",
     "MaskSummary",
     "SliceSelection",
@@ -50,7 +51,8 @@ def clean_lung_mask(
 ) -> Any:
     """The lung envelope of a raw lung mask: the ``keep`` largest 3D components (each >=
     min_fraction of the largest), closed in-plane by a square of ``closing`` pixels' radius, with
-    holes filled slice by slice: uint8 0/1 [S,H,W] of a mask (bool, or nonzero = mask). With
+    holes filled slice by slice (up to `MAX_HOLE_FRACTION` of the slice's lung): uint8 0/1
+    [S,H,W] of a mask (bool, or nonzero = mask). With
     ``device`` (a torch device) it runs there (`covidet.ensemble._components`) on a bool tensor (or
     an array, copied over) and returns a bool tensor there: the same voxels.
 
@@ -131,12 +133,19 @@ def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, closing: in
     assert inner is not None  # the largest component is always kept
     k = _close_in_plane_on_device(kept[inner], closing).contiguous()
     # holes: background not connected (4-connected, in its slice) to the border of the slice
+    # (labels are a component's first flat index, so its slice is label // (H*W)), unless larger
+    # than MAX_HOLE_FRACTION of its slice's lung
     background = component_labels(~k, dims=(1, 2))
     edges = torch.cat([background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]], 1)
-    outside = torch.zeros(k.numel() + 1, dtype=torch.bool, device=k.device)
-    outside[edges.reshape(-1)] = True
-    outside[-1] = False  # the label of the mask itself
-    kept[inner] = ~outside[background]
+    n, hw = k.numel(), k.shape[1] * k.shape[2]
+    stays = torch.zeros(n + 1, dtype=torch.bool, device=k.device)
+    stays[edges.reshape(-1)] = True
+    sizes = torch.bincount(background.reshape(-1), minlength=n + 1)
+    slice_of = torch.clamp(torch.arange(n + 1, device=k.device) // hw, max=k.shape[0] - 1)
+    area = k.reshape(k.shape[0], -1).sum(dim=1)
+    stays |= sizes * _HOLE_DEN > area[slice_of] * _HOLE_NUM
+    stays[-1] = False  # the label of the mask itself
+    kept[inner] = ~stays[background]
     out[box] = kept
     return out
 
@@ -159,19 +168,34 @@ _IN_PLANE = np.zeros((3, 3, 3), bool)
 _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
+#: A hole is filled only up to this fraction of its slice's lung area (as num / den, compared in
+#: integers so that the numpy and torch paths agree exactly). Vessels and dense lesions inside the
+#: lung are small next to it. Larger holes are not lung: where the two lungs meet in front of and
+#: behind the heart, the mediastinum becomes a hole of the slice's mask; at the bases the lung can
+#: ring the diaphragm's dome.
+MAX_HOLE_FRACTION = 0.1
+_HOLE_NUM, _HOLE_DEN = 1, 10
+
+
 def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """``binary_fill_holes`` of every slice of bool [S,H,W], in one labelling of the background.
+    """``binary_fill_holes`` of every slice of bool [S,H,W], in one labelling of the background,
+    but for holes larger than `MAX_HOLE_FRACTION` of their slice's mask.
 
     A hole is background not connected (4-connected, in its slice) to the slice's border; one 3D
     labelling with no connectivity across slices finds them all at once (faster than a call per
     slice).
     """
-    background, _ = ndimage.label(~mask, structure=_IN_PLANE)
+    background, n = ndimage.label(~mask, structure=_IN_PLANE)
     edges = (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1])
-    outside = np.zeros(int(background.max()) + 1, bool)
-    outside[np.concatenate([e.ravel() for e in edges])] = True
-    outside[0] = False  # label 0: the mask itself
-    return ~outside[background]
+    stays = np.zeros(n + 1, bool)
+    stays[np.concatenate([e.ravel() for e in edges])] = True
+    sizes = np.bincount(background.ravel(), minlength=n + 1)
+    slice_of = np.zeros(n + 1, np.int64)
+    slice_of[background] = np.arange(mask.shape[0])[:, None, None]  # a label lies in one slice
+    area = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+    stays |= sizes * _HOLE_DEN > area[slice_of] * _HOLE_NUM
+    stays[0] = False  # label 0: the mask itself
+    return ~stays[background]
 
 
 @dataclass(frozen=True)

@@ -292,3 +292,22 @@ def test_clean_lung_mask_on_a_device_equals_numpy(seed: int, device: str) -> Non
         want = P.clean_lung_mask(m, closing=closing)
         np.testing.assert_array_equal(got.cpu().numpy().astype(np.uint8), want)
     assert not P.clean_lung_mask(np.zeros((2, 5, 5), bool), device=device).any()
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_a_hole_larger_than_a_tenth_of_the_slices_lung_is_not_filled(device: str | None) -> None:
+    """Lungs that meet around the mediastinum, or ring the diaphragm's dome, make holes that are
+    not lung; a vessel or a lesion inside the lung is a small hole, and lung."""
+    m = np.zeros((2, 60, 60), bool)
+    m[0, 5:55, 5:55] = True
+    m[0, 12:48, 12:48] = False  # a ring around a dome: hole 1296 px, ring 1204 px
+    m[1, 5:55, 5:55] = True
+    m[1, 25:31, 25:31] = False  # a vessel or a dense lesion: a small hole (36 of 2464 px)
+    got = P.clean_lung_mask(m, device=device)
+    got = got.cpu().numpy() if device else got.view(bool)
+    np.testing.assert_array_equal(got[0], m[0])  # the dome stays out
+    assert got[1, 5:55, 5:55].all()  # the small hole is lung
+    m[1, 20:36, 20:36] = False  # 256 of 2244 px: more than a tenth, not filled
+    got = P.clean_lung_mask(m, device=device)
+    got = got.cpu().numpy() if device else got.view(bool)
+    assert not got[1, 20:36, 20:36].any()

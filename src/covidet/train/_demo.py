@@ -305,11 +305,11 @@ def train_all(
     out: Path,
     *,
     seed: int = 0,
-    n_per_class: int = 12,
+    n_per_class: int = 14,
     n_slices: int = 48,
     parts: Sequence[str] = PARTS,
     log: Callable[[str], None] = print,
-    epoch_scale: float = 1.0,
+    epoch_scale: float = 1.3,
 ) -> dict[str, Path]:
     """Train the demo models (``parts`` of PARTS) and write `<model>.pt` + `<model>.json` into `out`.
 
@@ -370,9 +370,9 @@ def main_train_demo(argv: Sequence[str] | None = None) -> int:
         help="output folder (default: the package's demo checkpoints)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-class", type=int, default=12, help="phantoms per class")
+    parser.add_argument("--per-class", type=int, default=14, help="phantoms per class")
     parser.add_argument("--slices", type=int, default=48, help="max slices per phantom")
-    parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale all epoch counts")
+    parser.add_argument("--epoch-scale", type=float, default=1.3, help="scale all epoch counts")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     args = parser.parse_args(argv)
     parts = [p for p in args.only.split(",") if p]
