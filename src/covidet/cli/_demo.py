@@ -73,6 +73,7 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
             put("lesion / lung", f"{d.lesion_ratio:.4f}")
             put("  true lesion / lung", f"{ph.lesion_ratio:.4f}")
             put("top-K slices", ",".join(str(i) for i in d.topk_slices))
+            put("quality flags", ", ".join(f"{f.code} ({f.severity})" for f in d.quality) or "none")
             put("latency per scan (s)", f"{latency:.2f}")
     table = Table(title=f"covidet demo: {args.slices}-slice {args.size}x{args.size} phantom DICOM series")
     table.add_column("")
