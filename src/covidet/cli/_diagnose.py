@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from covidet import _contract as C
+from covidet.cli._options import DEFAULT_URL, add_server_options
 from covidet.errors import InvalidInputError
 
 __all__ = ["main_deidentify", "main_diagnose", "main_monitor"]
@@ -63,13 +64,7 @@ def main_diagnose(argv: list[str]) -> int:
         metavar="LIST",
         help="a text file listing the DICOM files of one series, one path per line (repeatable)",
     )
-    p.add_argument(
-        "--url",
-        action="append",
-        default=None,
-        help="server URL (repeat for fail-over; default 127.0.0.1:8001)",
-    )
-    p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    add_server_options(p)
     p.add_argument(
         "--balance",
         action="store_true",
@@ -125,7 +120,7 @@ def main_diagnose(argv: list[str]) -> int:
             console.print(_table(d))
 
     async def run() -> None:
-        urls = args.url or ["127.0.0.1:8001"]
+        urls = args.url or [DEFAULT_URL]
         client = AsyncClient(urls, protocol=args.protocol, timeout_s=args.timeout, balance=args.balance)
         async with client:
 
@@ -163,8 +158,7 @@ def main_monitor(argv: list[str]) -> int:
     p.add_argument("--history", type=Path, default=None, help="CSV with columns day,ratio")
     p.add_argument("--levels", default="0.05,0.01", help="ratio levels whose crossing day is wanted")
     p.add_argument("--horizon", type=float, default=14.0, help="days forecast after the last scan")
-    p.add_argument("--url", action="append", default=None)
-    p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    add_server_options(p)
     p.add_argument("--out", type=Path, default=Path("monitor_out"), help="course.png + course.json")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -184,7 +178,7 @@ def main_monitor(argv: list[str]) -> int:
     levels = [float(v) for v in args.levels.split(",") if v.strip()]
 
     async def run() -> Any:
-        async with AsyncClient(args.url or ["127.0.0.1:8001"], protocol=args.protocol) as client:
+        async with AsyncClient(args.url or [DEFAULT_URL], protocol=args.protocol) as client:
             # the patient's scans in flight together (the server batches their slices), in order
             many = client.diagnose_many(args.scans, concurrency=max(1, len(args.scans)))
             diagnoses = [d async for d in many]

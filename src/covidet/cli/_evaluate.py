@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from covidet.cli._options import DEFAULT_URL, add_server_options
+
 __all__ = ["main_evaluate"]
 
 
@@ -19,13 +21,7 @@ def main_evaluate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="covidet evaluate", description=main_evaluate.__doc__)
     p.add_argument("manifest", type=Path, nargs="?", help="CSV, one row per scan (docs/evaluation.md)")
     p.add_argument("--out", type=Path, required=True, help="results and report folder (a re-run resumes)")
-    p.add_argument(
-        "--url",
-        action="append",
-        default=None,
-        help="server URL (repeat for fail-over; default 127.0.0.1:8001)",
-    )
-    p.add_argument("--protocol", choices=["grpc", "http"], default=None)
+    add_server_options(p)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per scan")
     p.add_argument("--concurrency", type=int, default=2, help="scans in flight at once")
     p.add_argument(
@@ -94,7 +90,7 @@ def _run(args: argparse.Namespace) -> None:
     left = sum(1 for r in rows if r.scan_id not in have)
 
     async def go() -> Any:
-        urls = args.url or ["127.0.0.1:8001"]
+        urls = args.url or [DEFAULT_URL]
         async with AsyncClient(urls, protocol=args.protocol, timeout_s=args.timeout) as client:
             await _wait_ready(client, args.wait_ready)
             columns = (
