@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +32,6 @@ from covidet.ensemble._selection import (
 )
 from covidet.ensemble._validate import validate_scan
 from covidet.preprocessing import (
-    FeaturesRecord,
     LesionRecord,
     LungRecord,
     PreprocessingRecord,
@@ -41,8 +40,6 @@ from covidet.preprocessing import (
     as_kind,
     record_from_json,
 )
-
-R = TypeVar("R", LungRecord, SliceRecord, LesionRecord, FeaturesRecord)
 
 __all__ = [
     "DEFAULT_INFLIGHT_CHUNKS",
@@ -98,10 +95,6 @@ class PipelineConfig:
             raise KeyError(f"no checkpoint metadata for model {model!r}; have: {valid}") from exc
         return record_from_json(data)
 
-    def typed_record(self, model: str, kind: type[R]) -> R:
-        """`record` of ``model``, which must be a ``kind`` record."""
-        return as_kind(self.record(model), kind, model)
-
     @classmethod
     def from_json(cls, text: str) -> PipelineConfig:
         data = json.loads(text)
@@ -152,16 +145,16 @@ class ScanPipeline:
     def __init__(self, config: PipelineConfig, infer: InferFn) -> None:
         self.config = config
         self._infer = infer
-        self._lung = config.typed_record(C.LUNG_SEG.name, LungRecord)
-        self._cls = config.typed_record(C.SLICE_CLASSIFIER.name, SliceRecord)
-        encoder = config.typed_record(C.SLICE_ENCODER.name, SliceRecord)
+        self._lung = as_kind(config.record(C.LUNG_SEG.name), LungRecord, C.LUNG_SEG.name)
+        self._cls = as_kind(config.record(C.SLICE_CLASSIFIER.name), SliceRecord, C.SLICE_CLASSIFIER.name)
+        encoder = as_kind(config.record(C.SLICE_ENCODER.name), SliceRecord, C.SLICE_ENCODER.name)
         if encoder != self._cls:  # one set of selected slices feeds both models
             raise RecordError(
                 f"{C.SLICE_CLASSIFIER.name} and {C.SLICE_ENCODER.name} take the same slices, but their "
                 f"checkpoints' preprocessing records differ ({self._cls} vs {encoder}): retrain or "
                 "re-export one of them with the other's record"
             )
-        self._lesion = config.typed_record(C.LESION_SEG.name, LesionRecord)
+        self._lesion = as_kind(config.record(C.LESION_SEG.name), LesionRecord, C.LESION_SEG.name)
         self._provenance = json.dumps(config.provenance(), sort_keys=True)
         self._device = config.device
         #: model inputs built on the device stay there as torch tensors
