@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -132,9 +133,9 @@ def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, closing: in
     inner = bounding_box(kept)
     assert inner is not None  # the largest component is always kept
     k = _close_in_plane_on_device(kept[inner], closing).contiguous()
-    # holes: background not connected (4-connected, in its slice) to the border of the slice
-    # (labels are a component's first flat index, so its slice is label // (H*W)), unless larger
-    # than MAX_HOLE_FRACTION of its slice's lung
+    # holes: background not connected (4-connected, in its slice) to the border of the slice,
+    # unless larger than MAX_HOLE_FRACTION of its slice's lung (labels are a component's first
+    # flat index, so its slice is label // (H*W))
     background = component_labels(~k, dims=(1, 2))
     edges = torch.cat([background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]], 1)
     n, hw = k.numel(), k.shape[1] * k.shape[2]
@@ -143,7 +144,7 @@ def _clean_lung_on_device(mask: Any, keep: int, min_fraction: float, closing: in
     sizes = torch.bincount(background.reshape(-1), minlength=n + 1)
     slice_of = torch.clamp(torch.arange(n + 1, device=k.device) // hw, max=k.shape[0] - 1)
     area = k.reshape(k.shape[0], -1).sum(dim=1)
-    stays |= sizes * _HOLE_DEN > area[slice_of] * _HOLE_NUM
+    stays |= sizes * MAX_HOLE_FRACTION.denominator > area[slice_of] * MAX_HOLE_FRACTION.numerator
     stays[-1] = False  # the label of the mask itself
     kept[inner] = ~stays[background]
     out[box] = kept
@@ -168,13 +169,12 @@ _IN_PLANE = np.zeros((3, 3, 3), bool)
 _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
-#: A hole is filled only up to this fraction of its slice's lung area (as num / den, compared in
-#: integers so that the numpy and torch paths agree exactly). Vessels and dense lesions inside the
+#: A hole is filled only up to this fraction of its slice's lung area (a Fraction: compared in
+#: integers, so that the numpy and torch paths agree exactly). Vessels and dense lesions inside the
 #: lung are small next to it. Larger holes are not lung: where the two lungs meet in front of and
 #: behind the heart, the mediastinum becomes a hole of the slice's mask; at the bases the lung can
 #: ring the diaphragm's dome.
-MAX_HOLE_FRACTION = 0.1
-_HOLE_NUM, _HOLE_DEN = 1, 10
+MAX_HOLE_FRACTION = Fraction(1, 10)
 
 
 def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
@@ -193,7 +193,7 @@ def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     slice_of = np.zeros(n + 1, np.int64)
     slice_of[background] = np.arange(mask.shape[0])[:, None, None]  # a label lies in one slice
     area = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
-    stays |= sizes * _HOLE_DEN > area[slice_of] * _HOLE_NUM
+    stays |= sizes * MAX_HOLE_FRACTION.denominator > area[slice_of] * MAX_HOLE_FRACTION.numerator
     stays[0] = False  # label 0: the mask itself
     return ~stays[background]
 
