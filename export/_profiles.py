@@ -129,6 +129,21 @@ _CPU = Profile(
     triton="the tritonserver binary inside the nvidia-pytriton PyPI wheel",
 )
 
+_GPU = Profile(
+    name="gpu",
+    where="production GPU nodes",
+    slice_runtime="tensorrt",
+    gru_runtime="torch",
+    device="cuda",
+    precision="float16",  # TensorRT FP16 plans, and the GRU in torch FP16
+    # window, resize and up-sample on the GPU too (the CPU would be the bottleneck),
+    # and keep the slice tensors there between the pipeline and the slice models
+    device_tensors=True,
+    max_pipeline_instances=MAX_GPU_PIPELINE_INSTANCES,
+    inflight_chunks=16,  # a GPU batches more slices of each scan at once
+    triton="NVIDIA's tritonserver container image",
+)
+
 #: Every profile by its `--profile` name; ``PROFILES[name]`` of an unknown name raises a
 #: KeyError that lists the valid ones.
 PROFILES: dict[str, Profile] = _Registry(
@@ -141,31 +156,9 @@ PROFILES: dict[str, Profile] = _Registry(
             # the classifier and the encoder see a scan's selected slices only: float stays cheap
             int8_models=frozenset(HEAVY_MODELS),
         ),
-        Profile(
-            name="gpu",
-            where="production GPU nodes",
-            slice_runtime="tensorrt",
-            gru_runtime="torch",
-            device="cuda",
-            precision="float16",  # TensorRT FP16 plans, and the GRU in torch FP16
-            # window, resize and up-sample on the GPU too (the CPU would be the bottleneck),
-            # and keep the slice tensors there between the pipeline and the slice models
-            device_tensors=True,
-            max_pipeline_instances=MAX_GPU_PIPELINE_INSTANCES,
-            inflight_chunks=16,  # a GPU batches more slices of each scan at once
-            triton="NVIDIA's tritonserver container image",
-        ),
-        Profile(
-            name="gpu-torch",
-            where="a GPU without TensorRT",
-            slice_runtime="torch",
-            gru_runtime="torch",
-            device="cuda",
-            precision="float16",
-            device_tensors=True,
-            max_pipeline_instances=MAX_GPU_PIPELINE_INSTANCES,
-            inflight_chunks=16,
-            triton="either",
+        _GPU,
+        replace(
+            _GPU, name="gpu-torch", where="a GPU without TensorRT", slice_runtime="torch", triton="either"
         ),
     )
 )
