@@ -26,7 +26,7 @@ from covidet.ensemble import (
 )
 
 _CT, _SPACING, _RETURN_MASKS = (spec.name for spec in C.PIPELINE.inputs)
-(_QUALITY,) = (spec.name for spec in C.PIPELINE.outputs if spec.name == "QUALITY")
+_QUALITY = C.PIPELINE.output("QUALITY").name
 
 
 class TritonPythonModel:
