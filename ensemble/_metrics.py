@@ -21,9 +21,9 @@ class PipelineMetrics:
     """
 
     def __init__(self, pb_utils: Any, logger: Any) -> None:
-        self._scans: dict[str, Any] = {}
-        self._stages: dict[str, Any] = {}
-        self._flags: dict[tuple[str, str], Any] = {}
+        self._scans: dict[Any, Any] = {}
+        self._stages: dict[Any, Any] = {}
+        self._flags: dict[Any, Any] = {}
         self.enabled = False
         self._logger = logger
         try:
@@ -62,10 +62,7 @@ class PipelineMetrics:
 
     def _count_flags(self, flags: Iterable[tuple[str, str]]) -> None:
         for code, severity in flags:
-            if (code, severity) not in self._flags:
-                labels = {"code": code, "severity": severity}
-                self._flags[code, severity] = self._flag_family.Metric(labels=labels)
-            self._flags[code, severity].increment(1)
+            _labelled(self._flags, self._flag_family, code=code, severity=severity).increment(1)
 
     def device_fallback(self) -> None:
         """Count one switch of an instance's slice tensors from the device to the host."""
@@ -82,14 +79,18 @@ class PipelineMetrics:
             self._logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
 
     def _record(self, result: str, slices: int, timings: dict[str, float] | None) -> None:
-        if result not in self._scans:
-            self._scans[result] = self._scan_family.Metric(labels={"result": result})
-        self._scans[result].increment(1)
+        _labelled(self._scans, self._scan_family, result=result).increment(1)
         if slices:
             self._slices.observe(float(slices))
         for stage, seconds in (timings or {}).items():
-            if stage not in self._stages:
-                self._stages[stage] = self._stage_family.Metric(
-                    labels={"stage": stage}, buckets=STAGE_BUCKETS
-                )
-            self._stages[stage].observe(float(seconds))
+            stage_metric = _labelled(self._stages, self._stage_family, STAGE_BUCKETS, stage=stage)
+            stage_metric.observe(float(seconds))
+
+
+def _labelled(cache: dict[Any, Any], family: Any, buckets: list[float] | None = None, **labels: str) -> Any:
+    """The metric of ``family`` with ``labels``, made on first use and kept in ``cache``."""
+    key = tuple(labels.values())
+    if key not in cache:
+        kwargs = {"buckets": buckets} if buckets is not None else {}
+        cache[key] = family.Metric(labels=labels, **kwargs)
+    return cache[key]
