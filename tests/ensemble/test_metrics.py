@@ -52,3 +52,14 @@ def test_quality_flags_are_counted_by_code_and_severity() -> None:
     values = {dict(k)["code"]: m.value for k, m in family.metrics.items()}
     assert values == {"LUNG_NOT_COVERED": 1, "DEMO_MODELS": 2}
     assert {dict(k)["severity"] for k in family.metrics} == {"error", "warning"}
+
+
+def test_scans_and_stages_are_counted_by_their_label() -> None:
+    metrics = PipelineMetrics(_PbUtils(), _Logger())
+    metrics.scan("ok", slices=40, timings={"lung": 0.5, "total": 1.0})
+    metrics.scan("ok", slices=20, timings={"total": 2.0})
+    metrics.scan("invalid")
+    scans = {dict(k)["result"]: m.value for k, m in _Family.made["covidet_scans_total"].metrics.items()}
+    stages = {dict(k)["stage"]: m.value for k, m in _Family.made["covidet_stage_seconds"].metrics.items()}
+    assert scans == {"ok": 2, "invalid": 1}
+    assert stages == {"lung": 1, "total": 2}  # observations
