@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from covidet.client._async import AsyncClient
 from covidet.client._forecast import Forecast, plot_forecast
-from covidet.client._result import Diagnosis
+from covidet.client._result import Diagnosis, SliceScore
 from covidet.client._sync import Client, diagnose
 from covidet.client._volume import Volume, VolumeError, load_volume
 from covidet.errors import (
@@ -40,6 +40,7 @@ __all__ = [
     "RequestTimeoutError",
     "ServerError",
     "ServerUnavailableError",
+    "SliceScore",
     "Volume",
     "VolumeError",
     "diagnose",

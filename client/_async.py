@@ -96,6 +96,7 @@ class AsyncClient(ClientBase):
         spacing: Any = None,
         return_masks: bool = False,
         clinical: Any = None,
+        explain: bool = False,
         model: str = C.ENSEMBLE.name,
     ) -> Diagnosis:
         """Diagnose one scan, as `Client.diagnose`: a numpy HU volume (with ``spacing``), a NIfTI
@@ -106,14 +107,14 @@ class AsyncClient(ClientBase):
             vol = await asyncio.to_thread(load_volume, source, spacing)
         t0 = time.perf_counter()
         if self._shm is None:
-            inputs, outputs = self._scan_request(vol, return_masks, clinical)
+            inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
             result = await self._call(lambda client: self._infer(client, model, inputs, outputs))
             return self._diagnosis(result, vol, t0)
         shm = self._shm
         async with self._shm_turn():
             if not shm.fits(vol.hu):  # the region grows: the servers forget the old one first
                 await shm.unregister_async()
-            inputs, outputs = self._scan_request(vol, return_masks, clinical)
+            inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
 
             async def infer(client: Any) -> Any:
                 await shm.register_async(client)

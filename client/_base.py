@@ -88,14 +88,16 @@ class ClientBase:
             self._clients[url] = client_for(url, self.protocol, self.timeout_s, aio=self._aio)
         return self._clients[url]
 
-    def _scan_request(self, vol: Volume, return_masks: bool, clinical: Any) -> tuple[list[Any], list[Any]]:
+    def _scan_request(
+        self, vol: Volume, return_masks: bool, clinical: Any, explain: bool = False
+    ) -> tuple[list[Any], list[Any]]:
         """(inputs, requested outputs) of one `covidet` request. With shared memory the CT is
         written into the client's region here: hold the region's turn until the answer is in."""
         region = None
         if self._shm is not None:
             region = (self._shm.name, self._shm.write(vol.hu.astype(np.int16, copy=False)))
-        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical, region)
-        return inputs, requested_outputs(return_masks, self.protocol)
+        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical, region, explain)
+        return inputs, requested_outputs(return_masks, self.protocol, explain)
 
     def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:
         """``client.infer`` (a coroutine for the asyncio flavour) with the per-request timeout."""

@@ -135,17 +135,23 @@ def build_inputs(
     protocol: str,
     clinical: np.ndarray | None = None,
     ct_region: tuple[str, int] | None = None,
+    explain: bool = False,
 ) -> list[Any]:
     """InferInputs for the `covidet` ensemble, names and dtypes from the contract.
 
     With ``ct_region`` (name, byte size of a registered shared-memory region holding ``hu``) the
-    CT input names the region instead of carrying the voxels.
+    CT input names the region instead of carrying the voxels. EXPLAIN is sent only when asked
+    for: a plain request is the same as before the explanation existed.
     """
-    ct, sp, masks, clin = C.ENSEMBLE.inputs
+    ct, sp, masks, clin, why = (
+        C.ENSEMBLE.input(n) for n in ("CT", "SPACING", "RETURN_MASKS", "CLINICAL", "EXPLAIN")
+    )
     arrays: list[tuple[C.TensorSpec, np.ndarray]] = [
         (sp, np.asarray(spacing, dtype=np.float32).reshape(3)),
         (masks, np.array([bool(return_masks)])),
     ]
+    if explain:
+        arrays.append((why, np.array([True])))
     if clinical is not None:
         values = np.asarray(clinical, dtype=np.float32).reshape(-1)
         if values.shape != clin.dims:
@@ -175,11 +181,16 @@ def infer_inputs(pairs: list[tuple[C.TensorSpec, np.ndarray]], protocol: str) ->
     return inputs
 
 
-def requested_outputs(return_masks: bool, protocol: str) -> list[Any]:
+def requested_outputs(return_masks: bool, protocol: str, explain: bool = False) -> list[Any]:
+    """The ensemble outputs a request asks for: the masks only with ``return_masks``, the
+    explanation (`covidet._contract.EXPLAIN_OUTPUTS`) only with ``explain``."""
     mod = _module(protocol)
     outs = []
     for spec in C.ENSEMBLE.outputs:
-        if spec.dtype == "UINT8" and not return_masks:
+        if spec.name in C.EXPLAIN_OUTPUTS:
+            if not explain:
+                continue
+        elif spec.dtype == "UINT8" and not return_masks:
             continue
         if protocol == "http":
             outs.append(mod.InferRequestedOutput(spec.name, binary_data=True))

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from covidet import _contract as C
 
-__all__ = ["Diagnosis", "parse_outputs"]
+__all__ = ["Diagnosis", "SliceScore", "parse_outputs"]
+
+
+@dataclass(frozen=True)
+class SliceScore:
+    """One classified slice of an explained diagnosis: how much it looks infected."""
+
+    slice: int  #: input slice index
+    p_pneumonia: float  #: the classifier's P(any pneumonia class) for the slice
+    lesion_mm2: float  #: lesion area the lesion model found in the slice, mm^2
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,12 @@ class Diagnosis:
     p_covid_fused: float | None = None
     lung_mask: np.ndarray | None = field(default=None, repr=False)
     lesion_mask: np.ndarray | None = field(default=None, repr=False)
+    #: with ``explain``: the predicted class's attention on ``topk_slices`` (K x H x W, 0-255)
+    attention: np.ndarray | None = field(default=None, repr=False)
+    #: with ``explain``: Jin et al.'s binarised attention regions, with their lesion overlap
+    attention_regions: tuple[C.AttentionRegion, ...] = ()
+    #: with ``explain``: every classified slice's scores, in slice order
+    slice_scores: tuple[SliceScore, ...] = ()
     latency_s: float = 0.0
     source: str = ""
     n_slices: int = 0
@@ -68,6 +83,14 @@ class Diagnosis:
             "provenance": self.provenance,
             "usable": self.usable,
             "quality": [f.to_json() for f in self.quality],
+            **(
+                {
+                    "attention_regions": [r.to_json() for r in self.attention_regions],
+                    "slice_scores": [asdict(s) for s in self.slice_scores],
+                }
+                if self.slice_scores
+                else {}
+            ),
         }
 
 
@@ -84,11 +107,15 @@ def parse_outputs(
     as_numpy: Callable[[str], np.ndarray | None], *, latency_s: float, source: str, n_slices: int
 ) -> Diagnosis:
     """Build a `Diagnosis` from a result's ``as_numpy(name)`` (tritonclient gRPC or HTTP)."""
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"slice_scores": _slice_scores(as_numpy)}
     for spec in C.ENSEMBLE.outputs:
+        if spec.name in _SCORE_OUTPUTS:
+            continue
         arr = as_numpy(spec.name)
         key = spec.name.lower()
-        if arr is None and spec.name == "QUALITY":  # a server older than the quality checks
+        if spec.name == "ATTENTION_REGIONS":
+            values[key] = () if arr is None else C.regions_from_json(arr.reshape(-1)[0])
+        elif arr is None and spec.name == "QUALITY":  # a server older than the quality checks
             values[key] = (_UNCHECKED,)
         elif arr is None:
             values[key] = None
@@ -109,3 +136,17 @@ def parse_outputs(
             value = float(arr.reshape(-1)[0])
             values[key] = None if np.isnan(value) else value
     return Diagnosis(**values, latency_s=latency_s, source=source, n_slices=n_slices)
+
+
+#: The explanation's per-slice outputs, gathered into `Diagnosis.slice_scores`.
+_SCORE_OUTPUTS = ("SELECTED_SLICES", "SLICE_SCORES", "SLICE_LESION_MM2")
+
+
+def _slice_scores(as_numpy: Callable[[str], np.ndarray | None]) -> tuple[SliceScore, ...]:
+    arrays = [as_numpy(name) for name in _SCORE_OUTPUTS]
+    if any(a is None for a in arrays):
+        return ()
+    slices, scores, areas = (np.asarray(a).reshape(-1) for a in arrays)  # type: ignore[arg-type]
+    return tuple(
+        SliceScore(int(i), float(p), float(a)) for i, p, a in zip(slices, scores, areas, strict=True)
+    )

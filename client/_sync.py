@@ -56,6 +56,7 @@ class Client(ClientBase):
         spacing: Any = None,
         return_masks: bool = False,
         clinical: Any = None,
+        explain: bool = False,
         model: str = C.ENSEMBLE.name,
     ) -> Diagnosis:
         """Diagnose one scan: a numpy HU volume (with ``spacing``), a NIfTI file or DICOM folder.
@@ -63,16 +64,20 @@ class Client(ClientBase):
         ``clinical``: the patient's clinical features in `covidet.clinical.CLINICAL_SCHEMA` order
         (NaN for a missing lab value); adds the SVM (``p_svm``) and the fused DL#3 probability
         (``p_covid_fused``). Without it, ``p_covid_fused`` equals DL#2.
+
+        ``explain``: also return why: the predicted class's attention on the top-K slices
+        (``attention``, K x H x W uint8, in ``topk_slices`` order), its binarised regions
+        (``attention_regions``) and every classified slice's scores (``slice_scores``).
         """
         vol: Volume = load_volume(source, spacing)
         t0 = time.perf_counter()
         if self._shm is None:
-            inputs, outputs = self._scan_request(vol, return_masks, clinical)
+            inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
             result = self._call(lambda client: self._infer(client, model, inputs, outputs))
             return self._diagnosis(result, vol, t0)
         shm = self._shm
         with shm.lock:
-            inputs, outputs = self._scan_request(vol, return_masks, clinical)
+            inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
 
             def infer(client: Any) -> Any:
                 shm.register(client)

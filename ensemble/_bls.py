@@ -16,7 +16,7 @@ minute of host copies, a node that never allows CUDA IPC one try every ten minut
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,16 +70,23 @@ class BlsInfer:
         """Whether the device path is in use now (asked for, and not waiting after a failure)."""
         return self._wanted and self._backoff == 0
 
-    async def __call__(self, model: str, x: Any) -> Any:
+    async def __call__(self, model: str, x: Any, outputs: Sequence[str] | None = None) -> Any:
+        """The model's first output for ``x``; with ``outputs`` (contract names), a tuple of those
+        (the slice classifier computes its class maps only when they are asked for)."""
+        names = tuple(outputs) if outputs is not None else (_SPECS[model].outputs[0].name,)
+        ys = await self._route(model, x, names)
+        return ys if outputs is not None else ys[0]
+
+    async def _route(self, model: str, x: Any, outputs: tuple[str, ...]) -> tuple[Any, ...]:
         if not self._wanted or isinstance(x, np.ndarray) or self._clock() < self._host_until:
-            return await self._send(model, x, device=False)
+            return await self._send(model, x, outputs, device=False)
         retrying = self._backoff > 0
         if retrying:  # one chunk tries the device; the others keep to the host meanwhile
             self._host_until = self._clock() + self._backoff
         try:
-            y = await self._send(model, x, device=True)
+            y = await self._send(model, x, outputs, device=True)
         except Exception as exc:
-            y = await self._send(model, x, device=False)  # its error, if any, is the answer
+            y = await self._send(model, x, outputs, device=False)  # its error, if any, is the answer
             switching = self.device_tensors or retrying  # once per switch, not per chunk in flight
             self._backoff = min(RETRY_MAX_S, 2 * self._backoff) if retrying else RETRY_FIRST_S
             self._host_until = self._clock() + self._backoff
@@ -96,7 +103,7 @@ class BlsInfer:
             self.pb.Logger.log_info("covidet_pipeline: slice tensors through BLS on the device again")
         return y
 
-    async def _send(self, model: str, x: Any, *, device: bool) -> Any:
+    async def _send(self, model: str, x: Any, outputs: tuple[str, ...], *, device: bool) -> tuple[Any, ...]:
         spec = _SPECS[model]
         pb = self.pb
         if device:
@@ -107,12 +114,16 @@ class BlsInfer:
             tensor = pb.Tensor(spec.inputs[0].name, np.ascontiguousarray(on_host(x)))
         kwargs = {"preferred_memory": self._preferred} if device and self._preferred is not None else {}
         request = pb.InferenceRequest(
-            model_name=model, inputs=[tensor], requested_output_names=[spec.outputs[0].name], **kwargs
+            model_name=model, inputs=[tensor], requested_output_names=list(outputs), **kwargs
         )
         response = await request.async_exec()
         if response.has_error():
             raise bls_error(model, response.error().message())
-        out = pb.get_output_tensor_by_name(response, spec.outputs[0].name)
+        return tuple(self._output(spec, response, name, x, device) for name in outputs)
+
+    def _output(self, spec: C.ModelSpec, response: Any, name: str, x: Any, device: bool) -> Any:
+        model = spec.name
+        out = self.pb.get_output_tensor_by_name(response, name)
         if out is None:
             y = None
         elif not device:

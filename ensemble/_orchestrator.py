@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from covidet import _contract as C
-from covidet.ensemble._fusion import LesionStats, stepwise_covid, topk_fusion
+from covidet.ensemble._explain import attention_on_grid, attention_regions
+from covidet.ensemble._fusion import FusionResult, LesionStats, stepwise_covid, topk_fusion
 from covidet.ensemble._preprocess import chunks, lesion_input, lung_input, on_device, on_host
 from covidet.ensemble._quality import ScanMeasures, check_quality
 from covidet.ensemble._selection import (
     MaskSummary,
+    SliceSelection,
     classifier_input,
     clean_lung_mask,
     closing_radius,
@@ -56,9 +58,13 @@ PIPELINE_CONFIG_FILE = "pipeline.json"
 #: Chunks of one scan in flight per slice model unless the pipeline config says otherwise.
 DEFAULT_INFLIGHT_CHUNKS = 4
 
-#: ``await infer(model_name, batch)`` returns the model's single output for the batch: numpy
+#: ``await infer(model_name, batch)`` returns the model's first output for the batch: numpy
 #: arrays, or with `PipelineConfig.device_tensors` torch tensors on the device too.
-InferFn = Callable[[str, Any], Awaitable[Any]]
+#: ``await infer(model_name, batch, outputs)`` (contract names) returns a tuple of those outputs.
+InferFn = Callable[..., Awaitable[Any]]
+
+#: What the pipeline asks the slice classifier for when a scan is explained.
+_EXPLAIN_CLASSIFIER_OUTPUTS = tuple(t.name for t in C.SLICE_CLASSIFIER.outputs)
 
 
 @dataclass(frozen=True)
@@ -162,15 +168,17 @@ class ScanPipeline:
         if config.device is not None:
             _check_device(config.device)
 
-    async def _batched(self, model: str, x: np.ndarray) -> np.ndarray:
-        """Run a (small) slice stack through ``model`` in chunks; the outputs concatenated."""
-        outs: dict[int, np.ndarray] = {}
+    async def _batched(self, model: str, x: np.ndarray, outputs: tuple[str, ...] = ()) -> Any:
+        """Run a (small) slice stack through ``model`` in chunks; the output concatenated, or with
+        ``outputs`` (contract names) a tuple of those outputs concatenated."""
+        outs: dict[int, tuple[np.ndarray, ...]] = {}
 
-        def keep(part: slice, y: Any) -> None:
-            outs[part.start] = on_host(y)  # per-slice scores and features: small
+        def keep(part: slice, y: Any) -> None:  # per-slice scores, features and maps: small
+            outs[part.start] = tuple(on_host(t) for t in y) if outputs else (on_host(y),)
 
-        await self._stream(model, x.shape[0], lambda part: x[part], keep)
-        return np.concatenate([outs[start] for start in sorted(outs)], axis=0)
+        await self._stream(model, x.shape[0], lambda part: x[part], keep, outputs)
+        got = tuple(np.concatenate([outs[s][i] for s in sorted(outs)]) for i in range(max(1, len(outputs))))
+        return got if outputs else got[0]
 
     async def _stream(
         self,
@@ -178,6 +186,7 @@ class ScanPipeline:
         n: int,
         make: Callable[[slice], Any],
         fold: Callable[[slice, Any], None],
+        outputs: tuple[str, ...] = (),
     ) -> None:
         """Run ``n`` slices through ``model`` in chunks of at most ``slice_batch``.
 
@@ -193,7 +202,8 @@ class ScanPipeline:
             async with gate:
                 x = make(part)
                 x = np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()
-                fold(part, await self._infer(model, x))
+                y = await (self._infer(model, x, outputs) if outputs else self._infer(model, x))
+                fold(part, y)
 
         await asyncio.gather(*(one(p) for p in chunks(n, self.config.slice_batch)))
 
@@ -245,14 +255,19 @@ class ScanPipeline:
         return summary
 
     async def _lesions(
-        self, ct: Any, summary: MaskSummary, masks: tuple[np.ndarray, np.ndarray] | None
+        self,
+        ct: Any,
+        summary: MaskSummary,
+        masks: tuple[np.ndarray, np.ndarray] | None,
+        keep: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[int, int, float]:
         """Lesions on the lung slices, streamed: returns the lung and lesion voxel counts and the
         HU sum over the lung voxels.
 
         Lesions are cut to the lung envelope that ``summary`` holds (`fold_lesions`). With
         ``masks`` (full-size uint8 lung, lesion) the final masks are written there as chunks
-        arrive.
+        arrive. With ``keep`` (slice index -> placeholder), the bool (lung, lesion) masks of
+        those slices are put there (the explained slices' overlaps and areas).
         """
         idx = np.flatnonzero(summary.counts > 0)
         if idx.size == 0:
@@ -261,14 +276,17 @@ class ScanPipeline:
 
         def fold(part: slice, prob: Any) -> None:
             rows = idx[part]
-            got = fold_lesions(
-                summary, rows, prob[:, 0], ct, want_masks=masks is not None, device=self._device
-            )
+            want = masks is not None or (keep is not None and bool(np.isin(rows, list(keep)).any()))
+            got = fold_lesions(summary, rows, prob[:, 0], ct, want_masks=want, device=self._device)
             totals[0] += got.n_lung
             totals[1] += got.n_lesion
             totals[2] += got.lung_hu_sum
             if masks is not None:
                 masks[0][rows], masks[1][rows] = got.lung, got.lesion
+            if keep is not None and got.lung is not None and got.lesion is not None:
+                for j, row in enumerate(rows):
+                    if int(row) in keep:
+                        keep[int(row)] = (got.lung[j].astype(bool), got.lesion[j].astype(bool))
 
         await self._stream(
             C.LESION_SEG.name,
@@ -284,9 +302,12 @@ class ScanPipeline:
         spacing: np.ndarray,
         *,
         return_masks: bool = False,
+        explain: bool = False,
         timings: dict[str, float] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Diagnose one scan; returns the contract's output tensors by name.
+        """Diagnose one scan; returns the contract's output tensors by name. With ``explain`` the
+        explanation's outputs (`covidet._contract.EXPLAIN_OUTPUTS`) are filled in too; without,
+        they are empty and nothing else changes.
 
         Raises `covidet.ensemble.ScanValidationError` / `NoLungError` (both ValueError) for bad
         input — the Triton step turns them into INVALID_ARGUMENT.
@@ -308,12 +329,18 @@ class ScanPipeline:
         del lung_prob
 
         masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
-        probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in)
+        # explaining asks the classifier for its class maps too, and keeps the selected slices'
+        # masks; otherwise exactly the work of a plain diagnosis
+        cls_outputs = _EXPLAIN_CLASSIFIER_OUTPUTS if explain else ()
+        empty_masks = (np.zeros(hw, bool), np.zeros(hw, bool))
+        kept = dict.fromkeys((int(i) for i in selection.indices), empty_masks) if explain else None
+        probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in, cls_outputs)
         feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
-        lesion_t = self._lesions(hu, summary, masks)
-        slice_probs, feats, (lung_voxels, lesion_voxels, lung_hu_sum) = await asyncio.gather(
+        lesion_t = self._lesions(hu, summary, masks, kept)
+        cls_out, feats, (lung_voxels, lesion_voxels, lung_hu_sum) = await asyncio.gather(
             probs_t, feats_t, lesion_t
         )
+        slice_probs, class_maps = cls_out if explain else (cls_out, None)
         t_slices = time.perf_counter()
         stepwise = (await self._infer(C.GRU_FUSION.name, feats.astype(np.float32))).reshape(-1)
         p_viral, p_cgv = float(stepwise[0]), float(stepwise[1])
@@ -336,6 +363,11 @@ class ScanPipeline:
             timings.update(
                 lung=t_lung - t0, classify_and_lesion=t_slices - t_lung, fusion=end - t_slices, total=end - t0
             )
+        explained = (
+            self._explain(fused, selection, class_maps, kept, slice_probs, sp, hw)
+            if class_maps is not None and kept is not None
+            else {}
+        )
         out = ScanOutputs(
             p_viral=p_viral,
             p_covid_given_viral=p_cgv,
@@ -350,8 +382,40 @@ class ScanPipeline:
             lesion_mask=masks[1] if masks is not None else empty,
             provenance=self._provenance.encode(),
             quality=C.quality_to_json(flags),
+            **explained,
         )
         return out.to_tensors()
+
+    def _explain(
+        self,
+        fused: FusionResult,
+        selection: SliceSelection,
+        class_maps: np.ndarray,
+        kept: dict[int, tuple[np.ndarray, np.ndarray]],
+        slice_probs: np.ndarray,
+        spacing: tuple[float, float, float],
+        hw: tuple[int, int],
+    ) -> dict[str, Any]:
+        """The explanation's outputs (`ScanOutputs` fields) of one scan."""
+        topk, predicted = fused.topk, int(np.argmax(fused.class_probs))
+        _, _, y0, y1, x0, x1 = selection.bbox
+        box = (int(y0), int(y1), int(x0), int(x1))
+        slices = [int(i) for i in selection.indices[topk]]
+        attention = attention_on_grid(class_maps[topk, predicted], box, hw)
+        lung = np.stack([kept[i][0] for i in slices])
+        lesion = np.stack([kept[i][1] for i in slices])
+        h, w = self._cls.input_size
+        regions = attention_regions(attention, slices, lung, lesion, spacing[1:], (int(h), int(w)), box)
+        pixel_mm2 = spacing[1] * spacing[2]
+        lesion_mm2 = [float(kept[int(i)][1].sum()) * pixel_mm2 for i in selection.indices]
+        return {
+            "attention": attention,
+            "attention_regions": C.regions_to_json(regions),
+            "selected_slices": selection.indices.astype(np.int32),
+            # a slice's P(pneumonia): every class but non-pneumonia (CLASS_NAMES[0])
+            "slice_scores": (1.0 - slice_probs[:, 0]).astype(np.float32),
+            "slice_lesion_mm2": np.asarray(lesion_mm2, np.float32),
+        }
 
 
 def _check_device(device: str) -> None:
@@ -387,6 +451,12 @@ class ScanOutputs:
     lesion_mask: np.ndarray
     provenance: bytes
     quality: bytes
+    # the explanation (EXPLAIN): empty unless asked for
+    attention: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.uint8))
+    attention_regions: bytes = b"[]"
+    selected_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    slice_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    slice_lesion_mm2: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         """The output tensors by contract name, with the contract's dtypes and ranks."""

@@ -1,14 +1,16 @@
 """Slice-model runtimes: ONNX Runtime (cpu profile) and PyTorch (gpu-torch profile).
 
-Both run one batch of slices (a numpy array) and return the model's single output. They are used
-by the Triton slice models' ``model.py`` and, in-process, by the evaluation and the baselines.
+Both run one batch of slices (a numpy array) and return the model's first output, or with
+``outputs`` the ones asked for (the slice classifier has a second one, its class maps, computed
+only when asked for). They are used by the Triton slice models' ``model.py`` and, in-process, by
+the evaluation and the baselines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +35,10 @@ class Runner(Protocol):
     """Runs one batch through one model."""
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def outputs(self, x: np.ndarray, which: Sequence[int]) -> list[np.ndarray]:
+        """The model's outputs at positions ``which`` for one batch."""
+        ...
 
 
 class OnnxRunner:
@@ -69,13 +75,20 @@ class OnnxRunner:
             str(model_file), sess_options=opts, providers=["CPUExecutionProvider"]
         )
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_name = self.output_names[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, Any] = json.loads(meta["covidet"]) if "covidet" in meta else {}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: x})[0]
         return np.asarray(out)
+
+    def outputs(self, x: np.ndarray, which: Sequence[int]) -> list[np.ndarray]:
+        # ONNX Runtime computes only what the requested outputs need: the classifier's maps
+        # cost nothing unless asked for
+        names = [self.output_names[i] for i in which]
+        return [np.asarray(o) for o in self.session.run(names, {self.input_name: x})]
 
 
 #: Batch sizes a compiled TorchRunner is specialised for: a batch is padded up to the next one, so
@@ -122,6 +135,12 @@ class TorchRunner:
         """One batch as a torch tensor (any device, any float dtype) -> float32 output on the
         input's device: a batch that came on the GPU leaves on it (DLPack through BLS), one from
         the host goes back there."""
+        return self.forward_outputs(t, (0,))[0]
+
+    def forward_outputs(self, t: Any, which: Sequence[int]) -> list[Any]:
+        """`forward` for the outputs at positions ``which`` (a module with one output has only 0).
+        The classifier's class maps come with its scores from one pass: they cost one small
+        product with the last features."""
         torch = self._torch
         n = int(t.shape[0])
         home = t.device
@@ -134,11 +153,15 @@ class TorchRunner:
                 t = padded
             if self.channels_last and t.ndim == 4:
                 t = t.contiguous(memory_format=torch.channels_last)
-            out = self.module(t)[:n]
-            return out.float().to(home).contiguous()
+            out = self.module(t)
+            outs = out if isinstance(out, tuple) else (out,)
+            return [outs[i][:n].float().to(home).contiguous() for i in which]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.forward(self._torch.from_numpy(x)).numpy())
+
+    def outputs(self, x: np.ndarray, which: Sequence[int]) -> list[np.ndarray]:
+        return [np.asarray(o.numpy()) for o in self.forward_outputs(self._torch.from_numpy(x), which)]
 
 
 def run_sequence(runner: Runner, features: np.ndarray) -> np.ndarray:
@@ -181,14 +204,24 @@ class InProcessModels:
             self.runners[spec.name] = OnnxRunner(
                 repository / spec.name / "1" / "model.onnx", intra_op_threads=threads
             )
-        gru = self.runners[C.GRU_FUSION.name]
-        self.runners[C.GRU_FUSION.name] = lambda x: run_sequence(gru, x)
         # One worker: the runners already use all cores; a queue keeps batches from thrashing.
         self._pool = ThreadPoolExecutor(max_workers=1)
 
-    async def infer(self, model: str, x: np.ndarray) -> np.ndarray:
+    async def infer(self, model: str, x: np.ndarray, outputs: Sequence[str] | None = None) -> Any:
+        """The model's first output for ``x``; with ``outputs`` (contract names), a tuple of those."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.runners[model], x)
+        runner = self.runners[model]
+        if model == C.GRU_FUSION.name:
+            return await loop.run_in_executor(self._pool, run_sequence, runner, x)
+        if outputs is None:
+            return await loop.run_in_executor(self._pool, runner, x)
+        names = [t.name for t in _spec(model).outputs]
+        which = [names.index(o) for o in outputs]
+        return tuple(await loop.run_in_executor(self._pool, runner.outputs, x, which))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _spec(model: str) -> C.ModelSpec:
+    return next(spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION) if spec.name == model)

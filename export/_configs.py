@@ -94,12 +94,18 @@ def _set_instances(cfg: M.ModelConfig, *, kind: str | None = None, count: int | 
         group.count = count
 
 
+#: Maps on a network's own coarser grid, not the input's: their rows and columns stay variable.
+_COARSE_MAPS = frozenset({C.SLICE_CLASSIFIER.output("CLASS_MAPS").name})
+
+
 def _slice_dims(cfg: M.ModelConfig, spec: C.ModelSpec, meta: Mapping[str, Any]) -> None:
     """Per-slice shapes from the checkpoint's metadata: images at its input size, feature vectors
     of its feature width (no size written twice)."""
     h, w = record_from_json(meta["preprocessing"]).input_size  # type: ignore[union-attr]
     for tensors, specs in ((cfg.input, spec.inputs), (cfg.output, spec.outputs)):
         for tensor, contract in zip(tensors, specs, strict=True):
+            if contract.name in _COARSE_MAPS:
+                continue
             if len(contract.dims) == 3:  # [channels, rows, columns]
                 tensor.dims[:] = [contract.dims[0], h, w]
             elif contract.dims == (-1,):  # a feature vector

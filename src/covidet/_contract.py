@@ -20,6 +20,7 @@ __all__ = [
     "CLIENT_SHM_PREFIX",
     "CLINICAL_SVM",
     "ENSEMBLE",
+    "EXPLAIN_OUTPUTS",
     "GRU_FUSION",
     "LESION_SEG",
     "LUNG_SEG",
@@ -32,6 +33,7 @@ __all__ = [
     "SLICE_MODELS",
     "STEPWISE_NAMES",
     "TOP_K",
+    "AttentionRegion",
     "ErrorCode",
     "ModelSpec",
     "QualityFlag",
@@ -41,6 +43,8 @@ __all__ = [
     "parse_error_message",
     "quality_from_json",
     "quality_to_json",
+    "regions_from_json",
+    "regions_to_json",
 ]
 
 #: Jin et al. 4-class order (index = class id).
@@ -131,7 +135,18 @@ SLICE_CLASSIFIER = ModelSpec(
     architecture="resnet152_cls",
     max_batch_size=SLICE_BATCH,
     inputs=(TensorSpec("IMAGE", "FP32", (3, -1, -1), doc="(mask*255, mask*slice, slice)/255"),),
-    outputs=(TensorSpec("CLASS_PROBS", "FP32", (len(CLASS_NAMES),), doc="softmax over CLASS_NAMES"),),
+    outputs=(
+        TensorSpec("CLASS_PROBS", "FP32", (len(CLASS_NAMES),), doc="softmax over CLASS_NAMES"),
+        # Only computed when asked for (the pipeline asks when a request sets EXPLAIN). Its rows and
+        # columns are the last convolution's grid (the input's / 32), not the input's: the render
+        # leaves them variable.
+        TensorSpec(
+            "CLASS_MAPS",
+            "FP32",
+            (len(CLASS_NAMES), -1, -1),
+            doc="class activation maps: ReLU(map) = Grad-CAM of the class logit",
+        ),
+    ),
     doc="4-class slice classifier (Jin et al. ResNet-152), per slice",
 )
 
@@ -188,12 +203,38 @@ _SCAN_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec("LESION_MASK", "UINT8", (-1, -1, -1), doc="S x H x W on the input grid; 0x0x0 unless asked"),
     TensorSpec("PROVENANCE", "BYTES", (1,), doc="JSON: model versions and checkpoint provenance"),
     TensorSpec("QUALITY", "BYTES", (1,), doc="JSON: quality flags, a list of {code, severity, message}"),
+    # --- explanation (EXPLAIN): empty unless asked for ---
+    TensorSpec(
+        "ATTENTION",
+        "UINT8",
+        (-1, -1, -1),
+        doc="K x H x W: predicted class's attention on TOPK_SLICES, 0-255; 0x0x0 unless EXPLAIN",
+    ),
+    TensorSpec(
+        "ATTENTION_REGIONS",
+        "BYTES",
+        (1,),
+        doc="JSON: binarised attention regions with their area and lesion overlap; [] unless EXPLAIN",
+    ),
+    TensorSpec("SELECTED_SLICES", "INT32", (-1,), doc="input slice indices fed to the classifiers"),
+    TensorSpec("SLICE_SCORES", "FP32", (-1,), doc="P(pneumonia) of each SELECTED_SLICES slice"),
+    TensorSpec("SLICE_LESION_MM2", "FP32", (-1,), doc="lesion area in mm^2 of each SELECTED_SLICES slice"),
+)
+
+#: Outputs of the explanation: returned empty unless a request sets EXPLAIN.
+EXPLAIN_OUTPUTS: tuple[str, ...] = (
+    "ATTENTION",
+    "ATTENTION_REGIONS",
+    "SELECTED_SLICES",
+    "SLICE_SCORES",
+    "SLICE_LESION_MM2",
 )
 
 _SCAN_INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec("CT", "INT16", (-1, -1, -1), doc="HU volume, slices x rows x columns"),
     TensorSpec("SPACING", "FP32", (3,), doc="voxel spacing in mm: slice, row, column"),
     TensorSpec("RETURN_MASKS", "BOOL", (1,), optional=True, doc="return LUNG_MASK/LESION_MASK"),
+    TensorSpec("EXPLAIN", "BOOL", (1,), optional=True, doc="return ATTENTION and the slice scores"),
 )
 
 PIPELINE = ModelSpec(
@@ -317,6 +358,56 @@ def quality_from_json(raw: bytes | str) -> tuple[QualityFlag, ...]:
     """The flags of a QUALITY output's value."""
     data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     return tuple(QualityFlag(str(d["code"]), str(d["severity"]), str(d["message"])) for d in data)
+
+
+@dataclass(frozen=True)
+class AttentionRegion:
+    """One binarised attention region of an explained slice (ATTENTION_REGIONS), in pixels of the
+    input grid: Jin et al.'s attention map binarised, near the lung, over their size rule."""
+
+    slice: int  #: input slice index (one of TOPK_SLICES)
+    rank: int  #: its place in TOPK_SLICES (0 = the slice that weighed most)
+    area_px: int
+    area_mm2: float
+    lesion_overlap_px: int  #: region pixels inside the lesion mask
+    lesion_overlap: float  #: lesion_overlap_px / area_px
+    centroid: tuple[float, float]  #: (row, column)
+    bbox: tuple[int, int, int, int]  #: (row0, row1, column0, column1), half-open
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "slice": self.slice,
+            "rank": self.rank,
+            "area_px": self.area_px,
+            "area_mm2": self.area_mm2,
+            "lesion_overlap_px": self.lesion_overlap_px,
+            "lesion_overlap": self.lesion_overlap,
+            "centroid": list(self.centroid),
+            "bbox": list(self.bbox),
+        }
+
+
+def regions_to_json(regions: tuple[AttentionRegion, ...] | list[AttentionRegion]) -> bytes:
+    """The ATTENTION_REGIONS output's value."""
+    return json.dumps([r.to_json() for r in regions]).encode()
+
+
+def regions_from_json(raw: bytes | str) -> tuple[AttentionRegion, ...]:
+    """The regions of an ATTENTION_REGIONS output's value."""
+    data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    return tuple(
+        AttentionRegion(
+            slice=int(d["slice"]),
+            rank=int(d["rank"]),
+            area_px=int(d["area_px"]),
+            area_mm2=float(d["area_mm2"]),
+            lesion_overlap_px=int(d["lesion_overlap_px"]),
+            lesion_overlap=float(d["lesion_overlap"]),
+            centroid=(float(d["centroid"][0]), float(d["centroid"][1])),
+            bbox=(int(d["bbox"][0]), int(d["bbox"][1]), int(d["bbox"][2]), int(d["bbox"][3])),
+        )
+        for d in data
+    )
 
 
 def all_models() -> tuple[ModelSpec, ...]:

@@ -117,8 +117,9 @@ def test_parse_outputs() -> None:
         "P_COVID_FUSED": np.array([0.8], np.float32),
         "QUALITY": np.array([C.quality_to_json([C.QualityFlag("THICK_SLICES", "warning", "5 mm")])], object),
     }
-    assert set(values) | {"LESION_MASK"} == {t.name for t in C.ENSEMBLE.outputs}
+    assert set(values) | {"LESION_MASK", *C.EXPLAIN_OUTPUTS} == {t.name for t in C.ENSEMBLE.outputs}
     d = parse_outputs(values.get, latency_s=0.5, source="x", n_slices=80)
+    assert d.attention is None and d.attention_regions == () and d.slice_scores == ()
     assert d.predicted_class == "COVID-19" and d.topk_slices == (4, 9, 2)
     assert d.lung_mask is None and d.lesion_mask is None and d.n_slices_used == 35
     assert d.provenance["lung_seg"]["trained"] is True
@@ -130,6 +131,41 @@ def test_parse_outputs() -> None:
     older = {k: v for k, v in values.items() if k != "QUALITY"}  # a server without quality checks
     (flag,) = parse_outputs(older.get, latency_s=0, source="x", n_slices=1).quality
     assert flag.code == "NO_QUALITY_CHECKS" and flag.severity == "warning"
+
+
+def test_an_explained_answer_carries_attention_regions_and_slice_scores() -> None:
+    region = C.AttentionRegion(9, 1, 420, 205.8, 300, 300 / 420, (40.5, 61.0), (30, 52, 50, 72))
+    explained = {
+        "ATTENTION": np.full((3, 8, 8), 7, np.uint8),
+        "ATTENTION_REGIONS": np.array([C.regions_to_json([region])], object),
+        "SELECTED_SLICES": np.array([2, 4, 9], np.int32),
+        "SLICE_SCORES": np.array([0.1, 0.8, 0.9], np.float32),
+        "SLICE_LESION_MM2": np.array([0.0, 12.5, 80.0], np.float32),
+        "CLASS_PROBS": np.array([0.1, 0.1, 0.2, 0.6], np.float32),
+        "TOPK_SLICES": np.array([9, 4, 2], np.int32),
+    }
+    d = parse_outputs(explained.get, latency_s=0, source="x", n_slices=12)
+    assert d.attention is not None and d.attention.shape == (3, 8, 8)
+    assert d.attention_regions == (region,)
+    assert [s.slice for s in d.slice_scores] == [2, 4, 9]
+    assert d.slice_scores[2].p_pneumonia == pytest.approx(0.9) and d.slice_scores[1].lesion_mm2 == 12.5
+    summary = d.to_dict()
+    assert summary["attention_regions"][0]["bbox"] == [30, 52, 50, 72]
+    assert json.dumps(summary)
+
+
+def test_explain_is_sent_and_its_outputs_asked_for_only_when_wanted() -> None:
+    from covidet.client._core import build_inputs, requested_outputs
+
+    hu = np.zeros((2, 4, 4), np.int16)
+    for protocol in ("grpc", "http"):
+        plain = [i.name() for i in build_inputs(hu, (1, 1, 1), False, protocol)]
+        asked = [i.name() for i in build_inputs(hu, (1, 1, 1), False, protocol, explain=True)]
+        assert "EXPLAIN" not in plain and asked == [*plain, "EXPLAIN"]
+        plain_out = {o.name() for o in requested_outputs(False, protocol)}
+        asked_out = {o.name() for o in requested_outputs(False, protocol, explain=True)}
+        assert not plain_out & set(C.EXPLAIN_OUTPUTS)
+        assert asked_out == plain_out | set(C.EXPLAIN_OUTPUTS)
 
 
 def test_client_imports_no_heavy_dependencies() -> None:

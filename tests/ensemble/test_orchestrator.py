@@ -39,8 +39,15 @@ class FakeModels:
     def __init__(self, feature_dim: int = 8) -> None:
         self.calls: list[tuple[str, int]] = []
         self.feature_dim = feature_dim
+        self.map_requests = 0
 
-    async def infer(self, model: str, x: np.ndarray) -> np.ndarray:
+    async def infer(self, model: str, x: np.ndarray, outputs: tuple[str, ...] | None = None) -> Any:
+        if outputs is not None:  # the classifier's scores and class maps (peak at the centre)
+            assert model == C.SLICE_CLASSIFIER.name and outputs == ("CLASS_PROBS", "CLASS_MAPS")
+            self.map_requests += 1
+            maps = np.full((x.shape[0], len(C.CLASS_NAMES), 7, 7), -1.0, np.float32)
+            maps[:, :, 3, 3] = 5.0
+            return await self.infer(model, x), maps
         self.calls.append((model, x.shape[0]))
         await asyncio.sleep(0)
         if model == C.LUNG_SEG.name:  # input = max(HU, -1024) / 255: lung HU -850 -> -3.33
@@ -93,6 +100,40 @@ def test_outputs_follow_the_contract_and_masks_only_when_asked() -> None:
     expected_ml = lung.sum() * 2.5 * 0.8 * 0.8 / 1000
     assert masked["LUNG_VOLUME_ML"][0] == pytest.approx(expected_ml, rel=1e-5)
     assert set(masked["TOPK_SLICES"].tolist()) <= set(np.flatnonzero(lung.any(axis=(1, 2))))
+
+
+def test_explain_adds_the_attention_and_changes_nothing_else() -> None:
+    ct, truth = _volume()
+    fake = FakeModels()
+    pipe = ScanPipeline(_config(), fake.infer)
+    spacing = np.array([2.5, 0.8, 0.8], np.float32)
+    plain = asyncio.run(pipe.run(ct, spacing))
+    assert fake.map_requests == 0  # no maps computed unless asked for
+    for name in C.EXPLAIN_OUTPUTS:  # empty, not missing
+        assert plain[name].size == (1 if name == "ATTENTION_REGIONS" else 0), name
+    assert json.loads(plain["ATTENTION_REGIONS"][0]) == []
+
+    explained = asyncio.run(pipe.run(ct, spacing, explain=True))
+    assert fake.map_requests > 0
+    for name, value in plain.items():
+        if name not in C.EXPLAIN_OUTPUTS:
+            np.testing.assert_array_equal(explained[name], value, err_msg=name)
+    attention = explained["ATTENTION"]
+    assert attention.dtype == np.uint8 and attention.shape == (C.TOP_K, *ct.shape[1:])
+    assert attention.max() == 255
+    # the map's peak (its grid's centre) lands in the middle of the lung box of the input grid
+    rows, cols = np.nonzero(truth.any(axis=0))
+    peak = np.unravel_index(int(np.argmax(attention[0])), attention.shape[1:])
+    assert abs(peak[0] - (rows.min() + rows.max()) / 2) <= 8
+    assert abs(peak[1] - (cols.min() + cols.max()) / 2) <= 8
+    n = int(explained["N_SLICES_USED"][0])
+    selected = explained["SELECTED_SLICES"]
+    assert selected.shape == (n,) and set(explained["TOPK_SLICES"].tolist()) <= set(selected.tolist())
+    assert explained["SLICE_SCORES"] == pytest.approx(np.full(n, 0.9, np.float32), abs=0.01)
+    np.testing.assert_array_equal(explained["SLICE_LESION_MM2"], np.zeros(n, np.float32))  # no lesions
+    regions = json.loads(explained["ATTENTION_REGIONS"][0])
+    assert regions and {r["slice"] for r in regions} <= set(explained["TOPK_SLICES"].tolist())
+    assert all(r["lesion_overlap_px"] == 0 and r["area_px"] > 0 for r in regions)
 
 
 def test_slices_are_split_into_bounded_batches() -> None:

@@ -36,6 +36,18 @@ class _Tensor:
         return cls(name, from_dlpack(capsule).numpy())
 
 
+class _Request(dict):
+    """A request: its input tensors by name, and the outputs it asks for (Triton lists every
+    output of the model when a request names none)."""
+
+    def __init__(self, tensors: dict[str, _Tensor], outputs: tuple[str, ...] = ("OUT",)) -> None:
+        super().__init__(tensors)
+        self.outputs = outputs
+
+    def requested_output_names(self) -> list[str]:
+        return list(self.outputs)
+
+
 class _Response:
     def __init__(self, output_tensors: list[_Tensor] | None = None, error: Any = None) -> None:
         self.output_tensors, self.error = output_tensors or [], error
@@ -62,10 +74,16 @@ def _pb() -> SimpleNamespace:
     )
 
 
-def _args(version_dir: Path, params: dict[str, str], output: str = "OUT", dtype: str = "TYPE_FP32") -> dict:
+def _args(
+    version_dir: Path,
+    params: dict[str, str],
+    output: str = "OUT",
+    dtype: str = "TYPE_FP32",
+    more_outputs: tuple[str, ...] = (),
+) -> dict:
     config = {
         "input": [{"name": "IMAGE", "data_type": "TYPE_FP32"}],
-        "output": [{"name": output, "data_type": dtype}],
+        "output": [{"name": name, "data_type": dtype} for name in (output, *more_outputs)],
         "parameters": {k: {"string_value": v} for k, v in params.items()},
     }
     return {
@@ -94,9 +112,50 @@ def doubling_onnx(tmp_path: Path) -> Path:
     return vdir
 
 
-def _requests(*sizes: int) -> list[dict[str, _Tensor]]:
+def _requests(*sizes: int, outputs: tuple[str, ...] = ("OUT",)) -> list[_Request]:
     rng = np.random.default_rng(0)
-    return [{"IMAGE": _Tensor("IMAGE", rng.random((n, 1, 4, 4), dtype=np.float32))} for n in sizes]
+    return [
+        _Request({"IMAGE": _Tensor("IMAGE", rng.random((n, 1, 4, 4), dtype=np.float32))}, outputs)
+        for n in sizes
+    ]
+
+
+@pytest.fixture
+def two_output_onnx(tmp_path: Path) -> Path:
+    """A version folder whose model.onnx gives its [N, 1, 4, 4] input doubled, then tripled."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 4, 4])
+    ys = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1, 4, 4]) for n in ("y", "z")]
+    consts = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("two", 2.0), ("three", 3.0))]
+    nodes = [helper.make_node("Mul", ["x", "two"], ["y"]), helper.make_node("Mul", ["x", "three"], ["z"])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "two", [x], ys, consts), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    vdir = tmp_path / "two" / "1"
+    vdir.mkdir(parents=True)
+    onnx.save(model, str(vdir / "model.onnx"))
+    return vdir
+
+
+def test_each_request_gets_the_outputs_it_asked_for(two_output_onnx: Path) -> None:
+    model = SliceModel(_pb())
+    params = {"runtime": "onnxruntime", "intra_op_threads": "1"}
+    model.initialize(_args(two_output_onnx, params, output="OUT", more_outputs=("MAPS",)))
+    first = _requests(2, outputs=("OUT",))
+    both = _requests(3, outputs=("OUT", "MAPS"))
+    maps = _requests(1, outputs=("MAPS",))
+    responses = model.execute([*first, *both, *maps])
+    assert [[t.name for t in r.output_tensors] for r in responses] == [["OUT"], ["OUT", "MAPS"], ["MAPS"]]
+    for request, response in zip([*first, *both, *maps], responses, strict=True):
+        x = request["IMAGE"].array
+        for tensor in response.output_tensors:
+            np.testing.assert_allclose(tensor.array, (2 if tensor.name == "OUT" else 3) * x, rtol=1e-6)
+    # only the first output asked for: one output computed, as with a one-output model
+    (out,) = model.execute(_requests(2))[0].output_tensors
+    assert out.name == "OUT"
 
 
 def test_requests_of_several_scans_run_as_one_batch_and_split_back(doubling_onnx: Path) -> None:
@@ -119,7 +178,7 @@ def test_requests_of_several_scans_run_as_one_batch_and_split_back(doubling_onnx
 def test_a_failing_batch_fails_its_requests_and_the_model_keeps_serving(doubling_onnx: Path) -> None:
     model = SliceModel(_pb())
     model.initialize(_args(doubling_onnx, {"runtime": "onnxruntime", "intra_op_threads": "1"}))
-    bad = [{"IMAGE": _Tensor("IMAGE", np.zeros((2, 3, 4, 4), np.float32))}] * 2  # wrong channels
+    bad = [_Request({"IMAGE": _Tensor("IMAGE", np.zeros((2, 3, 4, 4), np.float32))})] * 2  # wrong channels
     responses = model.execute(bad)
     assert [r.output_tensors for r in responses] == [[], []]
     assert all(r.error.message.startswith("double failed: ") for r in responses)
@@ -133,10 +192,14 @@ def test_torch_runtime_hands_tensors_over_by_dlpack(tmp_path: Path) -> None:
     stem = default_checkpoints() / C.LUNG_SEG.name
     params = {"runtime": "torch", "checkpoint": str(stem), "device": "cpu", "compile": "none"}
     model = SliceModel(_pb())
-    model.initialize(_args(tmp_path, params, output=C.LUNG_SEG.outputs[0].name))
+    name = C.LUNG_SEG.outputs[0].name
+    model.initialize(_args(tmp_path, params, output=name))
     assert model.dlpack
     rng = np.random.default_rng(1)
-    requests = [{"IMAGE": _Tensor("IMAGE", rng.random((n, 1, 128, 128), dtype=np.float32))} for n in (2, 1)]
+    requests = [
+        _Request({"IMAGE": _Tensor("IMAGE", rng.random((n, 1, 128, 128), dtype=np.float32))}, (name,))
+        for n in (2, 1)
+    ]
     responses = model.execute(requests)
     want = model.runner(np.concatenate([r["IMAGE"].array for r in requests]))
     got = np.concatenate([r.output_tensors[0].array for r in responses])

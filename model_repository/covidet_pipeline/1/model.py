@@ -25,7 +25,9 @@ from covidet.ensemble import (
     release_free_memory,
 )
 
-_CT, _SPACING, _RETURN_MASKS = (spec.name for spec in C.PIPELINE.inputs)
+_CT, _SPACING, _RETURN_MASKS, _EXPLAIN = (
+    C.PIPELINE.input(n).name for n in ("CT", "SPACING", "RETURN_MASKS", "EXPLAIN")
+)
 _QUALITY = C.PIPELINE.output("QUALITY").name
 
 
@@ -58,10 +60,11 @@ class TritonPythonModel:
         try:
             ct = pb_utils.get_input_tensor_by_name(request, _CT).as_numpy()
             spacing = pb_utils.get_input_tensor_by_name(request, _SPACING).as_numpy()
-            flag = pb_utils.get_input_tensor_by_name(request, _RETURN_MASKS)
-            masks = bool(flag is not None and flag.as_numpy().reshape(-1)[:1].any())
+            masks, explain = (_flag(request, name) for name in (_RETURN_MASKS, _EXPLAIN))
             timings: dict[str, float] = {}
-            outputs = await self.pipeline.run(ct, spacing, return_masks=masks, timings=timings)
+            outputs = await self.pipeline.run(
+                ct, spacing, return_masks=masks, explain=explain, timings=timings
+            )
         except Exception as exc:
             code, message = classify_error(exc)
             self.metrics.scan("invalid" if code == "INVALID_ARG" else "error")
@@ -75,3 +78,9 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, arr) for name, arr in outputs.items()]
         )
+
+
+def _flag(request, name: str) -> bool:
+    """An optional BOOL input: False when the request leaves it out."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return bool(tensor is not None and tensor.as_numpy().reshape(-1)[:1].any())
