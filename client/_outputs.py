@@ -9,7 +9,9 @@
   scan-level group with DL#1, DL#2, the stepwise P(COVID-19), the top-K class probabilities and the
   predicted class (only for a DICOM input);
 - ``result.json``: `Diagnosis.to_dict()`;
-- ``keyimage_<k>.png`` for the k-th (1-based) of the top-K slices and ``coronal.png``.
+- ``keyimage_<k>.png`` for the k-th (1-based) of the top-K slices and ``coronal.png``;
+- with an explained diagnosis (``explain=True``): ``attention_<k>.png`` overlays and, for a DICOM
+  input, ``attention.dcm`` (a Parametric Map), which the SR references (see `_attention`).
 
 The returned dict maps each written file's stem (``seg``, ``sr``, ``result``, ``keyimage_1``, ...,
 ``coronal``) to its path; a file that was not written has no key (and a log line says why: a
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from covidet.client._attention import write_attention_map, write_attention_pngs
 from covidet.client._png import write_pngs
 from covidet.client._result import Diagnosis
 from covidet.client._seg import write_seg
@@ -148,8 +151,14 @@ def write_outputs(
             frames = volume.meta.get("source_frames")
             seg = write_seg(diagnosis, sources, lung, lesion, out_dir / "seg.dcm", frames)
             written["seg"] = out_dir / "seg.dcm"
-        write_sr(diagnosis, sources, seg, out_dir / "sr.dcm")
+        attention = None
+        if diagnosis.attention is not None and volume.meta.get("source_frames") is None:
+            attention = write_attention_map(diagnosis, sources, out_dir / "attention.dcm")
+            if attention is not None:
+                written["attention"] = out_dir / "attention.dcm"
+        write_sr(diagnosis, sources, seg, out_dir / "sr.dcm", attention)
         written["sr"] = out_dir / "sr.dcm"
 
     written.update(write_pngs(diagnosis, volume, lung, lesion, out_dir))
+    written.update(write_attention_pngs(diagnosis, volume, lesion, out_dir))
     return written

@@ -49,7 +49,9 @@ def _summary_text(diagnosis: Diagnosis) -> str:
     )
 
 
-def write_sr(diagnosis: Diagnosis, sources: list[Any], seg: Any | None, path: Path) -> Any:
+def write_sr(
+    diagnosis: Diagnosis, sources: list[Any], seg: Any | None, path: Path, attention: Any | None = None
+) -> Any:
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
@@ -183,6 +185,9 @@ def write_sr(diagnosis: Diagnosis, sources: list[Any], seg: Any | None, path: Pa
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
         )
+    # An explained diagnosis: the slices the attention map explains, and its regions
+    if diagnosis.attention is not None:
+        scan_group[0].ContentSequence.extend(_explained(diagnosis, sources))
     groups.append(scan_group)
 
     observer = hd.sr.ObserverContext(
@@ -199,7 +204,7 @@ def write_sr(diagnosis: Diagnosis, sources: list[Any], seg: Any | None, path: Pa
         procedure_reported=hd.sr.CodedConcept("169069000", "SCT", "Computed tomography of chest"),
         imaging_measurements=groups,
     )
-    evidence = list(sources) + ([seg] if seg is not None else [])
+    evidence = list(sources) + [d for d in (seg, attention) if d is not None]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,
@@ -213,3 +218,40 @@ def write_sr(diagnosis: Diagnosis, sources: list[Any], seg: Any | None, path: Pa
     )
     sr.save_as(path)
     return sr
+
+
+def _explained(diagnosis: Diagnosis, sources: list[Any]) -> list[Any]:
+    """Content items of an explained diagnosis: an IMAGE reference to each explained slice's
+    source instance (one instance per slice; an enhanced CT's one instance is referenced once, by
+    frame), and a TEXT row per attention region with its area and lesion overlap."""
+    import highdicom as hd
+
+    items: list[Any] = []
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    single = len(sources) == 1 and diagnosis.topk_slices and max(diagnosis.topk_slices) > 0
+    for k, idx in enumerate(dict.fromkeys(diagnosis.topk_slices), start=1):
+        ds = sources[0] if single else sources[idx] if 0 <= idx < len(sources) else None
+        if ds is None:
+            continue
+        items.append(
+            hd.sr.ImageContentItem(
+                name=_local("EXPLAINED_SLICE", f"Key slice {k} explained by the attention map"),
+                referenced_sop_class_uid=ds.SOPClassUID,
+                referenced_sop_instance_uid=ds.SOPInstanceUID,
+                referenced_frame_numbers=idx + 1 if single else None,
+                relationship_type=contains,
+            )
+        )
+    for region in diagnosis.attention_regions:
+        r0, r1, c0, c1 = region.bbox
+        items.append(
+            hd.sr.TextContentItem(
+                name=_local("ATTENTION_REGION", "Attention region"),
+                value=(
+                    f"slice {region.slice}: {region.area_mm2:.0f} mm2 at rows {r0}-{r1}, columns "
+                    f"{c0}-{c1}; {100 * region.lesion_overlap:.0f}% inside the lesion segmentation"
+                ),
+                relationship_type=contains,
+            )
+        )
+    return items

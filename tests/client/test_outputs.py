@@ -17,7 +17,7 @@ from covidet import _contract as C
 from covidet.client import load_volume
 from covidet.client._dicom import read_dicom_series
 from covidet.client._outputs import write_outputs
-from covidet.client._result import Diagnosis
+from covidet.client._result import Diagnosis, SliceScore
 from covidet.phantom import make_phantom, write_dicom_series
 
 PROVENANCE_TEXT = "demo: trained on synthetic phantoms by `covidet train-demo --seed 0`; NOT diagnostic"
@@ -267,3 +267,54 @@ def test_empty_lesion_and_given_source_datasets(case: dict[str, Any], tmp_path: 
     with pytest.raises(ValueError, match="not among the source datasets"):
         fewer = [d for d in datasets if d.SOPInstanceUID != uids[5]]
         write_outputs(diagnosis, case["volume"], tmp_path / "x", source_datasets=fewer)
+
+
+def test_an_explained_diagnosis_writes_overlays_a_parametric_map_and_sr_references(
+    case: dict[str, Any], tmp_path: Path
+) -> None:
+    phantom, volume = case["phantom"], case["volume"]
+    base = _diagnosis(phantom, str(case["root"] / "dicom"))
+    k = len(base.topk_slices)
+    attention = np.zeros((k, *volume.hu.shape[1:]), np.uint8)
+    attention[:, 20:40, 10:30] = 255
+    region = C.AttentionRegion(base.topk_slices[0], 0, 400, 250.0, 120, 0.3, (29.5, 19.5), (20, 40, 10, 30))
+    scores = tuple(SliceScore(i, 0.5, 10.0 * i) for i in range(volume.n_slices))
+    explained = dataclasses.replace(
+        base, attention=attention, attention_regions=(region,), slice_scores=scores
+    )
+    written = write_outputs(explained, volume, tmp_path / "out")
+    assert {f"attention_{i}" for i in range(1, k + 1)} | {"attention", "sr"} <= set(written)
+    for i in range(1, k + 1):
+        image = np.asarray(Image.open(written[f"attention_{i}"]).convert("RGB"))
+        assert image.std() > 10  # an image, not a blank
+    pm = pydicom.dcmread(written["attention"])
+    assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+    assert int(pm.NumberOfFrames) == len(set(base.topk_slices))
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for frame in pm.PerFrameFunctionalGroupsSequence
+        for derivation in frame.DerivationImageSequence
+        for item in derivation.SourceImageSequence
+    }
+    slice_uids = volume.meta["sop_instance_uids"]
+    assert referenced == {str(slice_uids[i]) for i in base.topk_slices}
+    sr = pydicom.dcmread(written["sr"])
+    items = _content_items(sr.ContentSequence)
+    images = [
+        str(it.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        for it in items
+        if it.ValueType == "IMAGE" and it.ConceptNameCodeSequence[0].CodeValue == "EXPLAINED_SLICE"
+    ]
+    assert set(images) == {str(slice_uids[i]) for i in base.topk_slices}
+    texts = [str(it.TextValue) for it in items if it.ValueType == "TEXT"]
+    assert any("30% inside the lesion segmentation" in t for t in texts)
+    series = {
+        str(ref.ReferencedSOPInstanceUID)
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for s in study.ReferencedSeriesSequence
+        for ref in s.ReferencedSOPSequence
+    }
+    assert str(pm.SOPInstanceUID) in series
+    # a plain diagnosis writes none of it
+    plain = write_outputs(base, volume, tmp_path / "plain")
+    assert not any(stem.startswith("attention") for stem in plain)

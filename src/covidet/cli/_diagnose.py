@@ -37,6 +37,17 @@ def _table(d: Any) -> Any:
     t.add_row("lesion volume", f"{d.lesion_volume_ml:.1f} mL")
     t.add_row("lesion / lung", f"{d.lesion_ratio:.4f}")
     t.add_row("top-K slices", ", ".join(str(i) for i in d.topk_slices))
+    if d.slice_scores:  # explained: where the classifier looked, how much of it is lesion
+        top = sorted(d.slice_scores, key=lambda s: -s.p_pneumonia)[: len(d.topk_slices)]
+        t.add_row(
+            "most pneumonic slices",
+            ", ".join(f"{s.slice} (P {s.p_pneumonia:.2f}, {s.lesion_mm2:.0f} mm²)" for s in top),
+        )
+        for r in d.attention_regions:
+            t.add_row(
+                f"  attention region, slice {r.slice}",
+                f"{r.area_mm2:.0f} mm², {100 * r.lesion_overlap:.0f}% inside the lesion mask",
+            )
     t.add_row("latency", f"{d.latency_s:.2f} s")
     kinds = sorted({str(v.get("provenance")) for v in d.provenance.values()})
     t.add_row("models", "; ".join(kinds))
@@ -86,6 +97,13 @@ def main_diagnose(argv: list[str]) -> int:
         default=None,
         help="write DICOM SEG + SR (DICOM input), result.json and PNG key images per scan here",
     )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also return what the classifier looked at: its attention on the top-K slices and "
+        "every classified slice's scores; with --out, attention_<k>.png overlays and (DICOM "
+        "input) attention.dcm, a Parametric Map",
+    )
     args = p.parse_args(argv)
     scans: list[tuple[str, Any]] = [(path, path) for path in args.paths]
     for listing in args.files_from:
@@ -126,7 +144,8 @@ def main_diagnose(argv: list[str]) -> int:
 
             async def one(scan: tuple[str, Any]) -> tuple[str, Any, Any]:
                 volume = await asyncio.to_thread(load_volume, scan[1])  # DICOM/NIfTI reading
-                return scan[0], volume, await client.diagnose(volume, return_masks=want_masks)
+                d = await client.diagnose(volume, return_masks=want_masks, explain=args.explain)
+                return scan[0], volume, d
 
             with Progress(console=console, disable=len(scans) < 2 or args.json) as progress:
                 task = progress.add_task("diagnosing", total=len(scans))
