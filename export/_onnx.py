@@ -1,4 +1,10 @@
-"""Checkpoint -> ONNX, with weight standardization folded and the output verified against PyTorch."""
+"""Checkpoint -> ONNX, with weight standardization folded and the outputs verified against PyTorch.
+
+One output, `ONNX_OUTPUT`, for every model; the slice classifier (``resnet152_cls``) has a second,
+`ONNX_CLASS_MAPS`, its class activation maps (see `covidet.models._explain`). The class maps
+cost one small MatMul on the last feature maps; a caller that does not need them asks for
+`ONNX_OUTPUT` alone (ONNX Runtime skips the branch with ``only_execute_path_to_fetches``).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,32 @@ import torch
 from torch import nn
 
 from covidet.errors import ArtifactError
-from covidet.models import CheckpointMeta, fold_weight_standardization, serving_module
+from covidet.models import CheckpointMeta, fold_weight_standardization, serving_module, supports_cam
 
 __all__ = [
+    "ONNX_CLASS_MAPS",
     "ONNX_INPUT",
     "ONNX_OUTPUT",
     "ExportError",
     "ExportReport",
     "example_input",
     "export_onnx",
+    "onnx_outputs",
     "verify_onnx",
 ]
 
 ONNX_INPUT = "input"
+#: The served answer (probabilities, masks, features): always the graph's first output.
 ONNX_OUTPUT = "output"
+#: The slice classifier's second output: class activation maps [N, n_classes, h, w] on its last
+#: convolutional grid (`covidet.models.class_activation_maps`; equal to Grad-CAM before its ReLU).
+ONNX_CLASS_MAPS = "class_maps"
+
+
+def onnx_outputs(architecture: str) -> tuple[str, ...]:
+    """The exported graph's output names, in order: `ONNX_OUTPUT`, then `ONNX_CLASS_MAPS` for an
+    architecture whose class maps are its Grad-CAM (the serving module returns both)."""
+    return (ONNX_OUTPUT, ONNX_CLASS_MAPS) if supports_cam(architecture) else (ONNX_OUTPUT,)
 
 
 class ExportError(ArtifactError, RuntimeError):
@@ -50,30 +68,51 @@ def example_input(meta: CheckpointMeta, batch: int, seq: int = 7) -> torch.Tenso
     return torch.rand(batch, ch, h, w, generator=g)
 
 
+def _outputs(module: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, ...]:
+    with torch.no_grad():
+        out = module(x)
+    return tuple(t.numpy() for t in (out if isinstance(out, tuple) else (out,)))
+
+
 def verify_onnx(
     module: nn.Module, path: Path, inputs: list[torch.Tensor], *, atol: float, rtol: float
 ) -> tuple[float, float]:
-    """Max abs / rel error of ONNX Runtime against PyTorch on ``inputs``; raises above tolerance."""
+    """Max abs / rel error of ONNX Runtime against PyTorch on ``inputs``, over every output
+    (matched by position); raises above tolerance. Also checks that asking for `ONNX_OUTPUT`
+    alone gives exactly what the full run gives (what a caller that wants no class maps does)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
     max_abs = max_rel = 0.0
     for x in inputs:
-        with torch.no_grad():
-            ref = module(x).numpy()
-        got = sess.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]
-        if got.shape != ref.shape:
+        refs = _outputs(module, x)
+        if len(names) != len(refs) or names[0] != ONNX_OUTPUT:
             raise ExportError(
-                f"ONNX output shape {got.shape} != PyTorch {ref.shape} for input {tuple(x.shape)}"
+                f"{path.name}: ONNX outputs {names}, PyTorch gives {len(refs)} "
+                f"(the first must be {ONNX_OUTPUT!r})"
             )
-        err = np.abs(got - ref)
-        max_abs = max(max_abs, float(err.max()))
-        max_rel = max(max_rel, float((err / (np.abs(ref) + 1e-3)).max()))
-        if not np.allclose(got, ref, atol=atol, rtol=rtol):
-            raise ExportError(
-                f"{path.name}: ONNX Runtime differs from PyTorch for input {tuple(x.shape)}: "
-                f"max abs error {float(err.max()):.3g} > atol {atol} (rtol {rtol})"
-            )
+        gots = sess.run(names, {ONNX_INPUT: x.numpy()})
+        for name, got, ref in zip(names, gots, refs, strict=True):
+            if got.shape != ref.shape:
+                raise ExportError(
+                    f"ONNX output {name!r} shape {got.shape} != PyTorch {ref.shape} "
+                    f"for input {tuple(x.shape)}"
+                )
+            err = np.abs(got - ref)
+            max_abs = max(max_abs, float(err.max()))
+            max_rel = max(max_rel, float((err / (np.abs(ref) + 1e-3)).max()))
+            if not np.allclose(got, ref, atol=atol, rtol=rtol):
+                raise ExportError(
+                    f"{path.name}: ONNX Runtime differs from PyTorch in {name!r} for input "
+                    f"{tuple(x.shape)}: max abs error {float(err.max()):.3g} > atol {atol} (rtol {rtol})"
+                )
+        if len(names) > 1:
+            alone = sess.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]
+            if not np.array_equal(alone, gots[0]):
+                raise ExportError(
+                    f"{path.name}: {ONNX_OUTPUT!r} alone differs from {ONNX_OUTPUT!r} with {names[1:]}"
+                )
     return max_abs, max_rel
 
 
@@ -93,6 +132,8 @@ def export_onnx(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     module = serving_module(fold_weight_standardization(model).eval(), meta.architecture)
+    names = list(onnx_outputs(meta.architecture))
+    axes: dict[str, dict[int, str]]
     if meta.architecture == "gru_fusion":
         axes = {ONNX_INPUT: {0: "batch", 1: "slices"}, ONNX_OUTPUT: {0: "batch"}}
     elif meta.architecture in ("lung_unet", "deeplabv3plus_densenet121"):
@@ -100,8 +141,8 @@ def export_onnx(
             ONNX_INPUT: {0: "slices", 2: "height", 3: "width"},
             ONNX_OUTPUT: {0: "slices", 2: "height", 3: "width"},
         }
-    else:
-        axes = {ONNX_INPUT: {0: "slices"}, ONNX_OUTPUT: {0: "slices"}}
+    else:  # the classifiers' input size is fixed, so is the class maps' grid
+        axes = {name: {0: "slices"} for name in (ONNX_INPUT, *names)}
     # The exporter warns about GRU batch sizes and traced shape checks; the numerical check
     # below is what decides whether the graph is right.
     with warnings.catch_warnings():
@@ -111,7 +152,7 @@ def export_onnx(
             (example_input(meta, 1 if meta.architecture == "gru_fusion" else 2),),
             str(out_path),
             input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT],
+            output_names=names,
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,

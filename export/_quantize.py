@@ -6,6 +6,10 @@ run faster than float. The serving head (every node after the network's last Con
 softmax-like sums, sigmoid) stays in float, so the probabilities keep their resolution around the
 0.5 threshold. The quantized graph is accepted only when its masks agree with the float graph's
 on a separate set of check inputs (pooled Dice >= ``min_dice``); otherwise `ExportError`.
+
+The check is on the graph's first output. A second output (the slice classifier's class maps)
+is carried along: its MatMul on the last feature maps is downstream of the last Conv, so it
+stays in float too, and only the quantized features feeding it differ (tests/export bound it).
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ def _run(path: Path, x: np.ndarray, batch: int) -> np.ndarray:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: b})[0] for b in _batches(x, batch)])
+    name, first = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+    return np.concatenate([sess.run([first], {name: b})[0] for b in _batches(x, batch)])
 
 
 def quantize_onnx(
@@ -91,7 +95,7 @@ def quantize_onnx(
     threshold: float = 0.5,
     batch: int = 8,
 ) -> QuantizeReport:
-    """Quantize the float graph ``src`` (one input, one probability output) to ``dst``.
+    """Quantize the float graph ``src`` (one input; its first output: probabilities) to ``dst``.
 
     ``calibration`` and ``check`` are model inputs ([N, C, H, W] float32, as the pipeline builds
     them) from different scans. Raises `ExportError` when the check masks have no foreground

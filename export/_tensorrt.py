@@ -1,11 +1,16 @@
-"""ONNX -> TensorRT engine (FP16, one optimization profile for slice batches, timing cache)."""
+"""ONNX -> TensorRT engine (FP16, one optimization profile for slice batches, timing cache).
+
+The engine keeps the ONNX graph's input and output names (`ONNX_INPUT`; `ONNX_OUTPUT`, and
+`ONNX_CLASS_MAPS` for the slice classifier): Triton binds TensorRT tensors by name, so the order
+of the engine's outputs does not matter, only that the names survive the parse.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from covidet.export._onnx import ExportError
+from covidet.export._onnx import ONNX_OUTPUT, ExportError
 
 __all__ = ["build_tensorrt_engine", "tensorrt_available"]
 
@@ -56,6 +61,9 @@ def build_tensorrt_engine(
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    if ONNX_OUTPUT not in outputs:
+        raise ExportError(f"{onnx_path}: no output named {ONNX_OUTPUT!r} (outputs: {outputs}); re-export it")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if fp16 and builder.platform_has_fast_fp16:

@@ -1,4 +1,5 @@
-"""Architectures (registered by name), checkpoints and the Jin et al. key maps."""
+"""Architectures (registered by name), checkpoints, the Jin et al. key maps, and the class
+attention maps that explain a slice diagnosis (CAM, Grad-CAM, guided Grad-CAM)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from covidet.models._checkpoint import (
     load_checkpoint,
     load_state_strict,
     save_checkpoint,
+)
+from covidet.models._explain import (
+    class_activation_maps,
+    class_maps_from_features,
+    grad_cam,
+    guided_backprop,
+    guided_grad_cam,
+    require_cam,
+    supports_cam,
 )
 from covidet.models._keymap import jin_lung_unet_key_map, jin_resnet152_key_map, load_jin_checkpoint
 from covidet.models._layers import WS_CONVENTIONS, WSConv2d, standardize_weight
@@ -22,7 +32,12 @@ __all__ = [
     "CheckpointMeta",
     "WSConv2d",
     "build_model",
+    "class_activation_maps",
+    "class_maps_from_features",
     "fold_weight_standardization",
+    "grad_cam",
+    "guided_backprop",
+    "guided_grad_cam",
     "jin_lung_unet_key_map",
     "jin_resnet152_key_map",
     "list_models",
@@ -30,7 +45,9 @@ __all__ = [
     "load_jin_checkpoint",
     "load_state_strict",
     "register_model",
+    "require_cam",
     "save_checkpoint",
     "serving_module",
     "standardize_weight",
+    "supports_cam",
 ]

@@ -76,10 +76,13 @@ class _ResNetBase(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = cin
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolutional feature maps (layer4's output, before the pooling): [B,F,h,w]."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.feature_maps(x)), 1)
 
 
 class ResNet(_ResNetBase):

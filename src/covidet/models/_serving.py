@@ -4,10 +4,12 @@ serving head (what ONNX, TensorRT and the torch runtime all run)."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
 
+from covidet.models._explain import class_maps_from_features
 from covidet.models._layers import WSConv2d, standardize_weight
 
 __all__ = ["fold_weight_standardization", "serving_module"]
@@ -42,7 +44,12 @@ class _Serving(nn.Module):
         super().__init__()
         self.model, self.head = model, head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.head == "softmax_cam":  # the classifier's forward, keeping layer4's maps for CAM
+            net: Any = self.model  # a covidet ResNet (feature_maps, avgpool, fc)
+            maps = net.feature_maps(x)
+            y = net.fc(torch.flatten(net.avgpool(maps), 1))
+            return torch.softmax(y, dim=1), class_maps_from_features(maps, net.fc.weight)
         y = self.model(x)
         if self.head == "lung":  # P(lung) = 1 - P(background): 3 classes merged to binary
             # = 1 - 1 / (1 + sum_c exp(y_c - y_0)), written out element-wise: ONNX Runtime's
@@ -62,7 +69,8 @@ class _Serving(nn.Module):
 
 _HEADS = {
     "lung_unet": "lung",
-    "resnet152_cls": "softmax",
+    # (probabilities, class activation maps): see covidet.models._explain
+    "resnet152_cls": "softmax_cam",
     "resnext50_ws_gn": "identity",
     "gru_fusion": "identity",  # the GRU head already ends in a sigmoid
     "deeplabv3plus_densenet121": "sigmoid",
@@ -70,7 +78,11 @@ _HEADS = {
 
 
 def serving_module(model: nn.Module, architecture: str) -> nn.Module:
-    """The network plus its serving head (what ONNX, TensorRT and the torch runtime all run)."""
+    """The network plus its serving head (what ONNX, TensorRT and the torch runtime all run).
+
+    One tensor, except for ``resnet152_cls``: a tuple (class probabilities [N, n_classes],
+    class activation maps [N, n_classes, h, w] on layer4's grid, as `class_activation_maps`).
+    """
     if architecture not in _HEADS:
         raise KeyError(f"no serving head for {architecture!r}; valid: {', '.join(_HEADS)}")
     return _Serving(model, _HEADS[architecture]).eval()
