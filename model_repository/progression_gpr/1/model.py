@@ -11,7 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
-from covidet.progression import ProgressionError, forecast_outputs
+from covidet.progression import DEFAULT_PRIOR, CoursePrior, ProgressionError, forecast_outputs
 
 
 class TritonPythonModel:
@@ -20,13 +20,17 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.horizon_days = float(params.get("horizon_days", "30") or 30)
         self.n_restarts = int(params.get("n_restarts", "2") or 2)
+        prior_file = params.get("course_prior", "").strip()
+        # a hospital's own prior (covidet train-course-prior), else the built-in literature one
+        self.prior = CoursePrior.load(prior_file) if prior_file else DEFAULT_PRIOR
         if self.horizon_days <= 0 or self.n_restarts < 0:
             raise ValueError(
                 f"progression_gpr parameters: horizon_days must be > 0 and n_restarts >= 0, got "
                 f"{self.horizon_days} and {self.n_restarts}"
             )
         pb_utils.Logger.log_info(
-            f"progression_gpr: horizon {self.horizon_days:g} days, {self.n_restarts} restarts"
+            f"progression_gpr: horizon {self.horizon_days:g} days, {self.n_restarts} restarts, "
+            f"course prior: {self.prior.source}"
         )
 
     def _one(self, request: object) -> object:
@@ -43,6 +47,7 @@ class TritonPythonModel:
             get(levels_s),
             horizon_days=self.horizon_days,
             n_restarts=self.n_restarts,
+            prior=self.prior,
         )
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(s.name, outputs[s.name]) for s in C.PROGRESSION_GPR.outputs]

@@ -43,6 +43,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "main_eval_progression",
         "evaluate GPR forecasts",
     ),
+    "train-course-prior": (
+        "covidet.cli._progression",
+        "main_train_course_prior",
+        "learn the GPR's course prior from earlier patients",
+    ),
 }
 
 

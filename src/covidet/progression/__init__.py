@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from covidet.progression._evaluate import METHODS, PAPER_DL5, evaluate_progression, line_crossing
+from covidet.progression._evaluate import METHODS, PAPER_DL5, TRUTH, evaluate_progression, line_crossing
 from covidet.progression._gpr import (
     MIN_POINTS,
     CourseModel,
@@ -12,23 +12,31 @@ from covidet.progression._gpr import (
     from_latent,
     to_latent,
 )
-from covidet.progression._plot import plot_course
-from covidet.progression._synthetic import PATTERNS, generate_course, true_course
+from covidet.progression._plot import describe_crossing, plot_course
+from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_courses_csv, train_course_prior
+from covidet.progression._synthetic import PATTERNS, generate_course, generated_truth, true_course
 
 __all__ = [
+    "DEFAULT_PRIOR",
     "METHODS",
     "MIN_POINTS",
     "PAPER_DL5",
     "PATTERNS",
+    "TRUTH",
     "CourseModel",
+    "CoursePrior",
     "ProgressionError",
+    "describe_crossing",
     "evaluate_progression",
     "fit_course",
     "forecast_outputs",
     "from_latent",
     "generate_course",
+    "generated_truth",
     "line_crossing",
     "plot_course",
+    "read_courses_csv",
     "to_latent",
+    "train_course_prior",
     "true_course",
 ]

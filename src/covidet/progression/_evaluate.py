@@ -9,6 +9,12 @@ scan where the forecast reaches the ratio observed at point k, minus the 3rd sca
   with the same rule. A forecast that does not beat it is not worth serving.
 - **No crossing within the horizon** counts as the horizon (e.g. 30 days) in the MAE, and its
   share is reported: a forecast that never commits cannot hide in an average over the others.
+- **The band, apart:** the share of courses whose mean does not reach the level but whose 95 %
+  band does (``band_only_3to{k}``, GPR): the level is possible within the horizon, not forecast.
+  It is never counted as a crossing.
+- **The true course** (only with this project's generator, which knows it): the noise-free
+  course itself used as the forecast. It misses the 4th scan's level whenever noise puts that
+  level where the course does not go (a plateau): a floor no honest forecast is expected to beat.
 - **The paper's comparison:** predicted vs actual interval, mean ± SD and a paired t-test
   (``scipy.stats.ttest_rel``), with the Bland-Altman bias and 95 % limits of agreement (the
   paper's Fig. 3e/f), over the courses whose forecast crosses. A large p says no difference was
@@ -23,13 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from covidet.progression._gpr import fit_course
-from covidet.progression._synthetic import PATTERNS, generate_course
+from covidet.progression._gpr import _first_reach, fit_course
+from covidet.progression._prior import CoursePrior
+from covidet.progression._synthetic import PATTERNS, generate_course, generated_truth
 
-__all__ = ["METHODS", "PAPER_DL5", "evaluate_progression", "line_crossing"]
+__all__ = ["METHODS", "PAPER_DL5", "TRUTH", "evaluate_progression", "line_crossing"]
 
 #: Forecasting methods compared by `evaluate_progression`.
 METHODS: tuple[str, ...] = ("gpr", "line")
+#: The reference row with this project's generator: its noise-free course as the forecast.
+TRUTH = "truth"
 #: CoviDet DL#5 results: predicted vs actual interval (days, mean ± SD) and the paired p value.
 PAPER_DL5: dict[int, dict[str, float]] = {
     4: {"pred_mean": 5.00, "pred_sd": 5.08, "actual_mean": 4.61, "actual_sd": 2.61, "p": 0.53},
@@ -69,43 +78,53 @@ def evaluate_progression(
     patterns: Sequence[str] = PATTERNS,
     n_restarts: int = 2,
     generator: Generator = generate_course,
+    prior: CoursePrior | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Fit-on-3, predict-the-interval evaluation over ``n`` courses (patterns in turn).
 
     ``generator(pattern, seed, n_points)`` gives one course ``(days, ratios)`` (default: this
     project's `generate_course`; pass another to check on courses the model was not built on).
+    ``prior`` is the GP's course prior (default: the built-in one).
 
     Returns per pattern (and ``"all"``): ``n`` and, per method in `METHODS`, for k in (4, 5):
     ``mae_days_3to{k}`` (no crossing counted as ``horizon_days``), ``no_crossing_3to{k}`` (share),
     ``mae_days_crossed_3to{k}`` and ``n_crossed_3to{k}``; over the crossed courses the paper's
     comparison: ``pred_mean/pred_sd/actual_mean/actual_sd_3to{k}``, ``p_paired_3to{k}`` (paired
     t-test), ``bias_3to{k}`` and ``loa_3to{k}`` (Bland-Altman: mean and 1.96 SD of predicted minus
-    actual); and ``mae_ratio_{k}`` (forecast vs observed ratio at the true day).
+    actual); and ``mae_ratio_{k}`` (forecast vs observed ratio at the true day). For the GPR also
+    ``band_only_3to{k}``; with the default generator also the `TRUTH` row.
     """
+    methods = (*METHODS, TRUTH) if generator is generate_course else METHODS
     rows: dict[str, list[dict[str, float]]] = {p: [] for p in patterns}
     for i in range(n):
         pattern = patterns[i % len(patterns)]
-        days, ratios = generator(pattern, seed * 1_000_003 + i, 5)
+        course_seed = seed * 1_000_003 + i
+        days, ratios = generator(pattern, course_seed, 5)
         days, ratios = np.asarray(days, float), np.asarray(ratios, float)
-        course = fit_course(days[:3], ratios[:3], seed=i, n_restarts=n_restarts)
+        course = fit_course(days[:3], ratios[:3], prior=prior, seed=i, n_restarts=n_restarts)
         gp_mean, _ = course.predict(days[3:5])
+        truth = generated_truth(pattern, course_seed) if TRUTH in methods else None
         rec: dict[str, float] = {}
         for k in (4, 5):
             level = float(ratios[k - 1])
             rec[f"actual_{k}"] = float(days[k - 1] - days[2])
-            hits = {
-                "gpr": course.crossing_days([level], horizon_days=horizon_days)[level],
-                "line": line_crossing(days[:3], ratios[:3], level, horizon_days),
-            }
+            day, early, _ = course.crossings([level], horizon_days=horizon_days)[level]
+            rec[f"gpr_band_only_{k}"] = float(day is None and early is not None)
+            hits = {"gpr": day, "line": line_crossing(days[:3], ratios[:3], level, horizon_days)}
             values = {"gpr": float(gp_mean[k - 4]), "line": _line_value(days[:3], ratios[:3], days[k - 1])}
-            for m in METHODS:
+            if truth is not None:
+                grid = np.linspace(days[2], days[2] + horizon_days, int(horizon_days / 0.05) + 1)
+                v = np.asarray(truth(grid), float)
+                hits[TRUTH] = _first_reach(grid, v, level, 1.0 if v[0] >= level else -1.0)
+                values[TRUTH] = float(np.asarray(truth(days[k - 1 : k]), float)[0])
+            for m in methods:
                 hit = hits[m]
                 rec[f"{m}_crossed_{k}"] = float(hit is not None)
                 rec[f"{m}_pred_{k}"] = np.nan if hit is None else hit - float(days[2])
                 rec[f"{m}_ratio_err_{k}"] = abs(values[m] - level)
         rows[pattern].append(rec)
-    out: dict[str, dict[str, Any]] = {p: _summary(r, horizon_days) for p, r in rows.items()}
-    out["all"] = _summary([r for rs in rows.values() for r in rs], horizon_days)
+    out: dict[str, dict[str, Any]] = {p: _summary(r, horizon_days, methods) for p, r in rows.items()}
+    out["all"] = _summary([r for rs in rows.values() for r in rs], horizon_days, methods)
     return out
 
 
@@ -119,10 +138,10 @@ def _paired_p(pred: np.ndarray, act: np.ndarray) -> float:
         return float(ttest_rel(pred, act).pvalue)
 
 
-def _summary(recs: list[dict[str, float]], horizon_days: float) -> dict[str, Any]:
+def _summary(recs: list[dict[str, float]], horizon_days: float, methods: Sequence[str]) -> dict[str, Any]:
     nan = float("nan")
     s: dict[str, Any] = {"n": len(recs)}
-    for m in METHODS:
+    for m in methods:
         ms: dict[str, float] = {}
         for k in (4, 5):
             act = np.array([r[f"actual_{k}"] for r in recs])
@@ -143,5 +162,9 @@ def _summary(recs: list[dict[str, float]], horizon_days: float) -> dict[str, Any
             ms[f"loa_3to{k}"] = float(1.96 * diff.std(ddof=1)) if ok.sum() > 1 else nan
             errs = [r[f"{m}_ratio_err_{k}"] for r in recs]
             ms[f"mae_ratio_{k}"] = float(np.mean(errs)) if recs else nan
+            if m == "gpr":
+                ms[f"band_only_3to{k}"] = (
+                    float(np.mean([r[f"gpr_band_only_{k}"] for r in recs])) if recs else nan
+                )
         s[m] = ms
     return s

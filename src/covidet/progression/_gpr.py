@@ -1,34 +1,38 @@
 """DL#5: Gaussian process regression of one patient's lesion ratio over days (fit per request).
 
-The model (issue 20). Its constants were chosen on principle before any course was evaluated; the
-last two structural points (no fitted noise, a local trend) were revised once after the first run
-(benchmarks/README.md says what changed and why):
+The model (issue 20; docs/progression.md says which choices were fixed before any evaluation):
 
 - **Scale.** The GP runs on the *started logit* of the ratio, ``y = log((r + c) / (1 + c - r))``
   with ``c = MEASUREMENT_SD`` (0.01, the paper's DL#4 root mean square error against radiologists:
   the ratio's own measurement floor; it also keeps ``r = 0`` finite). Back on the ratio scale the
   forecast is the inverse of the latent mean (the posterior median) and the band the inverse of
-  the latent mean -+ z sd, both clipped to [0, 1]: forecasts and bands never leave [0, 1], and a
-  straight latent trend is an exponential decay towards 0 or a logistic rise towards 1.
+  the latent mean -+ z sd, both clipped to [0, 1]: forecasts and bands never leave [0, 1].
 - **Known measurement error, and only that.** Each scan's ratio has SD `MEASUREMENT_SD`, carried
   to the latent scale by the delta method and given to scikit-learn as the per-scan ``alpha``.
   No extra noise is fitted: from 3-5 points the marginal likelihood cannot tell extra noise from
   a real change, and a fitted noise term explained the latest change away.
-- **A local linear trend:** a level and a slope at the last scan (Bayesian linear regression,
-  prior SDs `LEVEL_SD`, flat next to the data, and `SLOPE_SD` logit units per day, a ratio
-  doubling or halving in about 3 days), plus a slope that drifts as a random walk from the first
-  scan on (the integrated Wiener process, the GP prior of the cubic smoothing spline). Beyond the
-  data the forecast goes on along the slope at the last scans instead of returning to a constant
-  or to a trend fitted through all scans (a stationary RBF does either once past its length
-  scale). No higher-order trend: extrapolating curvature from 3-5 noisy points is unstable.
-- **One hyper-parameter, bounded:** the time scale ``l`` over which the slope may change by
-  `SLOPE_SD`, by marginal likelihood between the scans' mean spacing (the data cannot show the
-  slope changing faster than they are sampled) and `MAX_LENGTH_SCALE` days (a course's time scale).
+- **A damped trend that resolves.** ``y(t) = level + drift (t - t_last) + integral of u``, where
+  the slope's deviation ``u`` from the population's ``drift`` is an Ornstein-Uhlenbeck process
+  (SD ``slope_sd``, memory ``tau`` days). The slope the scans show is remembered for about
+  ``tau`` days after the last scan and then relaxes to ``drift``, which is negative: COVID-19
+  pneumonia is self-limiting. A falling course keeps falling; a rising one keeps rising for a
+  while, turns and resolves. This is the continuous-time damped trend of exponential smoothing:
+  a trend seen in 3-5 points rarely lasts, and an undamped one (the model before) extrapolated a
+  rise for ever, so that no lower level was ever reached.
+- **Per patient,** as the paper insists: the level and the current slope (the GP's Bayesian
+  regression) and ``tau`` by marginal likelihood (maximum a posteriori if the prior gives
+  ``tau_log_sd``), bounded below by the scans' mean spacing (the data cannot show the slope
+  changing faster than they are sampled) and above by `MAX_LENGTH_SCALE` days. A population prior
+  on tau was the first choice; it held every course to the population's memory, so sustained
+  rises were forecast to turn within days against the patient's own scans. The population's
+  ``drift`` and ``slope_sd`` (and tau's start) come from a `CoursePrior` (built-in: from the
+  literature; or learnt from earlier patients with ``covidet train-course-prior``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,18 +40,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from covidet.errors import InvalidInputError
+from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior
 
 __all__ = [
     "LEVEL_SD",
     "MAX_LENGTH_SCALE",
     "MEASUREMENT_SD",
     "MIN_POINTS",
-    "SLOPE_SD",
     "CourseModel",
+    "PreparedCourse",
     "ProgressionError",
+    "course_log_likelihood",
     "fit_course",
     "forecast_outputs",
     "from_latent",
+    "prepare_course",
     "to_latent",
 ]
 
@@ -58,9 +65,7 @@ MIN_POINTS = 3
 MEASUREMENT_SD = 0.01
 #: Prior SD of the latent level at the last scan (logit units): flat next to the data.
 LEVEL_SD = 2.0
-#: Prior SD of the latent trend's slope, logit units per day (ratio x2 or /2 in ~3 days).
-SLOPE_SD = 0.25
-#: Upper bound of the trend's time scale, days (the time scale of a COVID-19 course).
+#: Upper bound of the slope's memory, days (the time scale of a COVID-19 course).
 MAX_LENGTH_SCALE = 28.0
 
 
@@ -90,64 +95,107 @@ def _latent_slope(ratios: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (r + c) + 1.0 / (1.0 + c - r))
 
 
-@functools.cache
-def _local_trend_kernel() -> type:
-    """scikit-learn kernel of a local linear trend: the once-integrated Wiener process.
+def _iou_g(x: np.ndarray, slope_sd: float, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """``G(x) = Var(integral of u over x days) / 2`` and ``dG / d log(tau)``, for an OU ``u``.
 
-    ``k(s, s') = (slope_sd^2 / l) * (m^3 / 3 + |s - s'| m^2 / 2)``, ``m = min(s, s')``,
-    ``s = max(x - origin, 0)``: a trend whose slope drifts as a random walk, its SD growing by
-    ``slope_sd`` over ``l`` days (the GP prior behind the cubic smoothing spline). Beyond the data
-    its posterior mean goes on along the slope at the last scan; ``l`` is the time scale over
-    which the slope may change, the kernel's one hyper-parameter.
+    ``G(x) = slope_sd^2 tau^2 (a - 1 + exp(-a))``, ``a = |x| / tau`` (expm1 keeps small ``a``
+    exact).
+    """
+    a = np.abs(x) / tau
+    em = np.expm1(-a)
+    scale = slope_sd**2 * tau**2
+    return scale * (a + em), scale * (a * (2.0 + em) + 2.0 * em)
+
+
+def _iou_cov(s: np.ndarray, t: np.ndarray, slope_sd: float, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Covariance (and its d / d log tau) of ``X(s), X(t)``, ``X`` = the integral of ``u`` from 0.
+
+    ``Cov = G(s) + G(t) - G(s - t)`` (``X`` has stationary increments and ``X(0) = 0``).
+    """
+    gs, dgs = _iou_g(s, slope_sd, tau)
+    gt, dgt = _iou_g(t, slope_sd, tau)
+    gd, dgd = _iou_g(s[:, None] - t[None, :], slope_sd, tau)
+    return gs[:, None] + gt[None, :] - gd, dgs[:, None] + dgt[None, :] - dgd
+
+
+@functools.cache
+def _damped_trend_kernel() -> type:
+    """scikit-learn kernel of the damped trend: the integrated Ornstein-Uhlenbeck process.
+
+    ``X(t) = integral from 0 to t of u``, ``u`` stationary OU with SD ``slope_sd`` and
+    correlation ``exp(-|dt| / tau)``; days are relative to the last scan, where ``X = 0``. Beyond
+    the data the posterior slope decays towards 0 (towards the drift, which the mean carries)
+    with time constant ``tau``, the kernel's one hyper-parameter.
     """
     from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
-    class _LocalTrend(Kernel):  # type: ignore[misc]
+    class _DampedTrend(Kernel):  # type: ignore[misc]
         def __init__(
             self,
-            length_scale: float = 7.0,
-            length_scale_bounds: tuple[float, float] | str = (1.0, 28.0),
-            slope_sd: float = SLOPE_SD,
-            origin: float = 0.0,
+            tau: float = 5.0,
+            tau_bounds: tuple[float, float] | str = (1.0, MAX_LENGTH_SCALE),
+            slope_sd: float = DEFAULT_PRIOR.slope_sd,
         ) -> None:
-            self.length_scale = length_scale
-            self.length_scale_bounds = length_scale_bounds
+            self.tau = tau
+            self.tau_bounds = tau_bounds
             self.slope_sd = slope_sd
-            self.origin = origin
 
         @property
-        def hyperparameter_length_scale(self) -> Hyperparameter:
-            return Hyperparameter("length_scale", "numeric", self.length_scale_bounds)
-
-        def _s(self, x: np.ndarray) -> np.ndarray:
-            return np.maximum(np.asarray(x, dtype=np.float64)[:, 0] - self.origin, 0.0)
+        def hyperparameter_tau(self) -> Hyperparameter:
+            return Hyperparameter("tau", "numeric", self.tau_bounds)
 
         def __call__(self, X: np.ndarray, Y: np.ndarray | None = None, eval_gradient: bool = False) -> object:
-            s = self._s(X)
-            t = s if Y is None else self._s(Y)
-            m = np.minimum(s[:, None], t[None, :])
-            k = (self.slope_sd**2 / self.length_scale) * (
-                m**3 / 3.0 + np.abs(s[:, None] - t[None, :]) * m**2 / 2.0
-            )
+            s = np.asarray(X, dtype=np.float64)[:, 0]
+            t = s if Y is None else np.asarray(Y, dtype=np.float64)[:, 0]
+            k, dk = _iou_cov(s, t, self.slope_sd, self.tau)
             if not eval_gradient:
                 return k
             if Y is not None:
                 raise ValueError("gradient can only be evaluated when Y is None")
-            if self.hyperparameter_length_scale.fixed:
+            if self.hyperparameter_tau.fixed:
                 return k, np.empty((s.size, s.size, 0))
-            return k, -k[:, :, None]  # d k / d log(l)
+            return k, dk[:, :, None]
 
         def diag(self, X: np.ndarray) -> np.ndarray:
-            s = self._s(X)
-            return np.asarray((self.slope_sd**2 / self.length_scale) * s**3 / 3.0)
+            g, _ = _iou_g(np.asarray(X, dtype=np.float64)[:, 0], self.slope_sd, self.tau)
+            return np.asarray(2.0 * g)
 
         def is_stationary(self) -> bool:
             return False
 
         def __repr__(self) -> str:
-            return f"LocalTrend(length_scale={self.length_scale:.3g}, slope_sd={self.slope_sd:g})"
+            return f"DampedTrend(tau={self.tau:.3g}, slope_sd={self.slope_sd:g})"
 
-    return _LocalTrend
+    return _DampedTrend
+
+
+@functools.cache
+def _map_regressor() -> type:
+    """scikit-learn's GP regressor whose hyper-parameter search adds a log-normal prior on tau.
+
+    The optimizer maximises ``log_marginal_likelihood``; adding the log prior there makes the
+    fitted tau the maximum a posteriori (the prior is Gaussian in log tau, the kernel's theta).
+    """
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    class _MapGPR(GaussianProcessRegressor):  # type: ignore[misc]
+        #: (centre, SD) of log tau's Gaussian prior; None: plain maximum likelihood
+        log_tau_prior: tuple[float, float] | None = None
+
+        def log_marginal_likelihood(
+            self, theta: np.ndarray | None = None, eval_gradient: bool = False, clone_kernel: bool = True
+        ) -> object:
+            out = super().log_marginal_likelihood(theta, eval_gradient, clone_kernel)
+            if theta is None or self.log_tau_prior is None:  # stored value: the prior is in it already
+                return out
+            centre, sd = self.log_tau_prior
+            z = (np.asarray(theta, dtype=np.float64) - centre) / sd  # theta = [log tau]
+            if eval_gradient:
+                lml, grad = out
+                return lml - 0.5 * float(np.sum(z**2)), grad - z / sd
+            return out - 0.5 * float(np.sum(z**2))
+
+    return _MapGPR
 
 
 def _clean(days: Sequence[float] | np.ndarray, ratios: Sequence[float] | np.ndarray) -> tuple:
@@ -175,6 +223,60 @@ def _clean(days: Sequence[float] | np.ndarray, ratios: Sequence[float] | np.ndar
     return ud, ur
 
 
+@dataclass(frozen=True)
+class PreparedCourse:
+    """One series as the GP sees it: sorted distinct days, ratios, latent values, their noise."""
+
+    days: np.ndarray
+    ratios: np.ndarray
+    latent: np.ndarray
+    alpha: np.ndarray
+
+    @property
+    def t_ref(self) -> float:
+        """The last scan day: the GP's origin of time."""
+        return float(self.days[-1])
+
+    @property
+    def min_spacing(self) -> float:
+        """The scans' mean spacing (days): the lower bound of tau."""
+        return float(self.days[-1] - self.days[0]) / (self.days.size - 1)
+
+    def target(self, drift: float) -> tuple[np.ndarray, float]:
+        """What the zero-mean GP is fit to: the latent values less the drift, centred; the centre."""
+        y = self.latent - drift * (self.days - self.t_ref)
+        offset = float(y.mean())
+        return y - offset, offset
+
+
+def prepare_course(
+    days: Sequence[float] | np.ndarray, ratios: Sequence[float] | np.ndarray
+) -> PreparedCourse:
+    """Check, sort and de-duplicate a series (`ProgressionError` if it cannot be fit)."""
+    d, r = _clean(days, ratios)
+    return PreparedCourse(
+        days=d, ratios=r, latent=to_latent(r), alpha=(MEASUREMENT_SD * _latent_slope(r)) ** 2
+    )
+
+
+def course_log_likelihood(course: PreparedCourse, *, drift: float, slope_sd: float, tau: float) -> float:
+    """Log marginal likelihood of one course under the model with these population values.
+
+    The same covariance and target as `fit_course` (level + damped trend + known noise), at a
+    fixed ``tau``: the per-patient term that ``covidet train-course-prior`` sums over patients.
+    """
+    y, _ = course.target(drift)
+    t = course.days - course.t_ref
+    k, _ = _iou_cov(t, t, slope_sd, tau)
+    k = k + LEVEL_SD**2 + np.diag(course.alpha)
+    try:
+        chol = np.linalg.cholesky(k)
+    except np.linalg.LinAlgError:
+        return -math.inf
+    w = np.linalg.solve(chol, y)
+    return float(-0.5 * w @ w - np.log(np.diag(chol)).sum() - 0.5 * y.size * math.log(2.0 * math.pi))
+
+
 def _first_reach(grid: np.ndarray, values: np.ndarray, level: float, side: float) -> float | None:
     """First grid day where ``values`` reach ``level`` coming from ``side`` (+1 above, -1 below).
 
@@ -195,8 +297,8 @@ def _first_reach(grid: np.ndarray, values: np.ndarray, level: float, side: float
 class CourseModel:
     """A fitted per-patient GP: observed (sorted, de-duplicated) days/ratios and the regressor.
 
-    The regressor sees days relative to ``t_ref`` (the last scan) and the latent ratio minus
-    ``y_offset`` (the mean of the scans' latent values).
+    The regressor sees days relative to ``t_ref`` (the last scan) and the latent ratio less the
+    prior's drift line through ``t_ref`` and less ``y_offset`` (the mean of what remains).
     """
 
     days: np.ndarray
@@ -205,6 +307,7 @@ class CourseModel:
     t_ref: float = 0.0
     y_offset: float = 0.0
     min_length_scale: float = 0.0
+    prior: CoursePrior = DEFAULT_PRIOR
 
     @property
     def kernel(self) -> str:
@@ -213,10 +316,9 @@ class CourseModel:
 
     @property
     def length_scale(self) -> float:
-        """The fitted time scale of the local trend (days): over it the slope may change by
-        `SLOPE_SD`; never below the scans' mean spacing."""
+        """The fitted memory ``tau`` of the slope (days); never below the scans' mean spacing."""
         params = self.gp.kernel_.get_params()  # type: ignore[attr-defined]
-        return float(next(v for k, v in params.items() if k.endswith("length_scale")))
+        return float(next(v for k, v in params.items() if k.endswith("__tau")))
 
     def latent(self, days: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """GP posterior ``(mean, sd)`` on the latent (started logit) scale at ``days``."""
@@ -224,7 +326,8 @@ class CourseModel:
         if not np.isfinite(q).all():
             raise ProgressionError("query days must be finite numbers")
         mean, sd = self.gp.predict((q - self.t_ref)[:, None], return_std=True)  # type: ignore[attr-defined]
-        return np.asarray(mean, dtype=np.float64) + self.y_offset, np.asarray(sd, dtype=np.float64)
+        drift = self.prior.drift * (q - self.t_ref)
+        return np.asarray(mean, dtype=np.float64) + drift + self.y_offset, np.asarray(sd, dtype=np.float64)
 
     def predict(self, days: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, std)`` of the lesion ratio at ``days``, in [0, 1].
@@ -300,46 +403,54 @@ def fit_course(
     days: Sequence[float] | np.ndarray,
     ratios: Sequence[float] | np.ndarray,
     *,
+    prior: CoursePrior | None = None,
     n_restarts: int = 2,
     seed: int = 0,
 ) -> CourseModel:
     """Fit a GP to one patient's (day, lesion ratio) series (the model: see this module's doc).
 
     Days are sorted; scans on the same day are averaged into one point; at least `MIN_POINTS`
-    distinct days are needed. Ratios must lie in [0, 1], days be finite and >= 0. The trend's
-    time scale maximizes the marginal likelihood within its bounds (L-BFGS-B,
-    ``n_restarts`` extra random starts from ``seed``).
+    distinct days are needed. Ratios must lie in [0, 1], days be finite and >= 0. ``prior`` is
+    the population's (default `DEFAULT_PRIOR`). The slope's memory ``tau`` maximizes the marginal
+    likelihood times its prior within its bounds (L-BFGS-B, ``n_restarts`` extra random starts
+    from ``seed``).
     """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, DotProduct
+    from sklearn.gaussian_process.kernels import ConstantKernel
 
-    d, r = _clean(days, ratios)
-    y = to_latent(r)
-    y_offset = float(y.mean())
-    t_ref = float(d[-1])
-    min_ls = float(d[-1] - d[0]) / (d.size - 1)  # the scans' mean spacing
+    prior = DEFAULT_PRIOR if prior is None else prior
+    course = prepare_course(days, ratios)
+    d, t_ref = course.days, course.t_ref
+    y, y_offset = course.target(prior.drift)
+    min_ls = course.min_spacing
     max_ls = max(MAX_LENGTH_SCALE, 2.0 * min_ls)
-    # level and slope at the last scan (Bayesian linear regression) + the slope's drift from the
-    # first scan on (local linear trend, time scale l: the one fitted hyper-parameter)
-    kernel = (
-        ConstantKernel(LEVEL_SD**2, "fixed")
-        + ConstantKernel(SLOPE_SD**2, "fixed") * DotProduct(0.0, "fixed")
-        + _local_trend_kernel()(
-            length_scale=float(np.clip(2.0 * min_ls, min_ls, max_ls)),
-            length_scale_bounds=(min_ls, max_ls),
-            origin=float(d[0]) - t_ref,
-        )
+    kernel = ConstantKernel(LEVEL_SD**2, "fixed") + _damped_trend_kernel()(
+        tau=float(np.clip(prior.tau, min_ls, max_ls)),
+        tau_bounds=(min_ls, max_ls),
+        slope_sd=prior.slope_sd,
     )
-    alpha = (MEASUREMENT_SD * _latent_slope(r)) ** 2
-    gp = GaussianProcessRegressor(
-        kernel=kernel, alpha=alpha, normalize_y=False, n_restarts_optimizer=n_restarts, random_state=seed
+    gp = _map_regressor()(
+        kernel=kernel,
+        alpha=course.alpha,
+        normalize_y=False,
+        n_restarts_optimizer=n_restarts,
+        random_state=seed,
     )
+    if prior.tau_log_sd is not None:
+        gp.log_tau_prior = (math.log(prior.tau), prior.tau_log_sd)
     with warnings.catch_warnings():
-        # Bounds reached (e.g. noise -> its floor on clean data) are expected with 3-6 points.
+        # Bounds reached (tau at the scans' spacing or at its maximum) are expected with 3-6 points.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        gp.fit((d - t_ref)[:, None], y - y_offset)
-    return CourseModel(days=d, ratios=r, gp=gp, t_ref=t_ref, y_offset=y_offset, min_length_scale=min_ls)
+        gp.fit((d - t_ref)[:, None], y)
+    return CourseModel(
+        days=d,
+        ratios=course.ratios,
+        gp=gp,
+        t_ref=t_ref,
+        y_offset=y_offset,
+        min_length_scale=min_ls,
+        prior=prior,
+    )
 
 
 def forecast_outputs(
@@ -350,11 +461,12 @@ def forecast_outputs(
     *,
     horizon_days: float = 30.0,
     n_restarts: int = 2,
+    prior: CoursePrior | None = None,
 ) -> dict[str, np.ndarray]:
     """The `progression_gpr` model's answer: its output tensors by contract name, float32."""
     from covidet import _contract as C
 
-    course = fit_course(days, ratios, n_restarts=n_restarts)
+    course = fit_course(days, ratios, prior=prior, n_restarts=n_restarts)
     mean, std = course.predict(query_days)
     lower, upper = course.band(query_days)
     n_levels = 0 if levels is None else np.asarray(levels).size

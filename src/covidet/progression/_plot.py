@@ -1,14 +1,31 @@
-"""A course plot like CoviDet Fig. 4: scans, GP fit and forecast (dashed), its 95 % band."""
+"""A course plot like CoviDet Fig. 4: scans, GP fit and forecast (dashed), its 95 % band, and the
+days given levels are reached, in words."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from covidet.progression._gpr import CourseModel
 
-__all__ = ["plot_course"]
+__all__ = ["describe_crossing", "plot_course"]
+
+
+def describe_crossing(
+    level: float, day: float | None, early: float | None, late: float | None, last: float
+) -> str:
+    """A crossing in words, e.g. "reaches 0.05 around day 14 (11-19)" (as the client says it)."""
+    if day is not None and day <= last:
+        return f"at {level:g} by the last scan (day {last:.0f})"
+    if day is None:
+        if early is None:
+            return f"not expected to reach {level:g} within the horizon"
+        return f"not expected to reach {level:g} within the horizon (possible from day {early:.0f})"
+    lo = day if early is None else early
+    span = f"from day {lo:.0f}; may take longer than the horizon" if late is None else f"{lo:.0f}-{late:.0f}"
+    return f"reaches {level:g} around day {day:.0f} ({span})"
 
 
 def plot_course(
@@ -19,8 +36,11 @@ def plot_course(
     horizon_days: float = 14.0,
     z: float = 1.96,
     title: str | None = None,
+    levels: Sequence[float] = (),
 ) -> Path:
-    """Save a PNG: fitted scans (dots), later ``observed`` scans (crosses), fit, forecast and band."""
+    """Save a PNG: fitted scans (dots), later ``observed`` scans (crosses), fit, forecast (dashed)
+    and its band (within [0, 1]); for each of ``levels`` the predicted crossing day (a diamond),
+    the band's range (a bar) and the words of `describe_crossing` in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,9 +63,21 @@ def plot_course(
         if observed is not None and len(observed[0]):
             ax.plot(observed[0], observed[1], "x", color="tab:red", ms=8, label="later scans")
         ax.axvline(last, color="gray", ls=":", lw=1)
+        for i, (level, (day, early, late)) in enumerate(
+            course.crossings(levels, horizon_days=end - last, z=z).items()
+        ):
+            colour = f"C{(i + 1) % 10}"
+            ax.axhline(level, color=colour, lw=0.8, ls=":")
+            text = describe_crossing(level, day, early, late, last)
+            if day is not None:
+                left, right = (day if early is None else early), (end if late is None else late)
+                ax.plot([left, right], [level, level], "-", color=colour, lw=4, alpha=0.5)
+                ax.plot([day], [level], "D", color=colour, ms=7, zorder=6, label=text)
+            else:
+                ax.plot([], [], "D", color=colour, ms=7, label=text)
         ax.set_xlabel("day")
         ax.set_ylabel("lesion area / lung area")
-        ax.set_ylim(0.0, max(0.05, float(np.max(hi)) * 1.1))
+        ax.set_ylim(0.0, min(1.0, max(0.05, float(np.max(hi)) * 1.1)))
         ax.set_title(title or "lesion ratio course (DL#5, Gaussian process)")
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PATTERNS", "generate_course", "true_course"]
+__all__ = ["PATTERNS", "generate_course", "generated_truth", "true_course"]
 
 PATTERNS: tuple[str, ...] = ("peak_recovery", "relapse", "plateau", "deterioration")
 
@@ -35,6 +35,11 @@ def true_course(pattern: str, rng: np.random.Generator) -> Any:
         t50, s = rng.uniform(12.0, 25.0), rng.uniform(4.0, 7.0)
         return lambda t: 0.9 / (1.0 + np.exp(-(np.asarray(t) - t50) / s))
     raise ValueError(f"unknown course pattern {pattern!r}; expected one of {PATTERNS}")
+
+
+def generated_truth(pattern: str, seed: int) -> Any:
+    """The noise-free course behind ``generate_course(pattern, seed, ...)`` (same random draws)."""
+    return true_course(pattern, np.random.default_rng(seed))
 
 
 def generate_course(pattern: str, seed: int, n_points: int = 6) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,174 @@
+"""The population prior of DL#5 courses: the resolution drift, the slopes' spread, their memory.
+
+Per patient the GP fits the level, the current slope and the slope's memory ``tau``
+(`covidet.progression._gpr`); what 3-5 scans of one patient cannot tell comes from a population:
+
+- ``drift``: the latent slope (started logit per day) a course relaxes to once the trend its
+  scans show is spent. Negative: COVID-19 pneumonia is self-limiting, courses resolve.
+- ``slope_sd``: how far a course's slope strays from the drift (SD, logit per day).
+- ``tau``: how long a slope is remembered (days). Each patient's own ``tau`` is fitted by maximum
+  likelihood from this start; with ``tau_log_sd`` set, by maximum a posteriori under a log-normal
+  prior centred here (the first, pre-registered model; it held sustained rises to a turn within
+  days against the patient's own scans, docs/progression.md).
+
+`DEFAULT_PRIOR` is set from the literature on CT courses (docs/progression.md gives the sources
+and the reasoning); `train_course_prior` learns the three values from earlier patients' courses
+(``covidet train-course-prior``): the values that maximise the summed marginal likelihood of all
+their courses under the same model (type-II maximum likelihood, pooled over patients).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covidet.errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_PRIOR",
+    "CoursePrior",
+    "read_courses_csv",
+    "train_course_prior",
+]
+
+#: Search bounds of the population values in training: drift (logit / day), slope_sd, tau (days).
+_DRIFT_BOUNDS = (-1.0, 1.0)
+_SLOPE_SD_BOUNDS = (0.01, 2.0)
+_TAU_BOUNDS = (0.5, 60.0)
+
+
+@dataclass(frozen=True)
+class CoursePrior:
+    """A population's course prior (see this module's doc); ``source`` says where it came from."""
+
+    drift: float
+    slope_sd: float
+    tau: float
+    tau_log_sd: float | None = None
+    source: str = ""
+    n_courses: int = 0
+
+    def __post_init__(self) -> None:
+        sd = 1.0 if self.tau_log_sd is None else self.tau_log_sd
+        finite = all(math.isfinite(v) for v in (self.drift, self.slope_sd, self.tau, sd))
+        if not finite or self.slope_sd <= 0 or self.tau <= 0 or sd <= 0:
+            raise InvalidInputError(
+                "a course prior needs a finite drift and positive slope_sd, tau and tau_log_sd, got "
+                f"drift={self.drift!r}, slope_sd={self.slope_sd!r}, tau={self.tau!r}, "
+                f"tau_log_sd={self.tau_log_sd!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": "covidet-course-prior/1", **asdict(self)}
+
+    def save(self, path: Path | str) -> Path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, path: Path | str) -> CoursePrior:
+        """Read a prior written by `save` (``covidet train-course-prior``)."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read the course prior {p}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != "covidet-course-prior/1":
+            raise InvalidInputError(f"{p} is not a covidet course prior (format covidet-course-prior/1)")
+        try:
+            return cls(
+                drift=float(data["drift"]),
+                slope_sd=float(data["slope_sd"]),
+                tau=float(data["tau"]),
+                tau_log_sd=None if data.get("tau_log_sd") is None else float(data["tau_log_sd"]),
+                source=str(data.get("source", p.name)),
+                n_courses=int(data.get("n_courses", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"course prior {p}: missing or bad field ({exc})") from exc
+
+
+#: The built-in prior (docs/progression.md): the burden halves in about 10 days once a course
+#: resolves (Pan et al. 2020; Wang et al. 2020), a trend lasts about one stage of the course
+#: (4-5 days in Pan et al.: where each patient's own tau search starts), slopes stray by about a
+#: doubling or halving in 3 days.
+DEFAULT_PRIOR = CoursePrior(
+    drift=-math.log(2.0) / 10.0,
+    slope_sd=0.25,
+    tau=5.0,
+    source="built-in: literature (Pan et al. 2020, Wang et al. 2020)",
+)
+
+
+def read_courses_csv(path: Path | str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Courses from a CSV with columns ``patient,day,ratio`` (one row per scan, any order)."""
+    p = Path(path)
+    by_patient: dict[str, list[tuple[float, float]]] = {}
+    try:
+        with p.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"patient", "day", "ratio"} - set(reader.fieldnames or ())
+            if missing:
+                raise InvalidInputError(f"{p}: missing column(s) {', '.join(sorted(missing))}")
+            for i, row in enumerate(reader, start=2):
+                try:
+                    by_patient.setdefault(row["patient"], []).append((float(row["day"]), float(row["ratio"])))
+                except (TypeError, ValueError) as exc:
+                    raise InvalidInputError(f"{p} line {i}: day and ratio must be numbers") from exc
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {p}: {exc}") from exc
+    return [(np.array([d for d, _ in s]), np.array([r for _, r in s])) for s in by_patient.values()]
+
+
+def train_course_prior(
+    courses: Iterable[tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]],
+    *,
+    start: CoursePrior = DEFAULT_PRIOR,
+    source: str = "trained",
+) -> CoursePrior:
+    """Learn ``drift``, ``slope_sd`` and ``tau`` from courses (type-II ML pooled over patients).
+
+    Each course is one patient's scans (at least 3 distinct days; courses with fewer are
+    skipped). The model is the per-patient one (`covidet.progression._gpr`) with the three values
+    shared; ``tau_log_sd`` is kept from ``start``, where the search also starts.
+    """
+    from scipy.optimize import minimize
+
+    from covidet.progression._gpr import ProgressionError, course_log_likelihood, prepare_course
+
+    prepared = []
+    for days, ratios in courses:
+        try:
+            prepared.append(prepare_course(days, ratios))
+        except ProgressionError:
+            continue
+    if len(prepared) < 2:
+        raise InvalidInputError(
+            f"training a course prior needs at least 2 courses with 3 or more scan days, got {len(prepared)}"
+        )
+
+    def objective(x: np.ndarray) -> float:
+        drift, slope_sd, tau = float(x[0]), math.exp(x[1]), math.exp(x[2])
+        total = sum(course_log_likelihood(c, drift=drift, slope_sd=slope_sd, tau=tau) for c in prepared)
+        return -total / len(prepared)
+
+    x0 = np.array([start.drift, math.log(start.slope_sd), math.log(start.tau)])
+    bounds = [_DRIFT_BOUNDS, tuple(map(math.log, _SLOPE_SD_BOUNDS)), tuple(map(math.log, _TAU_BOUNDS))]
+    res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds)
+    return replace(
+        start,
+        drift=float(res.x[0]),
+        slope_sd=float(math.exp(res.x[1])),
+        tau=float(math.exp(res.x[2])),
+        source=source,
+        n_courses=len(prepared),
+    )
