@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from covidet.cli._progression import main_eval_progression
-from covidet.progression import METHODS, PATTERNS, evaluate_progression, line_crossing
+from covidet.progression import DEFAULT_PRIOR, METHODS, PATTERNS, TRUTH, evaluate_progression, line_crossing
 
 
 def test_line_crossing_by_hand() -> None:
@@ -42,6 +43,22 @@ def test_evaluation_reports_both_methods_and_is_consistent() -> None:
     for m in METHODS:
         mae = np.mean([res[p][m]["mae_days_3to4"] for p in PATTERNS])
         assert res["all"][m]["mae_days_3to4"] == pytest.approx(mae)
+    g = res["all"]["gpr"]
+    for k in (4, 5):  # the band is reported apart: only where the mean does not cross
+        assert 0.0 <= g[f"band_only_3to{k}"] <= g[f"no_crossing_3to{k}"] + 1e-12
+    # the noise-free course as a reference forecast (this project's generator knows it)
+    assert res["all"][TRUTH]["mae_ratio_4"] < res["all"]["line"]["mae_ratio_4"]
+
+
+def test_the_prior_is_used(tmp_path: Path) -> None:
+    import dataclasses
+
+    rising = dataclasses.replace(DEFAULT_PRIOR, drift=0.3)
+    a = evaluate_progression(8, seed=0, n_restarts=0)["all"]["gpr"]
+    b = evaluate_progression(8, seed=0, n_restarts=0, prior=rising)["all"]["gpr"]
+    assert a["mae_ratio_5"] != b["mae_ratio_5"]
+    path = rising.save(tmp_path / "prior.json")
+    assert main_eval_progression(["--n", "4", "--restarts", "0", "--json", "--prior", str(path)]) == 0
 
 
 def test_a_missing_crossing_counts_as_the_horizon() -> None:
@@ -52,6 +69,7 @@ def test_a_missing_crossing_counts_as_the_horizon() -> None:
         return days, np.array([0.2, 0.2, 0.2, 0.4, 0.5])[:n_points]
 
     res = evaluate_progression(2, horizon_days=30.0, n_restarts=0, generator=flat_then_jump)
+    assert TRUTH not in res["all"]  # another generator: no true course to compare with
     line = res["all"]["line"]
     assert line["no_crossing_3to4"] == 1.0 and line["n_crossed_3to4"] == 0
     assert line["mae_days_3to4"] == pytest.approx(30.0 - 4.0)
@@ -87,5 +105,6 @@ def test_cli_table_has_the_baseline_and_the_paper(
     monkeypatch.setenv("COLUMNS", "250")  # one line per row
     assert main_eval_progression(["--n", "4", "--restarts", "0"]) == 0
     out = capsys.readouterr().out
-    assert "line (scans 2-3)" in out and "no crossing" in out
+    assert "line (scans 2-3)" in out and "no crossing" in out and "true course" in out
+    assert "band does" in out and "course prior: built-in" in out
     assert "5.00 ± 5.08" in out and "paired" in out

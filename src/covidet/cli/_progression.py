@@ -63,7 +63,8 @@ def main_eval_progression(argv: Sequence[str] | None = None) -> int:
 
     console = Console()
     console.print(
-        f"course prior: {prior.source} (drift {prior.drift:.3g}/day, slope SD {prior.slope_sd:.3g}/day, tau {prior.tau:.3g} d)"
+        f"course prior: {prior.source} (drift {prior.drift:.3g}/day, slope SD "
+        f"{prior.slope_sd:.3g}/day, tau {prior.tau:.3g} d)"
     )
     console.print(_interval_table(res, args.n, args.horizon))
     g = res["all"]["gpr"]
