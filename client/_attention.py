@@ -38,6 +38,7 @@ def write_attention_pngs(
     attention = np.asarray(diagnosis.attention)
     written: dict[str, Path] = {}
     label = diagnosis.predicted_class
+    method = diagnosis.explanation.method if diagnosis.explanation is not None else "attention"
     for k, idx in enumerate(diagnosis.topk_slices, start=1):
         if not 0 <= idx < volume.n_slices or k > len(attention):
             continue
@@ -57,7 +58,7 @@ def write_attention_pngs(
         extra = f" | P(pneumonia) {score.p_pneumonia:.2f}, lesion {score.lesion_mm2:.0f} mm²" if score else ""
         fig.suptitle(
             f"attention for {label}: key slice {k}/{len(diagnosis.topk_slices)} (slice {idx}){extra}\n"
-            "heat: class activation (Grad-CAM); red: lesion contour; white: attention regions",
+            f"heat: {method}; red: lesion contour; white: attention regions",
             fontsize=8,
             y=0.995,
         )
@@ -97,6 +98,7 @@ def write_attention_map(diagnosis: Diagnosis, sources: list[Any], path: Path) ->
 
     # one frame per explained slice, each on its own source instance (a slice repeated in the
     # top-K, as with fewer slices than K, is written once)
+    method = diagnosis.explanation.method if diagnosis.explanation is not None else "class"
     ranks = {idx: k for k, idx in reversed(list(enumerate(diagnosis.topk_slices)))}
     order = sorted(ranks)
     frames = np.stack([np.asarray(diagnosis.attention)[ranks[i]] for i in order]).astype(np.uint16)
@@ -123,7 +125,7 @@ def write_attention_map(diagnosis: Diagnosis, sources: list[Any], path: Path) ->
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=128.0, window_width=256.0)],
         content_label="ATTENTION",
-        content_description=lo("covidet class attention (Grad-CAM) on the key slices"),
+        content_description=lo(f"covidet {method} attention on the key slices"),
         series_description=lo("covidet attention map"),
     )
     pm.save_as(path)

@@ -45,8 +45,9 @@ class Diagnosis:
     lesion_mask: np.ndarray | None = field(default=None, repr=False)
     #: with ``explain``: the predicted class's attention on ``topk_slices`` (K x H x W, 0-255)
     attention: np.ndarray | None = field(default=None, repr=False)
-    #: with ``explain``: Jin et al.'s binarised attention regions, with their lesion overlap
-    attention_regions: tuple[C.AttentionRegion, ...] = ()
+    #: with ``explain``: how ``attention`` was computed (``method``) and Jin et al.'s binarised
+    #: attention regions, with their lesion overlap (``regions``)
+    explanation: C.Explanation | None = None
     #: with ``explain``: every classified slice's scores, in slice order
     slice_scores: tuple[SliceScore, ...] = ()
     latency_s: float = 0.0
@@ -56,6 +57,11 @@ class Diagnosis:
     @property
     def predicted_class(self) -> str:
         return max(self.class_probs, key=self.class_probs.__getitem__)
+
+    @property
+    def attention_regions(self) -> tuple[C.AttentionRegion, ...]:
+        """The explanation's attention regions (none for an unexplained answer)."""
+        return self.explanation.regions if self.explanation is not None else ()
 
     @property
     def usable(self) -> bool:
@@ -85,10 +91,11 @@ class Diagnosis:
             "quality": [f.to_json() for f in self.quality],
             **(
                 {
-                    "attention_regions": [r.to_json() for r in self.attention_regions],
+                    "attention_method": self.explanation.method,
+                    "attention_regions": [r.to_json() for r in self.explanation.regions],
                     "slice_scores": [asdict(s) for s in self.slice_scores],
                 }
-                if self.slice_scores
+                if self.explanation is not None
                 else {}
             ),
         }
@@ -113,8 +120,8 @@ def parse_outputs(
             continue
         arr = as_numpy(spec.name)
         key = spec.name.lower()
-        if spec.name == "ATTENTION_REGIONS":
-            values[key] = () if arr is None else C.regions_from_json(arr.reshape(-1)[0])
+        if spec.name == "EXPLANATION":
+            values[key] = None if arr is None else C.Explanation.from_json(arr.reshape(-1)[0])
         elif arr is None and spec.name == "QUALITY":  # a server older than the quality checks
             values[key] = (_UNCHECKED,)
         elif arr is None:

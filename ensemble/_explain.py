@@ -3,19 +3,26 @@
 The slice classifier (a ResNet: global average pooling, then one linear layer) returns with its
 scores, when asked, its class activation maps: for that architecture the map of a class, through
 a ReLU, *is* its Grad-CAM (the gradient of the class logit with respect to the last features is
-the linear layer's weight spread evenly over the grid), so no backward pass is needed. This module
-turns the maps of the top-K slices into what a reader looks at:
+the linear layer's weight spread evenly over the grid), so no backward pass is needed. But that
+map has the last convolution's resolution (the input's / 32): Jin et al. show readers Guided
+Grad-CAM, Grad-CAM times guided backpropagation, which has the input's. Guided backpropagation
+needs autograd: `GuidedGradCam` runs it in the pipeline's process, with torch, on the classifier's
+checkpoint, for the K explained slices only.
 
-- the predicted class's map on the input grid (`attention_on_grid`): the lung-box crop and the
-  resize that built the classifier's input undone, scaled to 0-255 per slice;
-- the binarised attention regions (`attention_regions`), by Jin et al.'s rule: the map binarised,
-  kept within a margin of the lung mask, regions of more than 200 pixels at the classifier's
-  input resolution; each with its area and its overlap with the lesion mask.
+This module turns the maps of the top-K slices into what a reader looks at:
+
+- the predicted class's attention on the input grid (`attention_on_grid`): the lung-box crop and
+  the resize that built the classifier's input undone, scaled to 0-255 per slice;
+- the binarised attention regions (`attention_regions`), by Jin et al.'s rule: the Grad-CAM map
+  binarised, kept within a margin of the lung mask, regions of more than 200 pixels at the
+  classifier's input resolution; each with its area and its overlap with the lesion mask.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +33,7 @@ __all__ = [
     "ATTENTION_THRESHOLD",
     "LUNG_MARGIN_MM",
     "MIN_REGION_PX",
+    "GuidedGradCam",
     "attention_on_grid",
     "attention_regions",
 ]
@@ -44,13 +52,14 @@ LUNG_MARGIN_MM = 5.0
 def attention_on_grid(
     maps: np.ndarray, bbox: tuple[int, int, int, int], grid_hw: tuple[int, int]
 ) -> np.ndarray:
-    """Class maps of K slices ([K, h, w], one class each, before the ReLU) as uint8 [K, H, W] on
-    the input grid: ReLU (= Grad-CAM), up-sampled bilinearly onto the lung box
-    ``(row0, row1, col0, col1)`` the classifier's input was cropped to, 0 outside it, and scaled
-    so that each slice's peak is 255 (a slice without positive attention stays 0)."""
+    """Attention maps of K slices ([K, h, w], one class each: class maps before their ReLU, or
+    Guided Grad-CAM at the classifier's input size) as uint8 [K, H, W] on the input grid: ReLU
+    (for class maps: Grad-CAM), resized bilinearly onto the lung box ``(row0, row1, col0, col1)``
+    the classifier's input was cropped to (anti-aliased where it shrinks), 0 outside it, and
+    scaled so that each slice's peak is 255 (a slice without positive attention stays 0)."""
     y0, y1, x0, x1 = bbox
     cam = np.maximum(np.asarray(maps, np.float32), 0.0)
-    boxed = resize_slices(cam, (y1 - y0, x1 - x0), antialias=False)
+    boxed = resize_slices(cam, (y1 - y0, x1 - x0), antialias=True)
     np.maximum(boxed, 0.0, out=boxed)  # bilinear stays within range; keep rounding from going below
     peak = boxed.reshape(len(boxed), -1).max(axis=1) if boxed.size else np.zeros(0, np.float32)
     scale = np.divide(255.0, peak, out=np.zeros_like(peak), where=peak > 0)
@@ -116,3 +125,39 @@ def attention_regions(
                 )
             )
     return regions
+
+
+class GuidedGradCam:
+    """Jin et al.'s Guided Grad-CAM of the slice classifier, with torch on its checkpoint.
+
+    The checkpoint is loaded at the first call (a pipeline that is never asked to explain never
+    holds it). Calls run the backward pass under a lock: one explanation at a time per pipeline
+    instance, the other scans' work going on meanwhile (the pipeline awaits it in a thread).
+    """
+
+    def __init__(self, checkpoint: str, device: str | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.device = device or "cpu"
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, x: Any, class_index: int) -> np.ndarray:
+        """Guided Grad-CAM [K, h, w] of ``class_index`` for classifier inputs ``x`` [K, 3, h, w]
+        (numpy, or a torch tensor on any device)."""
+        import torch
+
+        from covidet.models import guided_grad_cam
+
+        with self._lock:
+            model = self._load()
+            t = torch.as_tensor(x, dtype=torch.float32).to(self.device)
+            return np.asarray(guided_grad_cam(model, t, class_index).detach().float().cpu().numpy())
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from covidet.models import load_checkpoint, require_cam
+
+            model, meta = load_checkpoint(self.checkpoint, map_location="cpu")
+            require_cam(meta.architecture)
+            self._model = model.to(self.device).eval()
+        return self._model

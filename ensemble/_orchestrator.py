@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from covidet import _contract as C
-from covidet.ensemble._explain import attention_on_grid, attention_regions
+from covidet.ensemble._explain import GuidedGradCam, attention_on_grid, attention_regions
 from covidet.ensemble._fusion import FusionResult, LesionStats, stepwise_covid, topk_fusion
 from covidet.ensemble._preprocess import chunks, lesion_input, lung_input, on_device, on_host
 from covidet.ensemble._quality import ScanMeasures, check_quality
@@ -90,6 +90,10 @@ class PipelineConfig:
     #: profiles), instead of both making a round trip through host memory (a full-size 300x512x512
     #: scan's lung input and output are 315 MB each)
     device_tensors: bool = False
+    #: the slice classifier's checkpoint (its stem), for Guided Grad-CAM when a request asks for
+    #: an explanation: torch runs it in the pipeline's process, on ``device``. None: the
+    #: explanation's attention is the served class maps' Grad-CAM.
+    explain_checkpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self, model: str) -> PreprocessingRecord:
@@ -110,6 +114,7 @@ class PipelineConfig:
             max_inflight_chunks=int(data.get("max_inflight_chunks", DEFAULT_INFLIGHT_CHUNKS)),
             device=data.get("device") or None,
             device_tensors=bool(data.get("device_tensors", False)),
+            explain_checkpoint=data.get("explain_checkpoint") or None,
         )
 
     @classmethod
@@ -125,6 +130,7 @@ class PipelineConfig:
                 "max_inflight_chunks": self.max_inflight_chunks,
                 "device": self.device,
                 "device_tensors": self.device_tensors,
+                "explain_checkpoint": self.explain_checkpoint,
             },
             indent=2,
         )
@@ -167,6 +173,9 @@ class ScanPipeline:
         self._tensors = config.device is not None and config.device_tensors
         if config.device is not None:
             _check_device(config.device)
+        self._guided = (
+            GuidedGradCam(config.explain_checkpoint, config.device) if config.explain_checkpoint else None
+        )
 
     async def _batched(self, model: str, x: np.ndarray, outputs: tuple[str, ...] = ()) -> Any:
         """Run a (small) slice stack through ``model`` in chunks; the output concatenated, or with
@@ -357,17 +366,17 @@ class ScanPipeline:
                 models=self.config.models,
             )
         )
+        explained = (
+            await self._explain(fused, selection, cls_in, class_maps, kept, slice_probs, sp, hw)
+            if class_maps is not None and kept is not None
+            else {}
+        )
         empty = np.zeros((0, 0, 0), np.uint8)
         if timings is not None:  # per-stage wall time, for the server's metrics
             end = time.perf_counter()
             timings.update(
                 lung=t_lung - t0, classify_and_lesion=t_slices - t_lung, fusion=end - t_slices, total=end - t0
             )
-        explained = (
-            self._explain(fused, selection, class_maps, kept, slice_probs, sp, hw)
-            if class_maps is not None and kept is not None
-            else {}
-        )
         out = ScanOutputs(
             p_viral=p_viral,
             p_covid_given_viral=p_cgv,
@@ -386,31 +395,39 @@ class ScanPipeline:
         )
         return out.to_tensors()
 
-    def _explain(
+    async def _explain(
         self,
         fused: FusionResult,
         selection: SliceSelection,
+        cls_in: Any,
         class_maps: np.ndarray,
         kept: dict[int, tuple[np.ndarray, np.ndarray]],
         slice_probs: np.ndarray,
         spacing: tuple[float, float, float],
         hw: tuple[int, int],
     ) -> dict[str, Any]:
-        """The explanation's outputs (`ScanOutputs` fields) of one scan."""
+        """The explanation's outputs (`ScanOutputs` fields) of one scan: the predicted class's
+        Guided Grad-CAM on the top-K slices where the pipeline has the classifier's checkpoint
+        (else its Grad-CAM, from the served class maps), and Jin et al.'s regions of the Grad-CAM."""
         topk, predicted = fused.topk, int(np.argmax(fused.class_probs))
         _, _, y0, y1, x0, x1 = selection.bbox
         box = (int(y0), int(y1), int(x0), int(x1))
         slices = [int(i) for i in selection.indices[topk]]
-        attention = attention_on_grid(class_maps[topk, predicted], box, hw)
+        grad_cam = attention_on_grid(class_maps[topk, predicted], box, hw)
+        if self._guided is not None:
+            guided = await asyncio.to_thread(self._guided, cls_in[topk], predicted)
+            attention, method = attention_on_grid(guided, box, hw), "guided-grad-cam"
+        else:
+            attention, method = grad_cam, "grad-cam"
         lung = np.stack([kept[i][0] for i in slices])
         lesion = np.stack([kept[i][1] for i in slices])
         h, w = self._cls.input_size
-        regions = attention_regions(attention, slices, lung, lesion, spacing[1:], (int(h), int(w)), box)
+        regions = attention_regions(grad_cam, slices, lung, lesion, spacing[1:], (int(h), int(w)), box)
         pixel_mm2 = spacing[1] * spacing[2]
         lesion_mm2 = [float(kept[int(i)][1].sum()) * pixel_mm2 for i in selection.indices]
         return {
             "attention": attention,
-            "attention_regions": C.regions_to_json(regions),
+            "explanation": C.Explanation(method, tuple(regions)).to_json(),
             "selected_slices": selection.indices.astype(np.int32),
             # a slice's P(pneumonia): every class but non-pneumonia (CLASS_NAMES[0])
             "slice_scores": (1.0 - slice_probs[:, 0]).astype(np.float32),
@@ -453,7 +470,7 @@ class ScanOutputs:
     quality: bytes
     # the explanation (EXPLAIN): empty unless asked for
     attention: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.uint8))
-    attention_regions: bytes = b"[]"
+    explanation: bytes = b"{}"
     selected_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     slice_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     slice_lesion_mm2: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))

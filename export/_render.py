@@ -24,7 +24,7 @@ import numpy as np
 
 from covidet import __version__
 from covidet import _contract as C
-from covidet.errors import DeploymentError
+from covidet.errors import ArtifactError, DeploymentError
 from covidet.export._configs import (
     config_text,
     model_config,
@@ -143,18 +143,39 @@ def _export_onnx(stem: Path, spec: C.ModelSpec, out: Path) -> None:
     stamp.write_text(key)
 
 
+def _explain_checkpoint(checkpoints: Path, metas: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The classifier's checkpoint for the pipeline's Guided Grad-CAM (torch, in its process);
+    None where its architecture has no class activation maps (the explanation is then refused
+    by the classifier's export already) or the server has no torch to run it."""
+    from covidet.models import supports_cam
+
+    name = C.SLICE_CLASSIFIER.name
+    if not supports_cam(str(metas[name].get("architecture"))) or importlib.util.find_spec("torch") is None:
+        return None
+    return str((checkpoints / name).resolve())
+
+
 def _rename_io(path: Path, spec: C.ModelSpec) -> None:
-    """Give the ONNX graph the contract's tensor names (TensorRT plans keep them)."""
+    """Give the ONNX graph the contract's tensor names (TensorRT plans keep them): its input, and
+    its outputs in the contract's order (the slice classifier has two)."""
     import onnx
 
     model = onnx.load(str(path))
     graph = model.graph
-    renames = {graph.input[0].name: spec.inputs[0].name, graph.output[0].name: spec.outputs[0].name}
+    if len(graph.output) != len(spec.outputs):
+        raise ArtifactError(
+            f"{spec.name}: the exported graph has {len(graph.output)} outputs, the contract "
+            f"{len(spec.outputs)} ({', '.join(t.name for t in spec.outputs)}): re-export the "
+            "checkpoint with this version of covidet"
+        )
+    renames = {graph.input[0].name: spec.inputs[0].name}
+    renames.update((o.name, t.name) for o, t in zip(graph.output, spec.outputs, strict=True))
     for node in graph.node:
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
     graph.input[0].name = spec.inputs[0].name
-    graph.output[0].name = spec.outputs[0].name
+    for output, tensor in zip(graph.output, spec.outputs, strict=True):
+        output.name = tensor.name
     onnx.save(model, str(path))
 
 
@@ -336,6 +357,7 @@ def render_repository(
         max_inflight_chunks=prof.inflight_chunks or DEFAULT_INFLIGHT_CHUNKS,
         device=prof.pipeline_device,
         device_tensors=prof.device_tensors,
+        explain_checkpoint=_explain_checkpoint(ckpt, metas),
     )
     (out / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).write_text(pipeline.to_json())
     instances = prof.pipeline_instances(threads)

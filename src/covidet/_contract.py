@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 __all__ = [
+    "ATTENTION_METHODS",
     "CLASS_NAMES",
     "CLIENT_SHM_PREFIX",
     "CLINICAL_SVM",
@@ -35,6 +36,7 @@ __all__ = [
     "TOP_K",
     "AttentionRegion",
     "ErrorCode",
+    "Explanation",
     "ModelSpec",
     "QualityFlag",
     "TensorSpec",
@@ -43,8 +45,6 @@ __all__ = [
     "parse_error_message",
     "quality_from_json",
     "quality_to_json",
-    "regions_from_json",
-    "regions_to_json",
 ]
 
 #: Jin et al. 4-class order (index = class id).
@@ -211,10 +211,10 @@ _SCAN_OUTPUTS: tuple[TensorSpec, ...] = (
         doc="K x H x W: predicted class's attention on TOPK_SLICES, 0-255; 0x0x0 unless EXPLAIN",
     ),
     TensorSpec(
-        "ATTENTION_REGIONS",
+        "EXPLANATION",
         "BYTES",
         (1,),
-        doc="JSON: binarised attention regions with their area and lesion overlap; [] unless EXPLAIN",
+        doc="JSON: the attention's method and its regions (area, lesion overlap); {} unless EXPLAIN",
     ),
     TensorSpec("SELECTED_SLICES", "INT32", (-1,), doc="input slice indices fed to the classifiers"),
     TensorSpec("SLICE_SCORES", "FP32", (-1,), doc="P(pneumonia) of each SELECTED_SLICES slice"),
@@ -224,7 +224,7 @@ _SCAN_OUTPUTS: tuple[TensorSpec, ...] = (
 #: Outputs of the explanation: returned empty unless a request sets EXPLAIN.
 EXPLAIN_OUTPUTS: tuple[str, ...] = (
     "ATTENTION",
-    "ATTENTION_REGIONS",
+    "EXPLANATION",
     "SELECTED_SLICES",
     "SLICE_SCORES",
     "SLICE_LESION_MM2",
@@ -362,7 +362,7 @@ def quality_from_json(raw: bytes | str) -> tuple[QualityFlag, ...]:
 
 @dataclass(frozen=True)
 class AttentionRegion:
-    """One binarised attention region of an explained slice (ATTENTION_REGIONS), in pixels of the
+    """One binarised attention region of an explained slice (EXPLANATION), in pixels of the
     input grid: Jin et al.'s attention map binarised, near the lung, over their size rule."""
 
     slice: int  #: input slice index (one of TOPK_SLICES)
@@ -387,26 +387,42 @@ class AttentionRegion:
         }
 
 
-def regions_to_json(regions: tuple[AttentionRegion, ...] | list[AttentionRegion]) -> bytes:
-    """The ATTENTION_REGIONS output's value."""
-    return json.dumps([r.to_json() for r in regions]).encode()
+#: How ATTENTION was computed. ``guided-grad-cam``: Jin et al.'s Guided Grad-CAM (guided
+#: backpropagation times Grad-CAM, where the server can run the classifier with autograd);
+#: ``grad-cam``: the class activation map, which for the served classifier is its Grad-CAM.
+ATTENTION_METHODS: tuple[str, ...] = ("guided-grad-cam", "grad-cam")
 
 
-def regions_from_json(raw: bytes | str) -> tuple[AttentionRegion, ...]:
-    """The regions of an ATTENTION_REGIONS output's value."""
-    data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    return tuple(
-        AttentionRegion(
-            slice=int(d["slice"]),
-            rank=int(d["rank"]),
-            area_px=int(d["area_px"]),
-            area_mm2=float(d["area_mm2"]),
-            lesion_overlap_px=int(d["lesion_overlap_px"]),
-            lesion_overlap=float(d["lesion_overlap"]),
-            centroid=(float(d["centroid"][0]), float(d["centroid"][1])),
-            bbox=(int(d["bbox"][0]), int(d["bbox"][1]), int(d["bbox"][2]), int(d["bbox"][3])),
-        )
-        for d in data
+@dataclass(frozen=True)
+class Explanation:
+    """The EXPLANATION output: how ATTENTION was computed, and its binarised regions."""
+
+    method: str  #: one of ATTENTION_METHODS
+    regions: tuple[AttentionRegion, ...] = ()
+
+    def to_json(self) -> bytes:
+        """The EXPLANATION output's value."""
+        return json.dumps({"method": self.method, "regions": [r.to_json() for r in self.regions]}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Explanation | None:
+        """The explanation in an EXPLANATION output's value; None for an unexplained answer ({})."""
+        data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        if not data:
+            return None
+        return cls(str(data["method"]), tuple(_region(d) for d in data["regions"]))
+
+
+def _region(d: dict) -> AttentionRegion:
+    return AttentionRegion(
+        slice=int(d["slice"]),
+        rank=int(d["rank"]),
+        area_px=int(d["area_px"]),
+        area_mm2=float(d["area_mm2"]),
+        lesion_overlap_px=int(d["lesion_overlap_px"]),
+        lesion_overlap=float(d["lesion_overlap"]),
+        centroid=(float(d["centroid"][0]), float(d["centroid"][1])),
+        bbox=(int(d["bbox"][0]), int(d["bbox"][1]), int(d["bbox"][2]), int(d["bbox"][3])),
     )
 
 

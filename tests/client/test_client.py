@@ -137,7 +137,7 @@ def test_an_explained_answer_carries_attention_regions_and_slice_scores() -> Non
     region = C.AttentionRegion(9, 1, 420, 205.8, 300, 300 / 420, (40.5, 61.0), (30, 52, 50, 72))
     explained = {
         "ATTENTION": np.full((3, 8, 8), 7, np.uint8),
-        "ATTENTION_REGIONS": np.array([C.regions_to_json([region])], object),
+        "EXPLANATION": np.array([C.Explanation("guided-grad-cam", (region,)).to_json()], object),
         "SELECTED_SLICES": np.array([2, 4, 9], np.int32),
         "SLICE_SCORES": np.array([0.1, 0.8, 0.9], np.float32),
         "SLICE_LESION_MM2": np.array([0.0, 12.5, 80.0], np.float32),
@@ -146,11 +146,13 @@ def test_an_explained_answer_carries_attention_regions_and_slice_scores() -> Non
     }
     d = parse_outputs(explained.get, latency_s=0, source="x", n_slices=12)
     assert d.attention is not None and d.attention.shape == (3, 8, 8)
-    assert d.attention_regions == (region,)
+    assert d.attention_regions == (region,) and d.explanation is not None
+    assert d.explanation.method == "guided-grad-cam"
     assert [s.slice for s in d.slice_scores] == [2, 4, 9]
     assert d.slice_scores[2].p_pneumonia == pytest.approx(0.9) and d.slice_scores[1].lesion_mm2 == 12.5
     summary = d.to_dict()
     assert summary["attention_regions"][0]["bbox"] == [30, 52, 50, 72]
+    assert summary["attention_method"] == "guided-grad-cam"
     assert json.dumps(summary)
 
 

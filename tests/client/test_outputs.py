@@ -280,7 +280,10 @@ def test_an_explained_diagnosis_writes_overlays_a_parametric_map_and_sr_referenc
     region = C.AttentionRegion(base.topk_slices[0], 0, 400, 250.0, 120, 0.3, (29.5, 19.5), (20, 40, 10, 30))
     scores = tuple(SliceScore(i, 0.5, 10.0 * i) for i in range(volume.n_slices))
     explained = dataclasses.replace(
-        base, attention=attention, attention_regions=(region,), slice_scores=scores
+        base,
+        attention=attention,
+        explanation=C.Explanation("guided-grad-cam", (region,)),
+        slice_scores=scores,
     )
     written = write_outputs(explained, volume, tmp_path / "out")
     assert {f"attention_{i}" for i in range(1, k + 1)} | {"attention", "sr"} <= set(written)

@@ -50,6 +50,33 @@ def test_each_class_is_diagnosed_with_accurate_masks(
     assert all(v["trained"] and "synthetic phantoms" in v["provenance"] for v in d.provenance.values())
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_explain_adds_the_attention_and_leaves_the_diagnosis_alone(
+    covidet_server: Any, phantoms: dict[str, Any], protocol: str
+) -> None:
+    ph = phantoms["COVID-19"]
+    with _client(covidet_server, protocol) as client:
+        plain = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
+        explained = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True, explain=True)
+    assert plain.attention is None and plain.slice_scores == () and plain.attention_regions == ()
+    # the same diagnosis, bit for bit: explaining only adds outputs
+    assert explained.class_probs == plain.class_probs and explained.topk_slices == plain.topk_slices
+    assert (explained.p_viral, explained.p_covid_given_viral) == (plain.p_viral, plain.p_covid_given_viral)
+    np.testing.assert_array_equal(explained.lesion_mask, plain.lesion_mask)
+    attention = explained.attention
+    assert attention is not None and attention.dtype == np.uint8
+    assert attention.shape == (C.TOP_K, *ph.hu.shape[1:]) and attention.max() == 255
+    assert len(explained.slice_scores) == explained.n_slices_used
+    assert set(explained.topk_slices) <= {s.slice for s in explained.slice_scores}
+    assert all(0 <= s.p_pneumonia <= 1 and s.lesion_mm2 >= 0 for s in explained.slice_scores)
+    area = float(ph.spacing[1] * ph.spacing[2])
+    for s in explained.slice_scores:  # the lesion model's area per slice, from its own mask
+        assert s.lesion_mm2 == pytest.approx(explained.lesion_mask[s.slice].sum() * area, rel=1e-5)
+    for region in explained.attention_regions:
+        assert region.slice in explained.topk_slices and region.area_px > 0
+        assert 0 <= region.lesion_overlap <= 1
+
+
 def test_masks_are_returned_only_when_asked(covidet_server: Any, phantoms: dict[str, Any]) -> None:
     ph = phantoms["CAP"]
     with _client(covidet_server, "grpc") as client:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from covidet._contract import regions_from_json, regions_to_json
+from covidet._contract import Explanation
 from covidet.ensemble._explain import MIN_REGION_PX, attention_on_grid, attention_regions
 
 
@@ -40,9 +40,11 @@ def test_regions_follow_jin_et_al_size_rule_and_measure_the_lesion_overlap() -> 
     assert region.lesion_overlap_px == 200 and region.lesion_overlap == 0.5
     assert region.bbox == (20, 40, 20, 40)
     assert region.centroid == (29.5, 29.5)
-    data = json.loads(regions_to_json(regions))
-    assert data[0]["area_px"] == 400 and data[0]["bbox"] == [20, 40, 20, 40]
-    assert regions_from_json(regions_to_json(regions)) == tuple(regions)
+    explanation = Explanation("grad-cam", tuple(regions))
+    data = json.loads(explanation.to_json())
+    assert data["method"] == "grad-cam"
+    assert data["regions"][0]["area_px"] == 400 and data["regions"][0]["bbox"] == [20, 40, 20, 40]
+    assert Explanation.from_json(explanation.to_json()) == explanation
 
 
 def test_regions_far_outside_the_lung_are_not_attention() -> None:

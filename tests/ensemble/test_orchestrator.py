@@ -110,8 +110,8 @@ def test_explain_adds_the_attention_and_changes_nothing_else() -> None:
     plain = asyncio.run(pipe.run(ct, spacing))
     assert fake.map_requests == 0  # no maps computed unless asked for
     for name in C.EXPLAIN_OUTPUTS:  # empty, not missing
-        assert plain[name].size == (1 if name == "ATTENTION_REGIONS" else 0), name
-    assert json.loads(plain["ATTENTION_REGIONS"][0]) == []
+        assert plain[name].size == (1 if name == "EXPLANATION" else 0), name
+    assert C.Explanation.from_json(plain["EXPLANATION"][0]) is None
 
     explained = asyncio.run(pipe.run(ct, spacing, explain=True))
     assert fake.map_requests > 0
@@ -131,9 +131,11 @@ def test_explain_adds_the_attention_and_changes_nothing_else() -> None:
     assert selected.shape == (n,) and set(explained["TOPK_SLICES"].tolist()) <= set(selected.tolist())
     assert explained["SLICE_SCORES"] == pytest.approx(np.full(n, 0.9, np.float32), abs=0.01)
     np.testing.assert_array_equal(explained["SLICE_LESION_MM2"], np.zeros(n, np.float32))  # no lesions
-    regions = json.loads(explained["ATTENTION_REGIONS"][0])
-    assert regions and {r["slice"] for r in regions} <= set(explained["TOPK_SLICES"].tolist())
-    assert all(r["lesion_overlap_px"] == 0 and r["area_px"] > 0 for r in regions)
+    explanation = C.Explanation.from_json(explained["EXPLANATION"][0])
+    assert explanation is not None and explanation.method == "grad-cam"  # no checkpoint configured
+    regions = explanation.regions
+    assert regions and {r.slice for r in regions} <= set(explained["TOPK_SLICES"].tolist())
+    assert all(r.lesion_overlap_px == 0 and r.area_px > 0 for r in regions)
 
 
 def test_slices_are_split_into_bounded_batches() -> None:

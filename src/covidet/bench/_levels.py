@@ -57,8 +57,11 @@ class _Clients:
     """Makes one client per load worker (each worker calls it once) and closes them all at the end
     (a shared-memory client removes its /dev/shm region when closed)."""
 
-    def __init__(self, url: str, protocol: str, masks: bool, shm: bool = False) -> None:
+    def __init__(
+        self, url: str, protocol: str, masks: bool, shm: bool = False, explain: bool = False
+    ) -> None:
         self.url, self.protocol, self.masks, self.shm = url, protocol, masks, shm
+        self.explain = explain
         self._made: list[Any] = []
         self._lock = threading.Lock()
 
@@ -70,7 +73,7 @@ class _Clients:
             self._made.append(client)
 
         def fn(scan: Scan) -> None:
-            client.diagnose(scan.hu, spacing=scan.spacing, return_masks=self.masks)
+            client.diagnose(scan.hu, spacing=scan.spacing, return_masks=self.masks, explain=self.explain)
 
         return fn
 
@@ -124,7 +127,7 @@ def run_levels(plan: Plan, url: str | None, server_pid: int | None, console: Con
     try:
         if plan.levels:
             assert url is not None
-            make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory)
+            make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory, args.explain)
             warm = make_fn()
             for i in range(args.warmup):
                 warm(scans[i % len(scans)])

@@ -54,6 +54,7 @@ def parse_args(
     p.add_argument("--scans", type=int, default=4, help="distinct phantom scans in the workload")
     p.add_argument("--folder", default=None, help="use the DICOM/NIfTI scans in this folder instead")
     p.add_argument("--masks", action="store_true", help="request masks (more transfer)")
+    p.add_argument("--explain", action="store_true", help="request the explanation (attention, slice scores)")
     p.add_argument(
         "--shared-memory",
         action="store_true",

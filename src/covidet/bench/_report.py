@@ -53,6 +53,7 @@ def new_report(plan: Plan) -> dict[str, Any]:
             "slices": scans[0].hu.shape[0],
             "shape": list(scans[0].hu.shape),
             "masks": args.masks,
+            "explain": args.explain,
         },
         "command": plan.command,
         "levels": [],

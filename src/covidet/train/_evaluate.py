@@ -2,7 +2,13 @@
 
 Runs the exact serving pipeline (`ScanPipeline`) in-process on the rendered ONNX models and
 compares with the phantoms' ground truth: lung and lesion Dice, 4-class accuracy (top-K fusion),
-DL#1 / DL#2 accuracy.
+DL#1 / DL#2 accuracy; and, with the explanation (EXPLAIN) on, whether it points at the lesions:
+
+- the pointing game (on pneumonia phantoms): the share of the top-K slices whose attention peak
+  lies inside the true lesion mask dilated by `POINTING_TOLERANCE_PX` pixels;
+- the share of the top-K slices that carry a true lesion at all, and the same for the K slices
+  with the most lesion by the lesion model (SLICE_LESION_MM2): how well each locates infected
+  slices.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from covidet.phantom import Phantom, make_phantom
 __all__ = ["EvaluationReport", "ScanScore", "evaluate_phantoms", "main_evaluate_demo"]
 
 _VIRAL = {"influenza", "COVID-19"}
+#: The pointing game's tolerance: the lesion mask dilated by this many pixels (a disc).
+POINTING_TOLERANCE_PX = 5
 
 
 @dataclass
@@ -39,6 +47,13 @@ class ScanScore:
     lesion_ratio_true: float
     lesion_ratio_pred: float
     seconds: float
+    #: top-K slices whose attention peak lies in the (dilated) true lesion; None unexplained
+    pointing_hits: int | None = None
+    #: top-K slices that carry a true lesion
+    topk_lesion_hits: int | None = None
+    #: of the K slices with the most lesion by the lesion model, those that carry a true lesion
+    lesion_rank_hits: int | None = None
+    k: int = C.TOP_K
 
 
 @dataclass
@@ -63,12 +78,50 @@ class EvaluationReport:
             if viral
             else float("nan"),
             "seconds_per_scan": float(np.mean([x.seconds for x in s])),
+            **self._explained(),
         }
+
+    def _explained(self) -> dict[str, float]:
+        """The explanation's scores, over the pneumonia phantoms (the ones with lesions)."""
+        sick = [x for x in self.scans if x.kind != C.CLASS_NAMES[0] and x.pointing_hits is not None]
+        if not sick:
+            return {}
+        slices = sum(x.k for x in sick)
+        return {
+            "pointing_game": sum(x.pointing_hits or 0 for x in sick) / slices,
+            "topk_slices_with_lesion": sum(x.topk_lesion_hits or 0 for x in sick) / slices,
+            "lesion_ranked_slices_with_lesion": sum(x.lesion_rank_hits or 0 for x in sick) / slices,
+        }
+
+
+def _explanation_hits(ph: Phantom, out: dict[str, np.ndarray]) -> dict[str, int]:
+    """The pointing game and the infected-slice locating of one explained scan."""
+    from scipy import ndimage
+
+    topk = [int(i) for i in out["TOPK_SLICES"]]
+    attention = out["ATTENTION"]
+    r = POINTING_TOLERANCE_PX
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = yy**2 + xx**2 <= r * r
+    pointing = 0
+    for k, idx in enumerate(topk):
+        lesion = ndimage.binary_dilation(ph.lesion_mask[idx], structure=disc)
+        peak = np.unravel_index(int(np.argmax(attention[k])), attention.shape[1:])
+        pointing += int(attention[k].any() and lesion[peak])
+    true_area = ph.lesion_mask.sum(axis=(1, 2))
+    by_lesion = out["SELECTED_SLICES"][np.argsort(-out["SLICE_LESION_MM2"], kind="stable")[: len(topk)]]
+    return {
+        "pointing_hits": pointing,
+        "topk_lesion_hits": sum(int(true_area[i] > 0) for i in topk),
+        "lesion_rank_hits": sum(int(true_area[int(i)] > 0) for i in by_lesion),
+        "k": len(topk),
+    }
 
 
 def score(ph: Phantom, out: dict[str, np.ndarray], seconds: float) -> ScanScore:
     probs = out["CLASS_PROBS"]
     has_lesion = bool(ph.lesion_mask.any())
+    explained = _explanation_hits(ph, out) if out["ATTENTION"].size else {}
     return ScanScore(
         kind=ph.kind,
         predicted=C.CLASS_NAMES[int(np.argmax(probs))],
@@ -79,11 +132,12 @@ def score(ph: Phantom, out: dict[str, np.ndarray], seconds: float) -> ScanScore:
         lesion_ratio_true=float(ph.lesion_mask.sum() / max(ph.lung_mask.sum(), 1)),
         lesion_ratio_pred=float(out["LESION_RATIO"][0]),
         seconds=seconds,
+        **explained,
     )
 
 
 def evaluate_phantoms(
-    repository: Path, phantoms: Sequence[Phantom], *, threads: int | None = None
+    repository: Path, phantoms: Sequence[Phantom], *, threads: int | None = None, explain: bool = True
 ) -> EvaluationReport:
     models = InProcessModels(repository, threads=threads)
     config = PipelineConfig.from_repository(repository)
@@ -92,7 +146,8 @@ def evaluate_phantoms(
     try:
         for ph in phantoms:
             t0 = time.perf_counter()
-            out = asyncio.run(pipe.run(ph.hu, np.asarray(ph.spacing, np.float32), return_masks=True))
+            spacing = np.asarray(ph.spacing, np.float32)
+            out = asyncio.run(pipe.run(ph.hu, spacing, return_masks=True, explain=explain))
             report.scans.append(score(ph, out, time.perf_counter() - t0))
     finally:
         models.close()
