@@ -1,4 +1,4 @@
-"""DICOM CT series input through pydicom: headers first, pixels in parallel, sorted by position."""
+"""DICOM CT series input: each file read once, sorted by position, pixels through `_dicom_pixels`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from covidet.client._dicom_pixels import Plane, assemble_hu, read_files
 from covidet.client._volume import Volume, VolumeError
 
 __all__ = [
@@ -56,6 +57,7 @@ def _dicomdir_files(path: Path) -> list[Path]:
 
 
 def _header(path: Path) -> Any | None:
+    """The whole header of ``path`` (the SEG/SR writer needs every module); None if not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -65,23 +67,13 @@ def _header(path: Path) -> Any | None:
         return None
 
 
-def _pixels(path: Path) -> np.ndarray:
-    """The stored pixel values of an instance (all frames of a multi-frame one)."""
-    import pydicom
-
-    return np.asarray(pydicom.dcmread(path).pixel_array)
-
-
 def _rescale(item: Any | None) -> tuple[float, float]:
     """(RescaleSlope, RescaleIntercept) of a dataset or functional-group item; (1, 0) if absent."""
     return float(getattr(item, "RescaleSlope", 1) or 1), float(getattr(item, "RescaleIntercept", 0) or 0)
 
 
-def _to_hu(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
-    return np.clip(np.rint(stored.astype(np.float32) * slope + intercept), -32768, 32767).astype(np.int16)
-
-
 def _map(fn: Any, items: Iterable[Any]) -> list[Any]:
+    """``fn`` over ``items`` in threads (the SEG/SR writer reads its source headers with it)."""
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         return list(pool.map(fn, items))
 
@@ -193,16 +185,6 @@ def _slices(f: Path, h: Any) -> list[_Slice]:
     return out
 
 
-def _read_pixels(slices: list[_Slice]) -> list[np.ndarray]:
-    """HU int16 planes for ``slices``, in the given order; each file is decoded once, in parallel."""
-    files = list(dict.fromkeys(s.file for s in slices))
-    stored = dict(zip(files, _map(_pixels, files), strict=True))
-    return [
-        _to_hu(stored[s.file] if s.frame is None else stored[s.file][s.frame], s.slope, s.intercept)
-        for s in slices
-    ]
-
-
 def read_dicom_series(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -224,7 +206,8 @@ def read_dicom_series(
     else:
         files = _listed_files(path)
         root = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
-    headers = [(f, h) for f, h in zip(files, _map(_header, files), strict=True) if h is not None]
+    read = [d for d in read_files(files) if d is not None]
+    headers = [(d.path, d.header) for d in read]
     if not headers:
         raise VolumeError(f"{root}: no DICOM files found")
     series: dict[str, list[_Slice]] = defaultdict(list)
@@ -250,6 +233,7 @@ def read_dicom_series(
         chosen = max(series, key=lambda uid: len(series[uid]))
         why = f"most slices of {len(series)} series" if len(series) > 1 else "only series"
     items = series[chosen]
+    chosen_files = {it.file for it in items}
     first = first_header[chosen]
     modality = str(getattr(first, "Modality", ""))
     if modality != "CT" and str(getattr(first, "SOPClassUID", "")) not in _CT_STORAGE:
@@ -314,9 +298,13 @@ def read_dicom_series(
             )
     dy, dx = s0.pixel_spacing
     ordered = [items[i] for i in order]
-    slices = _read_pixels(ordered)
+    by_path = {d.path: d for d in read}
+    for d in read:
+        if d.path not in chosen_files:
+            d.data = b""  # the other series' bytes are not needed: free them before the pixels
+    hu = assemble_hu([Plane(by_path[it.file], it.frame, it.slope, it.intercept) for it in ordered])
     return Volume(
-        hu=np.stack(slices),
+        hu=hu,
         spacing=(dz, dy, dx),
         source=str(root),
         series_uid=chosen or None,
