@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from covidet._codec import CODECS
 from covidet.client._core import (
     RetryPolicy,
     build_inputs,
@@ -42,6 +43,7 @@ class ClientBase:
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
         shared_memory: bool = False,
+        compression: str | None = None,
         admin_headers: Mapping[str, str] | None = None,
         balance: bool = False,
     ) -> None:
@@ -54,6 +56,16 @@ class ClientBase:
         # the CT through /dev/shm (servers on this machine only); admin_headers unlock the
         # server's shared-memory API when it is restricted
         self._shm = SharedVolume(admin_headers) if shared_memory else None
+        # compression: the CT as a lossless zstd frame (CT_COMPRESSED), for a server across a
+        # network; never with shared memory, where nothing crosses a wire
+        if compression is not None and compression not in CODECS:
+            raise InvalidInputError(f"compression must be one of {list(CODECS)} or None, got {compression!r}")
+        if compression is not None and shared_memory:
+            raise InvalidInputError(
+                "compression and shared_memory exclude each other: shared memory sends nothing over the "
+                "wire to compress; choose one"
+            )
+        self.compression = compression
         self._clients: dict[str, Any] = {}
         # balance: each request starts at the next URL (round robin over replicas), then fails
         # over through the others; otherwise the first URL is the primary, the rest its backups
@@ -96,7 +108,9 @@ class ClientBase:
         region = None
         if self._shm is not None:
             region = (self._shm.name, self._shm.write(vol.hu.astype(np.int16, copy=False)))
-        inputs = build_inputs(vol.hu, vol.spacing, return_masks, self.protocol, clinical, region, explain)
+        inputs = build_inputs(
+            vol.hu, vol.spacing, return_masks, self.protocol, clinical, region, explain, self.compression
+        )
         return inputs, requested_outputs(return_masks, self.protocol, explain)
 
     def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:

@@ -47,6 +47,7 @@ CLIENT_OPTIONS = (
     "backoff_s",
     "max_backoff_s",
     "shared_memory",
+    "compression",
     "admin_headers",
     "balance",
 )
@@ -136,15 +137,17 @@ def build_inputs(
     clinical: np.ndarray | None = None,
     ct_region: tuple[str, int] | None = None,
     explain: bool = False,
+    compression: str | None = None,
 ) -> list[Any]:
     """InferInputs for the `covidet` ensemble, names and dtypes from the contract.
 
     With ``ct_region`` (name, byte size of a registered shared-memory region holding ``hu``) the
-    CT input names the region instead of carrying the voxels. EXPLAIN is sent only when asked
-    for: a plain request is the same as before the explanation existed.
+    CT input names the region instead of carrying the voxels; with ``compression`` ("zstd") the
+    voxels go as a CT_COMPRESSED frame (`covidet._codec`) instead of CT. EXPLAIN is sent only
+    when asked for: a plain request is the same as before the explanation existed.
     """
-    ct, sp, masks, clin, why = (
-        C.ENSEMBLE.input(n) for n in ("CT", "SPACING", "RETURN_MASKS", "CLINICAL", "EXPLAIN")
+    ct, sp, masks, clin, why, packed = (
+        C.ENSEMBLE.input(n) for n in ("CT", "SPACING", "RETURN_MASKS", "CLINICAL", "EXPLAIN", "CT_COMPRESSED")
     )
     arrays: list[tuple[C.TensorSpec, np.ndarray]] = [
         (sp, np.asarray(spacing, dtype=np.float32).reshape(3)),
@@ -160,6 +163,11 @@ def build_inputs(
                 f"order (NaN for a missing lab value), got {values.shape[0]}"
             )
         arrays.append((clin, values))
+    if compression is not None:
+        from covidet._codec import encode_volume
+
+        frame = np.array([encode_volume(np.ascontiguousarray(hu, dtype=np.int16))], dtype=object)
+        return infer_inputs([(packed, frame), *arrays], protocol)
     if ct_region is None:
         return infer_inputs([(ct, np.ascontiguousarray(hu, dtype=np.int16)), *arrays], protocol)
     shared = _module(protocol).InferInput(ct.name, list(hu.shape), ct.dtype)

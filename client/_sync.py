@@ -23,7 +23,8 @@ class Client(ClientBase):
 
     ``timeout_s`` bounds each request, retryable failures are retried ``retries`` times with
     jittered exponential backoff over all URLs, ``shared_memory`` passes the CT through /dev/shm
-    to a server on this machine (``admin_headers`` for a server that locks that API).
+    to a server on this machine (``admin_headers`` for a server that locks that API), and
+    ``compression="zstd"`` sends it as a lossless zstd frame (a server across a network link).
     """
 
     def _call(self, fn: Any) -> Any:

@@ -71,7 +71,7 @@ from covidet.ensemble._selection import (
     select_slices,
 )
 from covidet.ensemble._slice_model import SliceModel
-from covidet.ensemble._validate import validate_scan
+from covidet.ensemble._validate import scan_volume, validate_scan
 
 __all__ = [
     "COMPILE_BUCKETS",
@@ -122,6 +122,7 @@ __all__ = [
     "release_free_memory",
     "resize_slices",
     "run_sequence",
+    "scan_volume",
     "select_slices",
     "stepwise_covid",
     "topk_fusion",

@@ -308,7 +308,7 @@ class ScanPipeline:
     async def run(
         self,
         ct: np.ndarray,
-        spacing: np.ndarray,
+        spacing: np.ndarray | None,
         *,
         return_masks: bool = False,
         explain: bool = False,
@@ -322,7 +322,8 @@ class ScanPipeline:
         input — the Triton step turns them into INVALID_ARGUMENT.
         """
         t0 = time.perf_counter()
-        validate_scan(ct, spacing)
+        validate_scan(ct, spacing)  # a request without SPACING is refused here
+        assert spacing is not None
         sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
         hw = (int(ct.shape[1]), int(ct.shape[2]))
         # the GPU profiles copy the CT to their device once, for the lung and the lesion inputs

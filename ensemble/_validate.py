@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from covidet._codec import FrameError, decode_volume, frame_shape
 from covidet.ensemble._errors import ScanValidationError
 from covidet.ensemble._fusion import _check_spacing
 
-__all__ = ["MAX_SIZE", "MAX_SLICES", "MAX_SPACING_MM", "MIN_SIZE", "MIN_SPACING_MM", "validate_scan"]
+__all__ = [
+    "MAX_SIZE",
+    "MAX_SLICES",
+    "MAX_SPACING_MM",
+    "MIN_SIZE",
+    "MIN_SPACING_MM",
+    "scan_volume",
+    "validate_scan",
+]
 
 MIN_SIZE = 16
 MAX_SIZE = 2048
@@ -18,8 +27,12 @@ MAX_SPACING_MM = 50.0
 MIN_SPACING_MM = 0.1
 
 
-def validate_scan(ct: np.ndarray, spacing: np.ndarray) -> None:
+def validate_scan(ct: np.ndarray, spacing: np.ndarray | None) -> None:
     """Raise `ScanValidationError` saying what is wrong with the request and how to fix it."""
+    if spacing is None:
+        raise ScanValidationError(
+            "the request has no SPACING: send the voxel spacing in mm (slice, row, column) with the CT"
+        )
     if ct.ndim != 3:
         raise ScanValidationError(
             f"CT must be a 3D volume [slices, rows, columns], got rank {ct.ndim} shape "
@@ -27,15 +40,7 @@ def validate_scan(ct: np.ndarray, spacing: np.ndarray) -> None:
         )
     if ct.dtype != np.int16:
         raise ScanValidationError(f"CT must be int16 Hounsfield units, got {ct.dtype}")
-    s, h, w = ct.shape
-    if s < 1:
-        raise ScanValidationError("CT has no slices; send at least one slice")
-    if s > MAX_SLICES:
-        raise ScanValidationError(f"CT has {s} slices; at most {MAX_SLICES} are accepted")
-    if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
-        raise ScanValidationError(
-            f"slices are {h}x{w}; rows and columns must be between {MIN_SIZE} and {MAX_SIZE}"
-        )
+    _check_shape(ct.shape)
     sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if sp.shape != (3,):
         raise ScanValidationError(f"SPACING must have 3 values (slice, row, column in mm), got {sp.shape[0]}")
@@ -53,3 +58,38 @@ def validate_scan(ct: np.ndarray, spacing: np.ndarray) -> None:
             "the volume does not look like Hounsfield units (over 99% of voxels outside "
             "-1100..3100); apply RescaleSlope/RescaleIntercept before sending"
         )
+
+
+def _check_shape(shape: tuple[int, ...]) -> None:
+    s, h, w = shape
+    if s < 1:
+        raise ScanValidationError("CT has no slices; send at least one slice")
+    if s > MAX_SLICES:
+        raise ScanValidationError(f"CT has {s} slices; at most {MAX_SLICES} are accepted")
+    if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
+        raise ScanValidationError(
+            f"slices are {h}x{w}; rows and columns must be between {MIN_SIZE} and {MAX_SIZE}"
+        )
+
+
+def scan_volume(ct: np.ndarray | None, compressed: np.ndarray | None) -> np.ndarray:
+    """The request's CT volume: its CT input, or its CT_COMPRESSED frame decoded (a frame's
+    stated shape is checked before it is decompressed). Exactly one of them must be given."""
+    if (ct is None) == (compressed is None):
+        given = "both" if ct is not None else "neither"
+        raise ScanValidationError(
+            f"a request carries the CT volume in exactly one of CT (int16 voxels) and CT_COMPRESSED "
+            f"(a covidet frame), got {given}; send one of them"
+        )
+    if ct is not None:
+        return ct
+    assert compressed is not None
+    frames = compressed.reshape(-1)
+    if frames.size != 1 or not isinstance(frames[0], (bytes, bytearray, memoryview)):
+        raise ScanValidationError(f"CT_COMPRESSED must be one frame (bytes), got {frames.size} elements")
+    try:
+        shape = frame_shape(frames[0])
+        _check_shape(shape)
+        return decode_volume(frames[0], max_voxels=shape[0] * shape[1] * shape[2])
+    except FrameError as exc:
+        raise ScanValidationError(str(exc)) from exc

@@ -231,10 +231,20 @@ EXPLAIN_OUTPUTS: tuple[str, ...] = (
 )
 
 _SCAN_INPUTS: tuple[TensorSpec, ...] = (
-    TensorSpec("CT", "INT16", (-1, -1, -1), doc="HU volume, slices x rows x columns"),
-    TensorSpec("SPACING", "FP32", (3,), doc="voxel spacing in mm: slice, row, column"),
+    # exactly one of CT and CT_COMPRESSED
+    TensorSpec("CT", "INT16", (-1, -1, -1), optional=True, doc="HU volume, slices x rows x columns"),
+    # optional for Triton, required by the pipeline: a request without it is answered by the
+    # pipeline's own message, not an ensemble that cannot start its first step
+    TensorSpec("SPACING", "FP32", (3,), optional=True, doc="voxel spacing in mm: slice, row, column"),
     TensorSpec("RETURN_MASKS", "BOOL", (1,), optional=True, doc="return LUNG_MASK/LESION_MASK"),
     TensorSpec("EXPLAIN", "BOOL", (1,), optional=True, doc="return ATTENTION and the slice scores"),
+    TensorSpec(
+        "CT_COMPRESSED",
+        "BYTES",
+        (1,),
+        optional=True,
+        doc="CT as a byte-shuffled zstd frame (covidet._codec), instead of CT",
+    ),
 )
 
 PIPELINE = ModelSpec(

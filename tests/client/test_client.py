@@ -214,3 +214,16 @@ def test_balance_starts_each_request_at_the_next_url(monkeypatch: pytest.MonkeyP
 
 def _unavailable() -> InferenceServerException:
     return InferenceServerException("down", status="StatusCode.UNAVAILABLE")
+
+
+def test_compression_sends_a_frame_instead_of_the_voxels() -> None:
+    from covidet.client._core import build_inputs
+
+    hu = np.full((2, 16, 16), -1000, np.int16)
+    for protocol in ("grpc", "http"):
+        inputs = {i.name(): i for i in build_inputs(hu, (1, 1, 1), False, protocol, compression="zstd")}
+        assert "CT" not in inputs and inputs["CT_COMPRESSED"].datatype() == "BYTES"
+    with pytest.raises(InvalidInputError, match="exclude each other"):
+        Client("a:1", compression="zstd", shared_memory=True)
+    with pytest.raises(InvalidInputError, match="compression must be one of"):
+        Client("a:1", compression="gzip")

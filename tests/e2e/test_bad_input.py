@@ -13,6 +13,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from covidet import _contract as C
+from covidet._codec import encode_volume
 from covidet.client import Client
 
 pytestmark = pytest.mark.e2e
@@ -27,9 +28,17 @@ def _inputs(mod: Any, arrays: dict[str, np.ndarray]) -> list[Any]:
     return out
 
 
-CT, SPACING, _, CLINICAL = (t.name for t in C.ENSEMBLE.inputs)
+CT, SPACING, CLINICAL, PACKED = (
+    C.ENSEMBLE.input(n).name for n in ("CT", "SPACING", "CLINICAL", "CT_COMPRESSED")
+)
 AIR = np.full((4, 32, 32), -1000, np.int16)
 ONE = np.ones(3, np.float32)
+FRAME = encode_volume(AIR)
+
+
+def _frame(raw: bytes) -> np.ndarray:
+    return np.array([raw], dtype=object)
+
 
 CASES = {
     "wrong dtype": ({CT: AIR.astype(np.float32), SPACING: ONE}, "data-type|datatype|TYPE_INT16|INT16"),
@@ -43,6 +52,15 @@ CASES = {
     "not HU": ({CT: np.full((4, 32, 32), 30000, np.int16), SPACING: ONE}, "Hounsfield"),
     "no lung": ({CT: AIR, SPACING: ONE}, "no lung found"),
     "missing input": ({CT: AIR}, "SPACING|input"),
+    "no volume": ({SPACING: ONE}, "exactly one of CT"),
+    "CT and a frame": ({CT: AIR, PACKED: _frame(FRAME), SPACING: ONE}, "exactly one of CT"),
+    "frame not covidet's": ({PACKED: _frame(b"PK\x03\x04" + FRAME[4:]), SPACING: ONE}, "not a covidet frame"),
+    "frame truncated": ({PACKED: _frame(FRAME[:-8]), SPACING: ONE}, "corrupt|truncated"),
+    "frame too short": ({PACKED: _frame(FRAME[:10]), SPACING: ONE}, "header"),
+    "frame states a huge volume": (
+        {PACKED: _frame(FRAME[:8] + np.array([5000, 512, 512], "<u4").tobytes() + FRAME[20:]), SPACING: ONE},
+        "at most 2000",
+    ),
     "clinical feature count": ({CT: AIR, SPACING: ONE, CLINICAL: np.zeros(13, np.float32)}, "shape|dims"),
 }
 

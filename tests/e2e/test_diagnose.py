@@ -77,6 +77,23 @@ def test_explain_adds_the_attention_and_leaves_the_diagnosis_alone(
         assert 0 <= region.lesion_overlap <= 1
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_compressed_ct_gives_the_same_answer(
+    covidet_server: Any, phantoms: dict[str, Any], protocol: str
+) -> None:
+    ph = phantoms["CAP"]
+    url = covidet_server.grpc_url if protocol == "grpc" else covidet_server.http_url
+    with _client(covidet_server, protocol) as plain_client:
+        plain = plain_client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
+    with Client(url, protocol=protocol, timeout_s=600, compression="zstd") as client:
+        packed = client.diagnose(ph.hu, spacing=ph.spacing, return_masks=True)
+    # lossless: the server decodes the very voxels, so every output is the same
+    assert packed.class_probs == plain.class_probs and packed.topk_slices == plain.topk_slices
+    assert packed.lung_volume_ml == plain.lung_volume_ml
+    np.testing.assert_array_equal(packed.lung_mask, plain.lung_mask)
+    np.testing.assert_array_equal(packed.lesion_mask, plain.lesion_mask)
+
+
 def test_masks_are_returned_only_when_asked(covidet_server: Any, phantoms: dict[str, Any]) -> None:
     ph = phantoms["CAP"]
     with _client(covidet_server, "grpc") as client:

@@ -23,10 +23,11 @@ from covidet.ensemble import (
     classify_error,
     limit_torch_threads,
     release_free_memory,
+    scan_volume,
 )
 
-_CT, _SPACING, _RETURN_MASKS, _EXPLAIN = (
-    C.PIPELINE.input(n).name for n in ("CT", "SPACING", "RETURN_MASKS", "EXPLAIN")
+_CT, _CT_COMPRESSED, _SPACING, _RETURN_MASKS, _EXPLAIN = (
+    C.PIPELINE.input(n).name for n in ("CT", "CT_COMPRESSED", "SPACING", "RETURN_MASKS", "EXPLAIN")
 )
 _QUALITY = C.PIPELINE.output("QUALITY").name
 
@@ -58,8 +59,8 @@ class TritonPythonModel:
 
     async def _one(self, request) -> object:
         try:
-            ct = pb_utils.get_input_tensor_by_name(request, _CT).as_numpy()
-            spacing = pb_utils.get_input_tensor_by_name(request, _SPACING).as_numpy()
+            ct = scan_volume(*(_array(request, name) for name in (_CT, _CT_COMPRESSED)))
+            spacing = _array(request, _SPACING)
             masks, explain = (_flag(request, name) for name in (_RETURN_MASKS, _EXPLAIN))
             timings: dict[str, float] = {}
             outputs = await self.pipeline.run(
@@ -78,6 +79,12 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, arr) for name, arr in outputs.items()]
         )
+
+
+def _array(request, name: str):
+    """An optional input's array; None when the request leaves it out."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
 
 
 def _flag(request, name: str) -> bool:

@@ -83,6 +83,12 @@ def main_diagnose(argv: list[str]) -> int:
     )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per scan")
     p.add_argument(
+        "--compression",
+        choices=["zstd"],
+        default=None,
+        help="send each CT as a lossless zstd frame: fewer bytes on a slow link, some CPU here",
+    )
+    p.add_argument(
         "--concurrency",
         type=int,
         default=1,
@@ -139,7 +145,13 @@ def main_diagnose(argv: list[str]) -> int:
 
     async def run() -> None:
         urls = args.url or [DEFAULT_URL]
-        client = AsyncClient(urls, protocol=args.protocol, timeout_s=args.timeout, balance=args.balance)
+        client = AsyncClient(
+            urls,
+            protocol=args.protocol,
+            timeout_s=args.timeout,
+            balance=args.balance,
+            compression=args.compression,
+        )
         async with client:
 
             async def one(scan: tuple[str, Any]) -> tuple[str, Any, Any]:

@@ -1,0 +1,35 @@
+"""The request's CT volume: CT or CT_COMPRESSED, exactly one, a bad frame an input error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from covidet._codec import encode_volume
+from covidet.ensemble import ScanValidationError, classify_error, scan_volume
+
+HU = np.full((3, 32, 32), -1000, np.int16)
+
+
+def test_ct_or_its_frame_gives_the_same_volume() -> None:
+    assert scan_volume(HU, None) is HU
+    np.testing.assert_array_equal(scan_volume(None, np.array([encode_volume(HU)], dtype=object)), HU)
+
+
+@pytest.mark.parametrize(
+    ("ct", "frame", "message"),
+    [
+        (None, None, "got neither"),
+        (HU, np.array([encode_volume(HU)], dtype=object), "got both"),
+        (None, np.array([b"not a frame at all, really"], dtype=object), "not a covidet frame"),
+        (None, np.array([encode_volume(HU)] * 2, dtype=object), "one frame"),
+        (None, np.array([encode_volume(HU[:, :8, :8])], dtype=object), "between 16 and 2048"),
+    ],
+)
+def test_a_bad_request_volume_is_an_invalid_argument(
+    ct: np.ndarray | None, frame: np.ndarray | None, message: str
+) -> None:
+    with pytest.raises(ScanValidationError, match=message) as info:
+        scan_volume(ct, frame)
+    code, text = classify_error(info.value)
+    assert code == "INVALID_ARG" and "[covidet:INVALID_VOLUME]" in text
