@@ -282,9 +282,38 @@ def _decode(data: bytes, frames: tuple[int, int] | None) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
     ds = pydicom.dcmread(io.BytesIO(data))
-    if frames is None:
-        return np.asarray(ds.pixel_array)
-    return np.stack([pixel_array(ds, index=k) for k in range(*frames)])
+    indices: list[int | None] = [None] if frames is None else list(range(*frames))
+    plugin = _fastest_plugin(str(ds.file_meta.TransferSyntaxUID))
+    if plugin:
+        try:
+            return _stack([pixel_array(ds, index=k, decoding_plugin=plugin) for k in indices])
+        except Exception:  # that plugin failed on this file: pydicom's own choice decides below
+            pass
+    return _stack([pixel_array(ds, index=k) for k in indices])
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.asarray(arrays[0]) if len(arrays) == 1 else np.stack(arrays)
+
+
+#: Decoding plugins used first, where pydicom's default order starts with a slower one: for
+#: JPEG-LS, CharLS (pyjpegls) decodes the same lossless values several times faster than libjpeg.
+_FASTEST_PLUGIN = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS near-lossless
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _fastest_plugin(syntax: str) -> str:
+    """The plugin to try first for ``syntax`` if installed; "" for pydicom's default order."""
+    from pydicom.pixels import get_decoder
+
+    plugin = _FASTEST_PLUGIN.get(syntax, "")
+    try:
+        return plugin if plugin and plugin in get_decoder(syntax).available_plugins else ""
+    except NotImplementedError:  # no decoder for the syntax at all: pydicom says so when decoding
+        return ""
 
 
 def _cores() -> int:
