@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from covidet.bench import _e2e as e2e
 from covidet.bench._load import (
     DiagnoseFn,
     LevelResult,
@@ -127,10 +128,14 @@ def run_levels(plan: Plan, url: str | None, server_pid: int | None, console: Con
     try:
         if plan.levels:
             assert url is not None
+            # (--end-to-end levels make their own asyncio clients: these stay unmade)
             make_fn = _Clients(url, args.protocol, args.masks, args.shared_memory, args.explain)
-            warm = make_fn()
-            for i in range(args.warmup):
-                warm(scans[i % len(scans)])
+            if args.end_to_end and args.warmup:  # read from disk and served, as its levels' scans
+                e2e.run_closed_loop_e2e(url, args, plan.sources, 1, 0.0, warmup=args.warmup)
+            elif args.warmup:
+                warm = make_fn()
+                for i in range(args.warmup):
+                    warm(scans[i % len(scans)])
         with Progress(console=console) as progress:
             for mode, level in plan.levels:
                 task = progress.add_task(f"{mode} {level:g}", total=args.duration)
@@ -143,14 +148,19 @@ def run_levels(plan: Plan, url: str | None, server_pid: int | None, console: Con
                 before = _stats(url, args.protocol)
                 cpu_before = tree_cpu_seconds(server_pid) if server_pid else None
                 with _RssSampler(server_pid) as rss:
-                    if mode == "closed":
-                        res: LevelResult = run_closed_loop(
-                            make_fn, scans, int(level), args.duration, on_sample=tick
+                    if mode == "closed" and args.end_to_end:
+                        res: LevelResult = e2e.run_closed_loop_e2e(
+                            url, args, plan.sources, int(level), args.duration, on_sample=tick
                         )
+                    elif mode == "closed":
+                        res = run_closed_loop(make_fn, scans, int(level), args.duration, on_sample=tick)
                     else:
                         res = run_open_loop(make_fn, scans, level, args.duration, on_sample=tick)
                 make_fn.close()  # this level's clients (and their shared-memory regions)
-                res.server = server_stats_delta(before, _stats(url, args.protocol))
+                after = _stats(url, args.protocol)
+                res.server = server_stats_delta(before, after)
+                if args.end_to_end:
+                    res.end_to_end = e2e.summarise(res, e2e.server_mean_s(before, after), args)
                 if cpu_before is not None and server_pid:
                     cpu_after = tree_cpu_seconds(server_pid)
                     # >= 0: a stub restarted during the level starts its count again

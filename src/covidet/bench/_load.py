@@ -34,6 +34,9 @@ class Sample:
     #: in-process baselines: the pipeline's wall time per stage (lung, classify_and_lesion,
     #: fusion, total), as the served pipeline reports it in its metrics
     stages: dict[str, float] | None = None
+    #: --end-to-end: the scan's parts in seconds (read, request, total; served and transfer where
+    #: Triton's statistics split them for this request) and its request/response payload bytes
+    parts: dict[str, float] | None = None
 
 
 @dataclass
@@ -49,6 +52,8 @@ class LevelResult:
     peak_own_pss_mib: float | None = None
     #: CPU seconds the server's processes used over the level, by process (a local server only)
     server_cpu_s: dict[str, float] | None = None
+    #: --end-to-end: p50/p95/mean of each part of a scan (see `covidet.bench._e2e.summarise`)
+    end_to_end: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         ok = [s for s in self.samples if s.ok]
@@ -90,6 +95,7 @@ class LevelResult:
             "server_cpu_s_per_scan": round(sum(cpu.values()), 4) if cpu is not None else None,
             "server_cpu_s_per_scan_by_process": cpu,
             "server": self.server,
+            **({"end_to_end": self.end_to_end} if self.end_to_end is not None else {}),
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from covidet.bench._compare import BASELINES, BaselineRun, run_baselines
 from covidet.bench._levels import run_levels, serving
-from covidet.bench._plan import make_plan, parse_args
+from covidet.bench._plan import Plan, make_plan, parse_args
 from covidet.bench._report import add_flops, new_report, publish
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["BASELINES", "main"]
 
@@ -23,6 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console(stderr=True)
     plan = make_plan(args, argv, BASELINES)
+    try:
+        return _run(plan, console)
+    finally:
+        plan.cleanup()  # --end-to-end: bench's own phantom series on disk
+
+
+def _run(plan: Plan, console: Console) -> int:
+    args = plan.args
     report = new_report(plan)
     from covidet.export._render import render_repository
 

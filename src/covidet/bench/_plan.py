@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from covidet import _contract as C
 from covidet.bench._load import Scan
@@ -60,6 +62,23 @@ def parse_args(
         action="store_true",
         help="clients pass the CT through system shared memory (server on this machine)",
     )
+    p.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="each scan from its files on disk (--folder's, or phantom DICOM series written to a "
+        "temporary folder): read + request timed apart, the request split into served and transfer",
+    )
+    p.add_argument(
+        "--evict-cache",
+        action="store_true",
+        help="--end-to-end: drop each scan's files from the OS page cache before reading them",
+    )
+    p.add_argument(
+        "--compression",
+        default="none",
+        choices=["none", "zstd"],
+        help="--end-to-end: the client's CT compression (needs a client that has the option)",
+    )
     p.add_argument("--compare", default="", help="baselines: " + ",".join(baselines))
     p.add_argument("--baseline-scans", type=int, default=3)
     p.add_argument("--flops", action="store_true", help="report FLOPs per scan and achieved FLOP/s")
@@ -87,6 +106,16 @@ class Plan:
     checkpoints: Path
     device: str  # of the torch baselines
     profile: str  # of the rendered repository (a server given by --url is measured as "cpu")
+    #: --end-to-end: each scan's DICOM folder or NIfTI file, and its first read's seconds (the page
+    #: cache as the run found it; bench's own phantom series were just written, so cached)
+    sources: list[Path] = field(default_factory=list)
+    first_reads_s: list[float] = field(default_factory=list)
+    #: --end-to-end without --folder: where the phantom series are written (removed by `cleanup`)
+    series_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def cleanup(self) -> None:
+        if self.series_dir is not None:
+            self.series_dir.cleanup()
 
 
 def make_plan(args: argparse.Namespace, argv: Sequence[str] | None, baselines: Sequence[str]) -> Plan:
@@ -94,9 +123,16 @@ def make_plan(args: argparse.Namespace, argv: Sequence[str] | None, baselines: S
     unknown = sorted(set(compare) - set(baselines))
     if unknown:
         raise SystemExit(f"unknown baseline(s) {unknown}; choose from {', '.join(baselines)}")
-    scans = _scans(args)
     levels = [("closed", float(c)) for c in args.concurrency.split(",") if c]
     levels += [("open", float(r)) for r in args.rate.split(",") if r]
+    _check_end_to_end(args, levels)
+    series_dir = None
+    sources: list[Path] = []
+    first_reads: list[float] = []
+    if args.end_to_end:
+        scans, sources, first_reads, series_dir = _e2e_scans(args)
+    else:
+        scans = _scans(args)
     from covidet.export._render import default_checkpoints, get_profile
 
     return Plan(
@@ -110,24 +146,70 @@ def make_plan(args: argparse.Namespace, argv: Sequence[str] | None, baselines: S
         # the served repository (its pipeline.json also configures the in-process baselines); the
         # ONNX baseline needs ONNX graphs, which only the CPU profiles have
         profile=args.profile if not args.url else "cpu",
+        sources=sources,
+        first_reads_s=first_reads,
+        series_dir=series_dir,
     )
+
+
+def _check_end_to_end(args: argparse.Namespace, levels: list[tuple[str, float]]) -> None:
+    if not args.end_to_end:
+        if args.evict_cache or args.compression != "none":
+            raise SystemExit("--evict-cache and --compression belong to --end-to-end")
+        return
+    if any(mode == "open" for mode, _ in levels):
+        raise SystemExit("--end-to-end runs closed-loop levels only (--concurrency), not --rate")
+    if args.compression != "none":
+        if args.shared_memory:
+            raise SystemExit("--compression and --shared-memory exclude each other: nothing crosses a wire")
+        from covidet.bench._e2e import compression_kwargs
+
+        compression_kwargs(args.compression)  # SystemExit if the client has no such option
+
+
+def _folder_sources(folder: str) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() or p.name.endswith(".nii.gz"))
+
+
+def _e2e_scans(
+    args: argparse.Namespace,
+) -> tuple[list[Scan], list[Path], list[float], tempfile.TemporaryDirectory[str] | None]:
+    """--end-to-end: (scans in memory for the baselines, their paths on disk, each path's first
+    read in seconds, the temporary folder of bench's own phantom series)."""
+    from covidet.bench._e2e import read_timed, write_phantom_series
+
+    series_dir = None
+    if args.folder:
+        paths = _folder_sources(args.folder)
+    else:
+        series_dir = tempfile.TemporaryDirectory(prefix="covidet-bench-e2e-")
+        paths = write_phantom_series(_phantoms(args), Path(series_dir.name))
+    if not paths:
+        raise SystemExit(f"--end-to-end: no DICOM folder or .nii.gz file in {args.folder}")
+    scans, first = [], []
+    for path in paths:
+        vol, seconds = read_timed(path, args.evict_cache)
+        scans.append(Scan(vol.hu, vol.spacing, path.name))
+        first.append(seconds)
+    return scans, paths, first, series_dir
 
 
 def _scans(args: argparse.Namespace) -> list[Scan]:
     if args.folder:
         from covidet.client import load_volume
 
-        paths = sorted(p for p in Path(args.folder).iterdir() if p.is_dir() or p.name.endswith(".nii.gz"))
+        paths = _folder_sources(args.folder)
         vols = [load_volume(p) for p in paths]
         return [Scan(v.hu, v.spacing, v.source) for v in vols]
+    return [Scan(ph.hu, ph.spacing, f"{ph.kind}-{args.slices}x{args.size}") for ph in _phantoms(args)]
+
+
+def _phantoms(args: argparse.Namespace) -> list[Any]:
     from covidet.phantom import make_phantom
 
     return [
-        Scan(ph.hu, ph.spacing, f"{ph.kind}-{args.slices}x{args.size}")
-        for ph in (
-            make_phantom(C.CLASS_NAMES[i % 4], n_slices=args.slices, size=args.size, seed=900 + i)
-            for i in range(args.scans)
-        )
+        make_phantom(C.CLASS_NAMES[i % 4], n_slices=args.slices, size=args.size, seed=900 + i)
+        for i in range(args.scans)
     ]
 
 

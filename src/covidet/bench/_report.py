@@ -54,10 +54,25 @@ def new_report(plan: Plan) -> dict[str, Any]:
             "shape": list(scans[0].hu.shape),
             "masks": args.masks,
             "explain": args.explain,
+            **(_e2e_workload(plan) if args.end_to_end else {}),
         },
         "command": plan.command,
         "levels": [],
         "baselines": [],
+    }
+
+
+def _e2e_workload(plan: Plan) -> dict[str, Any]:
+    """--end-to-end: where the scans are read from, and each one's first read (the page cache as
+    the run found it)."""
+    args = plan.args
+    return {
+        "end_to_end": True,
+        "source": args.folder or "phantom DICOM series written by bench to a temporary folder",
+        "source_paths": [str(p) for p in plan.sources],
+        "evict_cache": args.evict_cache,
+        "compression": args.compression,
+        "first_read_s": dict(zip([p.name for p in plan.sources], plan.first_reads_s, strict=True)),
     }
 
 
@@ -88,6 +103,8 @@ def publish(report: dict[str, Any], plan: Plan, console: Console) -> int:
     args = plan.args
     summaries = [r["summary"] for r in report["levels"] + report["baselines"]]
     _print(summaries, f"covidet bench: {report['workload']['shape']} scans, {args.protocol}")
+    if args.end_to_end:
+        _print_e2e(report, console)
     for row in summaries:  # where an in-process scan's time goes, stage by stage
         if row.get("stages_mean_s"):
             parts = ", ".join(f"{k} {v:.3f}" for k, v in row["stages_mean_s"].items())
@@ -104,7 +121,13 @@ def publish(report: dict[str, Any], plan: Plan, console: Console) -> int:
         args.json.write_text(json.dumps(report, indent=1, default=float))
     if args.csv:
         with args.csv.open("w", newline="") as fh:
-            nested = ("server", "error_kinds", "stages_mean_s", "server_cpu_s_per_scan_by_process")
+            nested = (
+                "server",
+                "error_kinds",
+                "stages_mean_s",
+                "server_cpu_s_per_scan_by_process",
+                "end_to_end",
+            )
             keys = [k for k in summaries[0] if k not in nested]
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
@@ -175,6 +198,55 @@ def _print(results: list[dict[str, Any]], title: str) -> None:
                 if name in cpu_by:
                     s.add_row(f"({name})", "", "", "", "", "", f"{cpu_by[name]:.3f}")
             Console().print(s)
+
+
+def _print_e2e(report: dict[str, Any], console: Console) -> None:
+    """--end-to-end: each level's parts of a scan, p50 / p95 seconds (mean only where Triton's
+    statistics split the level, not each request), and the bytes a scan costs on the wire."""
+    from rich.table import Table
+
+    from covidet.bench._e2e import PARTS
+
+    t = Table(title="end to end, s a scan, p50 / p95 (m: level mean); request = served + transfer")
+    names = {"read_s": "read", "request_s": "request", "served_s": "served", "transfer_s": "transfer"}
+    for col in ("level", "scans", *(names.get(p, "total") for p in PARTS), "MB sent", "kB back"):
+        t.add_column(col, justify="right")
+    for row in report["levels"]:
+        s = row["summary"]
+        e = s.get("end_to_end")
+        if not e:
+            continue
+
+        def cell(part: str, e: dict[str, Any] = e) -> str:
+            v = e.get(part)
+            if not v:
+                return "-"
+            return f"{v['p50']:.3f} / {v['p95']:.3f}" if "p50" in v else f"m {v['mean']:.3f}"
+
+        sent, got = e.get("request_bytes_per_scan"), e.get("response_bytes_per_scan")
+        t.add_row(
+            f"c={s['level']:g}",
+            str(e["scans"]),
+            *(cell(p) for p in PARTS),
+            f"{sent / 1e6:.3g}" if sent is not None else "-",
+            f"{got / 1e3:.1f}" if got is not None else "-",
+        )
+    console.print(t)
+    w = report["workload"]
+    first = ", ".join(f"{k} {v:.3f}" for k, v in w["first_read_s"].items())
+    console.print(f"first read of each scan, s (before the levels): {first}")
+    console.print(
+        f"read from: {w['source']}; split: "
+        + "; ".join(
+            sorted(
+                {
+                    str(r["summary"]["end_to_end"]["split"])
+                    for r in report["levels"]
+                    if r["summary"].get("end_to_end")
+                }
+            )
+        )
+    )
 
 
 def _plot(results: list[dict[str, Any]], path: Path) -> None:
