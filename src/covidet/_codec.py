@@ -35,7 +35,7 @@ _HEADER = struct.Struct("<4sBBH3I")
 _INT16 = 1
 #: zstd level of the client's encoder: the fastest levels already give most of the ratio on CT,
 #: and the encoder must beat the link it saves time on.
-DEFAULT_LEVEL = 3
+DEFAULT_LEVEL = 1
 
 
 class FrameError(VolumeError):
