@@ -17,10 +17,6 @@ __all__ = ["Forecast", "ForecastRequest", "forecast_inputs", "plot_forecast"]
 Range = tuple[float | None, float | None]
 
 
-def _day(x: float) -> str:
-    return f"{x:.0f}"
-
-
 @dataclass(frozen=True)
 class Forecast:
     """The forecast lesion ratio at ``query_days`` and when it reaches given levels.
@@ -43,22 +39,9 @@ class Forecast:
 
     def describe(self, level: float) -> str:
         """The crossing of ``level`` in words, e.g. "reaches 0.05 around day 14 (11-19)"."""
-        day = self.crossing_days.get(level)
         early, late = self.crossing_ranges.get(level, (None, None))
         last = float(self.days[-1]) if self.days.size else 0.0
-        if day is not None and day <= last:
-            return f"at {level:g} by the last scan (day {_day(last)})"
-        if day is None:
-            if early is None:
-                return f"not expected to reach {level:g} within the forecast horizon"
-            return f"not expected to reach {level:g} within the horizon (possible from day {_day(early)})"
-        if early is None:
-            early = day
-        if late is None:
-            span = f"from day {_day(early)}; may take longer than the horizon"
-        else:
-            span = f"{_day(early)}-{_day(late)}"
-        return f"reaches {level:g} around day {_day(day)} ({span})"
+        return C.describe_crossing(level, self.crossing_days.get(level), early, late, last)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -41,6 +41,7 @@ __all__ = [
     "QualityFlag",
     "TensorSpec",
     "all_models",
+    "describe_crossing",
     "error_message",
     "parse_error_message",
     "quality_from_json",
@@ -323,6 +324,23 @@ PROGRESSION_GPR = ModelSpec(
     ),
     doc="DL#5: per-patient Gaussian process regression of the lesion ratio course",
 )
+
+
+def describe_crossing(
+    level: float, day: float | None, early: float | None, late: float | None, last: float
+) -> str:
+    """One level's PROGRESSION_GPR crossing in words, e.g. "reaches 0.05 around day 14 (11-19)":
+    ``day`` from CROSSING_DAYS, ``early``/``late`` from CROSSING_EARLIEST/LATEST (None for NaN),
+    ``last`` the day of the last scan. The client's table and the server's plot say it alike."""
+    if day is not None and day <= last:
+        return f"at {level:g} by the last scan (day {last:.0f})"
+    if day is None:
+        if early is None:
+            return f"not expected to reach {level:g} within the horizon"
+        return f"not expected to reach {level:g} within the horizon (possible from day {early:.0f})"
+    lo = day if early is None else early
+    span = f"from day {lo:.0f}; may take longer than the horizon" if late is None else f"{lo:.0f}-{late:.0f}"
+    return f"reaches {level:g} around day {day:.0f} ({span})"
 
 
 ENSEMBLE = ModelSpec(

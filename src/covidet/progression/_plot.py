@@ -8,24 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from covidet._contract import describe_crossing
 from covidet.progression._gpr import CourseModel
 
 __all__ = ["describe_crossing", "plot_course"]
-
-
-def describe_crossing(
-    level: float, day: float | None, early: float | None, late: float | None, last: float
-) -> str:
-    """A crossing in words, e.g. "reaches 0.05 around day 14 (11-19)" (as the client says it)."""
-    if day is not None and day <= last:
-        return f"at {level:g} by the last scan (day {last:.0f})"
-    if day is None:
-        if early is None:
-            return f"not expected to reach {level:g} within the horizon"
-        return f"not expected to reach {level:g} within the horizon (possible from day {early:.0f})"
-    lo = day if early is None else early
-    span = f"from day {lo:.0f}; may take longer than the horizon" if late is None else f"{lo:.0f}-{late:.0f}"
-    return f"reaches {level:g} around day {day:.0f} ({span})"
 
 
 def plot_course(
