@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import os
 import threading
 import time
@@ -33,7 +32,6 @@ from covidet.bench._load import LevelResult, Sample
 
 __all__ = [
     "PARTS",
-    "compression_kwargs",
     "evict_from_page_cache",
     "read_timed",
     "run_closed_loop_e2e",
@@ -44,21 +42,6 @@ __all__ = [
 
 #: the parts of a scan's time, in the order the table shows them
 PARTS = ("read_s", "request_s", "served_s", "transfer_s", "total_s")
-
-
-def compression_kwargs(compression: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(AsyncClient options, diagnose options) that ask for ``compression`` ("none": neither).
-    The client's ``compression`` option is looked up where it is (constructor or ``diagnose``);
-    SystemExit if this covidet's client has none."""
-    if compression == "none":
-        return {}, {}
-    from covidet.client import AsyncClient
-
-    if "compression" in inspect.signature(AsyncClient.__init__).parameters:
-        return {"compression": compression}, {}
-    if "compression" in inspect.signature(AsyncClient.diagnose).parameters:
-        return {}, {"compression": compression}
-    raise SystemExit("--compression: this covidet's AsyncClient has no compression option")
 
 
 def write_phantom_series(phantoms: Sequence[Any], folder: Path) -> list[Path]:
@@ -212,7 +195,7 @@ def run_closed_loop_e2e(
     ``warmup`` scans first, not recorded."""
     from covidet.client import AsyncClient
 
-    client_kw, diagnose_kw = compression_kwargs(args.compression)
+    compression = None if args.compression == "none" else args.compression
     exact = concurrency == 1  # one request in flight: the statistics split each request
     samples: list[Sample] = []
     lock = threading.Lock()
@@ -228,7 +211,7 @@ def run_closed_loop_e2e(
                 timeout_s=600,
                 retries=0,
                 shared_memory=args.shared_memory,
-                **client_kw,
+                compression=compression,
             )
             _count_bytes(client)
             clients.append(client)
@@ -246,7 +229,7 @@ def run_closed_loop_e2e(
                 slices = int(vol.hu.shape[0])
                 before = await asyncio.to_thread(clock.read) if clock else None
                 t1 = time.perf_counter()
-                await client.diagnose(vol, return_masks=args.masks, explain=args.explain, **diagnose_kw)
+                await client.diagnose(vol, return_masks=args.masks, explain=args.explain)
                 request_s = time.perf_counter() - t1
                 parts = {"read_s": read_s, "request_s": request_s, "total_s": read_s + request_s}
                 if clock and before is not None:

@@ -13,8 +13,10 @@ concurrency levels, so its numbers cross-check bench.py's.
 
 from __future__ import annotations
 
+import base64
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -91,20 +93,25 @@ def find_perf_analyzer(cache: Path | None = None) -> PerfAnalyzer:
     return PerfAnalyzer(exe, {"LD_LIBRARY_PATH": path})
 
 
-def write_input_data(scan: Scan, folder: Path) -> dict[str, list[int]]:
-    """One raw file per ensemble input, named after it (perf_analyzer's folder format); shapes."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_input_data(scan: Scan, path: Path) -> Path:
+    """perf_analyzer's JSON input data for one scan (``path``): the inputs a plain request sends,
+    base64 with their shapes. JSON rather than a file per input: the folder format makes
+    perf_analyzer send every input the model declares, optional ones too, and a covidet request
+    carries exactly one of CT and CT_COMPRESSED."""
     arrays = {
         "CT": np.ascontiguousarray(scan.hu, dtype=np.int16),
         "SPACING": np.asarray(scan.spacing, np.float32),
         "RETURN_MASKS": np.zeros(1, np.bool_),
-        # perf_analyzer sends every input, optional ones too: one synthetic patient's record
-        # (the SVM step is a tiny part of a scan)
+        # one synthetic patient's record: the SVM step is a tiny part of a scan
         "CLINICAL": generate_clinical(1, seed=0, missing_rate=0.0)[0][0].astype(np.float32),
     }
-    for name, arr in arrays.items():
-        (folder / name).write_bytes(arr.tobytes())
-    return {name: list(arr.shape) for name, arr in arrays.items()}
+    data = {
+        name: {"b64": base64.b64encode(arr.tobytes()).decode(), "shape": list(arr.shape)}
+        for name, arr in arrays.items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": [data]}))
+    return path
 
 
 def run_perf_analyzer(
@@ -124,7 +131,7 @@ def run_perf_analyzer(
     pa = pa or find_perf_analyzer()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        shapes = write_input_data(scan, Path(tmp) / "inputs")
+        inputs = write_input_data(scan, Path(tmp) / "inputs.json")
         for level in concurrency:
             report = Path(tmp) / f"c{level}.csv"
             cmd = [
@@ -136,8 +143,7 @@ def run_perf_analyzer(
                 "-i",
                 protocol,
                 "--input-data",
-                str(Path(tmp) / "inputs"),
-                *(f"--shape={name}:{','.join(map(str, s))}" for name, s in shapes.items()),
+                str(inputs),
                 f"--concurrency-range={level}:{level}",
                 # scans take seconds: long windows, judged stable when 3 agree within 50%
                 "--measurement-mode=time_windows",
