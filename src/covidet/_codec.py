@@ -33,6 +33,8 @@ CODECS: tuple[str, ...] = ("zstd",)
 MAGIC = b"CVZ1"
 _HEADER = struct.Struct("<4sBBH3I")
 _INT16 = 1
+#: voxels un-shuffled at a time: two planes' blocks and their interleaved copy fit in the cache
+_BLOCK = 1 << 16
 #: zstd level of the client's encoder: the fastest levels already give most of the ratio on CT,
 #: and the encoder must beat the link it saves time on.
 DEFAULT_LEVEL = 1
@@ -103,5 +105,13 @@ def decode_volume(frame: bytes | bytearray | memoryview, *, max_voxels: int) -> 
             f"CT_COMPRESSED decompresses to {len(raw)} bytes, its header's shape {list(shape)} needs "
             f"{expected}; the frame is truncated or not covidet's"
         )
-    shuffled = np.frombuffer(raw, np.uint8).reshape(2, voxels)
-    return np.ascontiguousarray(shuffled.T).view(np.int16).reshape(shape)
+    planes = np.frombuffer(raw, np.uint8).reshape(2, voxels)
+    out = np.empty(voxels, np.int16)
+    pairs = out.view(np.uint8).reshape(voxels, 2)
+    # interleaved back block by block: a whole-volume transpose writes with a stride across
+    # hundreds of MB and runs several times slower than blocks that stay in the cache
+    for start in range(0, voxels, _BLOCK):
+        stop = min(start + _BLOCK, voxels)
+        pairs[start:stop, 0] = planes[0, start:stop]
+        pairs[start:stop, 1] = planes[1, start:stop]
+    return out.reshape(shape)
