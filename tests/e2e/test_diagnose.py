@@ -63,6 +63,8 @@ def test_explain_adds_the_attention_and_leaves_the_diagnosis_alone(
     assert explained.class_probs == plain.class_probs and explained.topk_slices == plain.topk_slices
     assert (explained.p_viral, explained.p_covid_given_viral) == (plain.p_viral, plain.p_covid_given_viral)
     np.testing.assert_array_equal(explained.lesion_mask, plain.lesion_mask)
+    # the served explanation is Guided Grad-CAM: the render gives the pipeline the checkpoint
+    assert explained.explanation is not None and explained.explanation.method == "guided-grad-cam"
     attention = explained.attention
     assert attention is not None and attention.dtype == np.uint8
     assert attention.shape == (C.TOP_K, *ph.hu.shape[1:]) and attention.max() == 255
