@@ -252,6 +252,11 @@ def _translate(exc: BaseException) -> CovidetError:
             )
         if "INVALID_ARGUMENT" in status or status == "400" or "invalid argument" in low[:40]:
             return InvalidInputError(msg)
+        if "exceeds maximum queue size" in low:  # the server's admission bound (--max-inflight-bytes)
+            return ServerUnavailableError(
+                f"{msg} — the server holds as many scans as its memory budget allows; retry after a "
+                "backoff, or send to another replica"
+            )
         if "no available versions" in low:  # the model is (un)loading: a restart or a reload
             return ServerUnavailableError(f"{msg} — the model is loading or unloading; retry shortly")
         if "NOT_FOUND" in status or status == "404" or "unknown model" in low or "is not found" in low:

@@ -94,6 +94,10 @@ class PipelineConfig:
     #: an explanation: torch runs it in the pipeline's process, on ``device``. None: the
     #: explanation's attention is the served class maps' Grad-CAM.
     explain_checkpoint: str | None = None
+    #: the largest scan (its int16 bytes) this server admits: with the queue bound of the
+    #: pipeline's config it bounds the input bytes in flight (`covidet.export._admission`).
+    #: None: no limit beyond the contract's shape limits.
+    max_scan_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self, model: str) -> PreprocessingRecord:
@@ -115,6 +119,7 @@ class PipelineConfig:
             device=data.get("device") or None,
             device_tensors=bool(data.get("device_tensors", False)),
             explain_checkpoint=data.get("explain_checkpoint") or None,
+            max_scan_bytes=int(data["max_scan_bytes"]) if data.get("max_scan_bytes") else None,
         )
 
     @classmethod
@@ -131,6 +136,7 @@ class PipelineConfig:
                 "device": self.device,
                 "device_tensors": self.device_tensors,
                 "explain_checkpoint": self.explain_checkpoint,
+                "max_scan_bytes": self.max_scan_bytes,
             },
             indent=2,
         )
@@ -322,7 +328,7 @@ class ScanPipeline:
         input — the Triton step turns them into INVALID_ARGUMENT.
         """
         t0 = time.perf_counter()
-        validate_scan(ct, spacing)  # a request without SPACING is refused here
+        validate_scan(ct, spacing, max_bytes=self.config.max_scan_bytes)  # also: no SPACING
         assert spacing is not None
         sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
         hw = (int(ct.shape[1]), int(ct.shape[2]))

@@ -27,8 +27,9 @@ MAX_SPACING_MM = 50.0
 MIN_SPACING_MM = 0.1
 
 
-def validate_scan(ct: np.ndarray, spacing: np.ndarray | None) -> None:
-    """Raise `ScanValidationError` saying what is wrong with the request and how to fix it."""
+def validate_scan(ct: np.ndarray, spacing: np.ndarray | None, *, max_bytes: int | None = None) -> None:
+    """Raise `ScanValidationError` saying what is wrong with the request and how to fix it.
+    ``max_bytes``: the largest scan this server admits (`PipelineConfig.max_scan_bytes`)."""
     if spacing is None:
         raise ScanValidationError(
             "the request has no SPACING: send the voxel spacing in mm (slice, row, column) with the CT"
@@ -40,7 +41,7 @@ def validate_scan(ct: np.ndarray, spacing: np.ndarray | None) -> None:
         )
     if ct.dtype != np.int16:
         raise ScanValidationError(f"CT must be int16 Hounsfield units, got {ct.dtype}")
-    _check_shape(ct.shape)
+    _check_shape(ct.shape, max_bytes)
     sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if sp.shape != (3,):
         raise ScanValidationError(f"SPACING must have 3 values (slice, row, column in mm), got {sp.shape[0]}")
@@ -60,7 +61,7 @@ def validate_scan(ct: np.ndarray, spacing: np.ndarray | None) -> None:
         )
 
 
-def _check_shape(shape: tuple[int, ...]) -> None:
+def _check_shape(shape: tuple[int, ...], max_bytes: int | None = None) -> None:
     s, h, w = shape
     if s < 1:
         raise ScanValidationError("CT has no slices; send at least one slice")
@@ -70,11 +71,20 @@ def _check_shape(shape: tuple[int, ...]) -> None:
         raise ScanValidationError(
             f"slices are {h}x{w}; rows and columns must be between {MIN_SIZE} and {MAX_SIZE}"
         )
+    if max_bytes is not None and 2 * s * h * w > max_bytes:
+        raise ScanValidationError(
+            f"the scan ({s}x{h}x{w}, {2 * s * h * w / 2**20:.0f} MiB as int16) is larger than this "
+            f"server admits ({max_bytes / 2**20:.0f} MiB, its --max-scan-bytes); send fewer or "
+            "smaller slices, or ask its operator to raise the limit"
+        )
 
 
-def scan_volume(ct: np.ndarray | None, compressed: np.ndarray | None) -> np.ndarray:
+def scan_volume(
+    ct: np.ndarray | None, compressed: np.ndarray | None, *, max_bytes: int | None = None
+) -> np.ndarray:
     """The request's CT volume: its CT input, or its CT_COMPRESSED frame decoded (a frame's
-    stated shape is checked before it is decompressed). Exactly one of them must be given."""
+    stated shape is checked, against ``max_bytes`` too, before it is decompressed). Exactly one
+    of them must be given."""
     if (ct is None) == (compressed is None):
         given = "both" if ct is not None else "neither"
         raise ScanValidationError(
@@ -89,7 +99,7 @@ def scan_volume(ct: np.ndarray | None, compressed: np.ndarray | None) -> np.ndar
         raise ScanValidationError(f"CT_COMPRESSED must be one frame (bytes), got {frames.size} elements")
     try:
         shape = frame_shape(frames[0])
-        _check_shape(shape)
+        _check_shape(shape, max_bytes)
         return decode_volume(frames[0], max_voxels=shape[0] * shape[1] * shape[2])
     except FrameError as exc:
         raise ScanValidationError(str(exc)) from exc

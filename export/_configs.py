@@ -168,12 +168,16 @@ def model_config(
     return cfg
 
 
-def pipeline_config(committed: M.ModelConfig, params: Mapping[str, str], *, instances: int) -> M.ModelConfig:
-    """The orchestrator's config: its instance count, and ``params`` set over the committed ones
-    (it runs on the host whatever the profile: its torch work picks its device itself)."""
+def pipeline_config(
+    committed: M.ModelConfig, params: Mapping[str, str], *, instances: int, max_queue_size: int
+) -> M.ModelConfig:
+    """The orchestrator's config: its instance count, the scans that may wait for an instance
+    (`covidet.export._admission.queue_size`), and ``params`` set over the committed ones (it runs
+    on the host whatever the profile: its torch work picks its device itself)."""
     cfg = M.ModelConfig()
     cfg.CopyFrom(committed)
     _set_instances(cfg, count=instances)
+    cfg.dynamic_batching.default_queue_policy.max_queue_size = max_queue_size
     for key, value in params.items():
         cfg.parameters[key].string_value = value
     return cfg

@@ -25,6 +25,7 @@ import numpy as np
 from covidet import __version__
 from covidet import _contract as C
 from covidet.errors import ArtifactError, DeploymentError
+from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES, default_inflight_bytes, queue_size
 from covidet.export._configs import (
     config_text,
     model_config,
@@ -284,6 +285,8 @@ def render_repository(
     threads: int | None = None,
     calibration: Calibration | None = None,
     torch_compile: str = "reduce-overhead",
+    max_inflight_bytes: int | None = None,
+    max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES,
 ) -> Path:
     """Write a complete Triton model repository for `profile` (a name of `PROFILES`, or a
     `Profile`) into `out_dir` and return it.
@@ -291,7 +294,9 @@ def render_repository(
     ``calibration``: the scans that calibrate and check the int8 models of a profile that has
     some (cpu-int8; default: `Calibration.phantoms`, the demo models' own domain; give real scans
     for real checkpoints). ``torch_compile``: the `torch.compile` mode of the torch slice models
-    (``none``: eager; each compiled batch-size bucket is compiled by Triton's warm-up at load)."""
+    (``none``: eager; each compiled batch-size bucket is compiled by Triton's warm-up at load).
+    ``max_inflight_bytes`` (default: `covidet.export._admission.default_inflight_bytes`) bounds the
+    scan input bytes the server holds at once, scans of at most ``max_scan_bytes`` each."""
     from covidet.ensemble import DEFAULT_INFLIGHT_CHUNKS, PIPELINE_CONFIG_FILE, PipelineConfig, usable_cores
 
     prof = get_profile(profile)
@@ -358,13 +363,16 @@ def render_repository(
         device=prof.pipeline_device,
         device_tensors=prof.device_tensors,
         explain_checkpoint=_explain_checkpoint(ckpt, metas),
+        max_scan_bytes=max_scan_bytes,
     )
     (out / C.PIPELINE.name / "1" / PIPELINE_CONFIG_FILE).write_text(pipeline.to_json())
     instances = prof.pipeline_instances(threads)
     committed = read_config(src / C.PIPELINE.name / "config.pbtxt")
     # torch threads: the node's cores shared among the instances, so they never oversubscribe
     params = {"pipeline_config": PIPELINE_CONFIG_FILE, "torch_threads": str(max(1, threads // instances))}
-    write_config(pipeline_config(committed, params, instances=instances))
+    budget = default_inflight_bytes() if max_inflight_bytes is None else max_inflight_bytes
+    waiting = queue_size(budget, max_scan_bytes, instances, strict=max_inflight_bytes is not None)
+    write_config(pipeline_config(committed, params, instances=instances, max_queue_size=waiting))
 
     for spec in (C.CLINICAL_SVM, C.PROGRESSION_GPR, C.ENSEMBLE):  # nothing in them depends on the profile
         write_config(read_config(src / spec.name / "config.pbtxt"))

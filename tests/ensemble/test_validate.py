@@ -33,3 +33,15 @@ def test_a_bad_request_volume_is_an_invalid_argument(
         scan_volume(ct, frame)
     code, text = classify_error(info.value)
     assert code == "INVALID_ARG" and "[covidet:INVALID_VOLUME]" in text
+
+
+def test_a_scan_over_the_servers_limit_is_refused_before_it_is_decoded() -> None:
+    big = np.full((40, 64, 64), -1000, np.int16)
+    limit = big.nbytes - 1
+    with pytest.raises(ScanValidationError, match="larger than this server admits"):
+        scan_volume(None, np.array([encode_volume(big)], dtype=object), max_bytes=limit)
+    from covidet.ensemble import validate_scan
+
+    with pytest.raises(ScanValidationError, match="--max-scan-bytes"):
+        validate_scan(big, np.ones(3, np.float32), max_bytes=limit)
+    validate_scan(big[:39], np.ones(3, np.float32), max_bytes=limit)  # under it: fine (air only)

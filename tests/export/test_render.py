@@ -16,6 +16,7 @@ from tritonclient.grpc import model_config_pb2
 
 from covidet import _contract as C
 from covidet.export import tensorrt_available
+from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES, queue_size
 from covidet.export._profiles import MAX_GPU_PIPELINE_INSTANCES, PIPELINE_INSTANCES, PROFILES
 from covidet.export._render import (
     QUANTIZATION_FILE,
@@ -121,7 +122,9 @@ def configs_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cpu_render_on_two_cores_is_the_committed_repository(tmp_path: Path, configs_only: None) -> None:
     """The committed configs are what Triton loads for the cpu profile (demo checkpoints, the
     two-core development machines): rendering them changes nothing but the header."""
-    repo = render_repository("cpu", tmp_path / "repo", threads=2)
+    # the default budget of a 24 GiB machine: a quarter of it, six 1 GiB scans, two processing
+    budget = 6 * DEFAULT_MAX_SCAN_BYTES
+    repo = render_repository("cpu", tmp_path / "repo", threads=2, max_inflight_bytes=budget)
     src = source_repository()
     for spec in C.all_models():
         assert _config(repo, spec.name) == _config(src, spec.name), spec.name
@@ -131,10 +134,17 @@ def test_cpu_render_on_two_cores_is_the_committed_repository(tmp_path: Path, con
 def test_every_profile_renders_the_committed_tensors(
     profile: str, tmp_path: Path, configs_only: None
 ) -> None:
-    repo = render_repository(profile, tmp_path / "repo", threads=16)
+    budget = 40 * DEFAULT_MAX_SCAN_BYTES
+    repo = render_repository(profile, tmp_path / "repo", threads=16, max_inflight_bytes=budget)
     src = source_repository()
+    pipeline = _config(repo, C.PIPELINE.name)
+    waiting = pipeline.dynamic_batching.default_queue_policy.max_queue_size
+    assert waiting == queue_size(budget, DEFAULT_MAX_SCAN_BYTES, pipeline.instance_group[0].count)
     for spec in C.all_models():
         got, committed = _config(repo, spec.name), _config(src, spec.name)
+        if spec is C.PIPELINE:  # its queue bound follows the budget and its instances
+            got.dynamic_batching.default_queue_policy.max_queue_size = waiting
+            committed.dynamic_batching.default_queue_policy.max_queue_size = waiting
         for kind in ("input", "output"):  # as committed but for the checkpoint's image sizes
             assert [_no_dims(t) for t in getattr(got, kind)] == [
                 _no_dims(t) for t in getattr(committed, kind)

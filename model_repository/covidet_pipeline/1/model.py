@@ -51,6 +51,7 @@ class TritonPythonModel:
             on_fallback=self.metrics.device_fallback,
         )
         self.pipeline = ScanPipeline(setup, bls)
+        self.max_scan_bytes = setup.max_scan_bytes
 
     async def execute(self, requests: list) -> list:
         responses = list(await asyncio.gather(*(self._one(r) for r in requests)))
@@ -59,7 +60,9 @@ class TritonPythonModel:
 
     async def _one(self, request) -> object:
         try:
-            ct = scan_volume(*(_array(request, name) for name in (_CT, _CT_COMPRESSED)))
+            ct = scan_volume(
+                _array(request, _CT), _array(request, _CT_COMPRESSED), max_bytes=self.max_scan_bytes
+            )
             spacing = _array(request, _SPACING)
             masks, explain = (_flag(request, name) for name in (_RETURN_MASKS, _EXPLAIN))
             timings: dict[str, float] = {}

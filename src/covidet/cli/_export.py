@@ -9,6 +9,7 @@ __all__ = ["main_export"]
 
 
 def main_export(argv: list[str]) -> int:
+    from covidet.export._admission import add_admission_options
     from covidet.export._render import PROFILES, TORCH_COMPILE_MODES, Calibration, render_repository
 
     p = argparse.ArgumentParser(
@@ -34,6 +35,7 @@ def main_export(argv: list[str]) -> int:
         default="reduce-overhead",
         help="gpu-torch: torch.compile mode of the slice models (none: eager)",
     )
+    add_admission_options(p)
     args = p.parse_args(argv)
     calibration = None
     if args.calibration:
@@ -43,7 +45,13 @@ def main_export(argv: list[str]) -> int:
 
         calibration = Calibration.from_scans(load_volume(path).hu for path in args.calibration)
     repo = render_repository(
-        args.profile, args.out, args.checkpoints, calibration=calibration, torch_compile=args.torch_compile
+        args.profile,
+        args.out,
+        args.checkpoints,
+        calibration=calibration,
+        torch_compile=args.torch_compile,
+        max_inflight_bytes=args.max_inflight_bytes,
+        max_scan_bytes=args.max_scan_bytes,
     )
     print(f"model repository for profile {args.profile}: {repo}")
     return 0

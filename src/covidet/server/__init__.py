@@ -63,6 +63,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     flags, so they win). Admin APIs are locked behind a secret header unless ``--unlocked``; a
     watchdog reloads any model whose Python-backend stub process dies (``--no-heal`` turns it off).
     """
+    from covidet.export._admission import add_admission_options
     from covidet.export._render import PROFILES, render_repository
     from covidet.server._security import ADMIN_APIS
 
@@ -114,6 +115,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="leave the admin APIs (" + ", ".join(ADMIN_APIS) + ") open: local experiments only",
     )
+    add_admission_options(parser)
     parser.add_argument("--no-heal", action="store_true", help="do not reload models whose stub died")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the tritonserver command as JSON and exit"
@@ -124,7 +126,11 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     if repo is None:
         print(f"rendering the {args.profile} model repository...", flush=True)
         repo = render_repository(
-            args.profile, args.build_dir / f"model_repository-{args.profile}", args.checkpoints
+            args.profile,
+            args.build_dir / f"model_repository-{args.profile}",
+            args.checkpoints,
+            max_inflight_bytes=args.max_inflight_bytes,
+            max_scan_bytes=args.max_scan_bytes,
         )
     extra = list(passthrough)
     headers: dict[str, str] = {}
