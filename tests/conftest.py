@@ -13,21 +13,29 @@ import pytest
 
 from covidet import _contract as C
 
+#: The tests' admission budget: room for every request the tests send at once, whatever the
+#: machine's memory (the default is a quarter of it). tests/e2e/test_admission.py tests the bound.
+TEST_INFLIGHT_SCANS = 64
+
 
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The cpu-profile model repository rendered from the shipped demo checkpoints."""
+    from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES
     from covidet.export._render import render_repository
 
-    return render_repository("cpu", tmp_path_factory.mktemp("repo") / "model_repository")
+    out = tmp_path_factory.mktemp("repo") / "model_repository"
+    return render_repository("cpu", out, max_inflight_bytes=TEST_INFLIGHT_SCANS * DEFAULT_MAX_SCAN_BYTES)
 
 
 @pytest.fixture(scope="session")
 def int8_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The cpu-int8 repository (lung and lesion models int8, calibrated on phantoms)."""
+    from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES
     from covidet.export._render import render_repository
 
-    return render_repository("cpu-int8", tmp_path_factory.mktemp("int8") / "model_repository")
+    out = tmp_path_factory.mktemp("int8") / "model_repository"
+    return render_repository("cpu-int8", out, max_inflight_bytes=TEST_INFLIGHT_SCANS * DEFAULT_MAX_SCAN_BYTES)
 
 
 @pytest.fixture(scope="session")
