@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from covidet.progression._evaluate import METHODS, PAPER_DL5, TRUTH, evaluate_progression
-from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_courses_csv, train_course_prior
+from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_courses_csv
+from covidet.progression._prior_train import train_course_prior
 from covidet.progression._synthetic import PATTERNS, generate_course
 
 __all__ = ["main_eval_progression", "main_train_course_prior"]

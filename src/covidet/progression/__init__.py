@@ -13,7 +13,8 @@ from covidet.progression._gpr import (
     to_latent,
 )
 from covidet.progression._plot import describe_crossing, plot_course
-from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_courses_csv, train_course_prior
+from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_courses_csv
+from covidet.progression._prior_train import train_course_prior
 from covidet.progression._synthetic import PATTERNS, generate_course, generated_truth, true_course
 
 __all__ = [
