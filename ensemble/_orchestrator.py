@@ -274,15 +274,15 @@ class ScanPipeline:
         ct: Any,
         summary: MaskSummary,
         masks: tuple[np.ndarray, np.ndarray] | None,
-        keep: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+        lesions: MaskSummary | None = None,
     ) -> tuple[int, int, float]:
         """Lesions on the lung slices, streamed: returns the lung and lesion voxel counts and the
         HU sum over the lung voxels.
 
         Lesions are cut to the lung envelope that ``summary`` holds (`fold_lesions`). With
         ``masks`` (full-size uint8 lung, lesion) the final masks are written there as chunks
-        arrive. With ``keep`` (slice index -> placeholder), the bool (lung, lesion) masks of
-        those slices are put there (the explained slices' overlaps and areas).
+        arrive. With ``lesions`` (an empty `MaskSummary` of the scan's shape) the lesion masks are
+        kept there, bit-packed with their per-slice areas (the explanation's overlaps and areas).
         """
         idx = np.flatnonzero(summary.counts > 0)
         if idx.size == 0:
@@ -291,17 +291,15 @@ class ScanPipeline:
 
         def fold(part: slice, prob: Any) -> None:
             rows = idx[part]
-            want = masks is not None or (keep is not None and bool(np.isin(rows, list(keep)).any()))
+            want = masks is not None or lesions is not None
             got = fold_lesions(summary, rows, prob[:, 0], ct, want_masks=want, device=self._device)
             totals[0] += got.n_lung
             totals[1] += got.n_lesion
             totals[2] += got.lung_hu_sum
             if masks is not None:
                 masks[0][rows], masks[1][rows] = got.lung, got.lesion
-            if keep is not None and got.lung is not None and got.lesion is not None:
-                for j, row in enumerate(rows):
-                    if int(row) in keep:
-                        keep[int(row)] = (got.lung[j].astype(bool), got.lesion[j].astype(bool))
+            if lesions is not None and got.lesion is not None:
+                lesions.add(rows, got.lesion)
 
         await self._stream(
             C.LESION_SEG.name,
@@ -345,14 +343,14 @@ class ScanPipeline:
         del lung_prob
 
         masks = (np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)) if return_masks else None
-        # explaining asks the classifier for its class maps too, and keeps the selected slices'
-        # masks; otherwise exactly the work of a plain diagnosis
+        # explaining asks the classifier for its class maps too, and keeps the lesion masks
+        # packed (the lung's are the envelope's, in `summary`); otherwise exactly the work of a
+        # plain diagnosis
         cls_outputs = _EXPLAIN_CLASSIFIER_OUTPUTS if explain else ()
-        empty_masks = (np.zeros(hw, bool), np.zeros(hw, bool))
-        kept = dict.fromkeys((int(i) for i in selection.indices), empty_masks) if explain else None
+        lesions = MaskSummary.empty(summary.shape) if explain else None
         probs_t = self._batched(C.SLICE_CLASSIFIER.name, cls_in, cls_outputs)
         feats_t = self._batched(C.SLICE_ENCODER.name, cls_in)
-        lesion_t = self._lesions(hu, summary, masks, kept)
+        lesion_t = self._lesions(hu, summary, masks, lesions)
         cls_out, feats, (lung_voxels, lesion_voxels, lung_hu_sum) = await asyncio.gather(
             probs_t, feats_t, lesion_t
         )
@@ -374,8 +372,8 @@ class ScanPipeline:
             )
         )
         explained = (
-            await self._explain(fused, selection, cls_in, class_maps, kept, slice_probs, sp, hw)
-            if class_maps is not None and kept is not None
+            await self._explain(fused, selection, cls_in, class_maps, summary, lesions, slice_probs, sp)
+            if class_maps is not None and lesions is not None
             else {}
         )
         empty = np.zeros((0, 0, 0), np.uint8)
@@ -408,10 +406,10 @@ class ScanPipeline:
         selection: SliceSelection,
         cls_in: Any,
         class_maps: np.ndarray,
-        kept: dict[int, tuple[np.ndarray, np.ndarray]],
+        lung: MaskSummary,
+        lesions: MaskSummary,
         slice_probs: np.ndarray,
         spacing: tuple[float, float, float],
-        hw: tuple[int, int],
     ) -> dict[str, Any]:
         """The explanation's outputs (`ScanOutputs` fields) of one scan: the predicted class's
         Guided Grad-CAM on the top-K slices where the pipeline has the classifier's checkpoint
@@ -419,19 +417,19 @@ class ScanPipeline:
         topk, predicted = fused.topk, int(np.argmax(fused.class_probs))
         _, _, y0, y1, x0, x1 = selection.bbox
         box = (int(y0), int(y1), int(x0), int(x1))
-        slices = [int(i) for i in selection.indices[topk]]
+        slices = selection.indices[topk]
+        hw = lung.shape[1:]
         grad_cam = attention_on_grid(class_maps[topk, predicted], box, hw)
         if self._guided is not None:
             guided = await asyncio.to_thread(self._guided, cls_in[topk], predicted)
             attention, method = attention_on_grid(guided, box, hw), "guided-grad-cam"
         else:
             attention, method = grad_cam, "grad-cam"
-        lung = np.stack([kept[i][0] for i in slices])
-        lesion = np.stack([kept[i][1] for i in slices])
         h, w = self._cls.input_size
-        regions = attention_regions(grad_cam, slices, lung, lesion, spacing[1:], (int(h), int(w)), box)
-        pixel_mm2 = spacing[1] * spacing[2]
-        lesion_mm2 = [float(kept[int(i)][1].sum()) * pixel_mm2 for i in selection.indices]
+        regions = attention_regions(
+            grad_cam, slices, lung.masks(slices), lesions.masks(slices), spacing[1:], (int(h), int(w)), box
+        )
+        lesion_mm2 = lesions.counts[selection.indices] * (spacing[1] * spacing[2])
         return {
             "attention": attention,
             "explanation": C.Explanation(method, tuple(regions)).to_json(),
