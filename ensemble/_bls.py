@@ -35,8 +35,6 @@ RETRY_FIRST_S = 60.0
 #: The longest wait between tries of a device path that keeps failing.
 RETRY_MAX_S = 600.0
 
-_SPECS = {spec.name: spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION)}
-
 
 class BlsInfer:
     """``await infer(model, batch)`` through BLS; ``pb_utils`` is Triton's module (a stand-in in
@@ -73,7 +71,7 @@ class BlsInfer:
     async def __call__(self, model: str, x: Any, outputs: Sequence[str] | None = None) -> Any:
         """The model's first output for ``x``; with ``outputs`` (contract names), a tuple of those
         (the slice classifier computes its class maps only when they are asked for)."""
-        names = tuple(outputs) if outputs is not None else (_SPECS[model].outputs[0].name,)
+        names = tuple(outputs) if outputs is not None else (C.model_spec(model).outputs[0].name,)
         ys = await self._route(model, x, names)
         return ys if outputs is not None else ys[0]
 
@@ -104,7 +102,7 @@ class BlsInfer:
         return y
 
     async def _send(self, model: str, x: Any, outputs: tuple[str, ...], *, device: bool) -> tuple[Any, ...]:
-        spec = _SPECS[model]
+        spec = C.model_spec(model)
         pb = self.pb
         if device:
             from torch.utils.dlpack import to_dlpack

@@ -217,13 +217,9 @@ class InProcessModels:
             return await loop.run_in_executor(self._pool, run_sequence, runner, x)
         if outputs is None:
             return await loop.run_in_executor(self._pool, runner, x)
-        names = [t.name for t in _spec(model).outputs]
-        which = [names.index(o) for o in outputs]
+        spec = C.model_spec(model)
+        which = [spec.outputs.index(spec.output(name)) for name in outputs]
         return tuple(await loop.run_in_executor(self._pool, runner.outputs, x, which))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-
-
-def _spec(model: str) -> C.ModelSpec:
-    return next(spec for spec in (*C.SLICE_MODELS, C.GRU_FUSION) if spec.name == model)

@@ -99,3 +99,9 @@ def test_pipeline_config_file_is_the_one_the_render_writes() -> None:
 
     params = _config(C.PIPELINE.name).parameters
     assert params["pipeline_config"].string_value == PIPELINE_CONFIG_FILE
+
+
+def test_a_model_is_found_by_name_and_an_unknown_one_lists_the_valid_names() -> None:
+    assert C.model_spec("slice_classifier") is C.SLICE_CLASSIFIER
+    with pytest.raises(KeyError, match="valid names: lung_seg"):
+        C.model_spec("slice_clasifier")

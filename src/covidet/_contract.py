@@ -43,6 +43,7 @@ __all__ = [
     "all_models",
     "describe_crossing",
     "error_message",
+    "model_spec",
     "parse_error_message",
     "quality_from_json",
     "quality_to_json",
@@ -428,6 +429,10 @@ class Explanation:
     method: str  #: one of ATTENTION_METHODS
     regions: tuple[AttentionRegion, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.method not in ATTENTION_METHODS:
+            raise ValueError(f"attention method {self.method!r}: expected one of {ATTENTION_METHODS}")
+
     def to_json(self) -> bytes:
         """The EXPLANATION output's value."""
         return json.dumps({"method": self.method, "regions": [r.to_json() for r in self.regions]}).encode()
@@ -457,6 +462,14 @@ def _region(d: dict) -> AttentionRegion:
 def all_models() -> tuple[ModelSpec, ...]:
     """Every model of the repository, public ensemble last."""
     return (*SLICE_MODELS, GRU_FUSION, PIPELINE, CLINICAL_SVM, PROGRESSION_GPR, ENSEMBLE)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The model named ``name``; a KeyError lists the valid names."""
+    for spec in all_models():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no model {name!r}; valid names: {', '.join(m.name for m in all_models())}")
 
 
 # --- error codes ----------------------------------------------------------------------------------

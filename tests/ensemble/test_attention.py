@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from covidet._contract import Explanation
 from covidet.ensemble._explain import MIN_REGION_PX, attention_on_grid, attention_regions
@@ -66,3 +67,8 @@ def test_the_size_rule_scales_with_the_lung_box() -> None:
     big_box = attention_regions(att, [0], lung, none, (1.0, 1.0), (224, 224), (0, 448, 0, 448))
     assert [r.area_px for r in small_box] == [300] and 300 > MIN_REGION_PX
     assert big_box == []
+
+
+def test_an_explanation_names_a_known_method() -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        Explanation("saliency")
