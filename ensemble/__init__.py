@@ -27,7 +27,12 @@ from covidet.ensemble._fusion import (
     volume_ml,
     voxels_ml,
 )
-from covidet.ensemble._memory import limit_torch_threads, release_free_memory, usable_cores
+from covidet.ensemble._memory import (
+    limit_torch_threads,
+    memory_limit_bytes,
+    release_free_memory,
+    usable_cores,
+)
 from covidet.ensemble._metrics import PipelineMetrics
 from covidet.ensemble._orchestrator import (
     DEFAULT_INFLIGHT_CHUNKS,
@@ -115,6 +120,7 @@ __all__ = [
     "limit_torch_threads",
     "lung_input",
     "make_runner",
+    "memory_limit_bytes",
     "on_device",
     "on_host",
     "pick_slices",

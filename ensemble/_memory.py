@@ -14,7 +14,7 @@ import os
 from functools import cache
 from pathlib import Path
 
-__all__ = ["limit_torch_threads", "release_free_memory", "usable_cores"]
+__all__ = ["limit_torch_threads", "memory_limit_bytes", "release_free_memory", "usable_cores"]
 
 
 @cache
@@ -84,3 +84,22 @@ def usable_cores(root: Path = CGROUP_ROOT) -> int:
     if quota is not None:
         cores = min(cores, max(1, int(quota)))
     return max(1, cores)
+
+
+def memory_limit_bytes(root: Path = CGROUP_ROOT, meminfo: Path = Path("/proc/meminfo")) -> int:
+    """Memory this process may use: its container's cgroup limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``; a Kubernetes `limits.memory`) when below the node's total memory,
+    else the node's total."""
+    total = 0
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            total = int(line.split()[1]) * 1024
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        path = root / name
+        try:
+            value = path.read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and 0 < int(value) < total:
+            return int(value)
+    return total

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
+from covidet.ensemble import memory_limit_bytes
 from covidet.errors import DeploymentError
 
 __all__ = [
     "DEFAULT_MAX_SCAN_BYTES",
     "add_admission_options",
     "default_inflight_bytes",
-    "memory_limit_bytes",
     "parse_bytes",
     "queue_size",
 ]
@@ -47,26 +46,6 @@ def parse_bytes(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not a size: give bytes, or a number with K, M, G or T (e.g. 8G)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def memory_limit_bytes(
-    cgroup_root: Path = Path("/sys/fs/cgroup"), meminfo: Path = Path("/proc/meminfo")
-) -> int:
-    """The memory this server may use: its container's cgroup limit (v2 ``memory.max``, v1
-    ``memory.limit_in_bytes``) when there is one, else the node's total memory."""
-    total = 0
-    for line in meminfo.read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            total = int(line.split()[1]) * 1024
-    for name in ("memory.max", "memory/memory.limit_in_bytes"):
-        path = cgroup_root / name
-        try:
-            value = path.read_text().strip()
-        except OSError:
-            continue
-        if value.isdigit() and 0 < int(value) < total:
-            return int(value)
-    return total
 
 
 def default_inflight_bytes() -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covidet.ensemble import limit_torch_threads, release_free_memory
+from covidet.ensemble import limit_torch_threads, memory_limit_bytes, release_free_memory
 
 
 def test_release_free_memory_runs_after_large_frees() -> None:
@@ -51,3 +51,15 @@ def test_usable_cores_honour_a_container_cpu_limit(
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert usable_cores(tmp_path) == (64 if limit is None else limit)
+
+
+def test_the_memory_limit_is_the_cgroups_when_lower(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16384000 kB\nMemFree: 1 kB\n")
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    assert memory_limit_bytes(root, meminfo) == 16384000 * 1024
+    (root / "memory.max").write_text("max\n")
+    assert memory_limit_bytes(root, meminfo) == 16384000 * 1024
+    (root / "memory.max").write_text(f"{4 << 30}\n")
+    assert memory_limit_bytes(root, meminfo) == 4 << 30

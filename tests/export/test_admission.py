@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from covidet.errors import DeploymentError
-from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES, memory_limit_bytes, parse_bytes, queue_size
+from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES, parse_bytes, queue_size
 
 
 @pytest.mark.parametrize(
@@ -32,18 +30,6 @@ def test_the_queue_holds_what_the_budget_leaves_after_the_instances() -> None:
 def test_a_budget_below_one_waiting_scan_is_refused_with_the_minimum() -> None:
     with pytest.raises(DeploymentError, match=r"at least 2\.93 GiB"):
         queue_size(2 * DEFAULT_MAX_SCAN_BYTES, DEFAULT_MAX_SCAN_BYTES, 2)
-
-
-def test_the_memory_limit_is_the_cgroups_when_lower(tmp_path: Path) -> None:
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       16384000 kB\nMemFree: 1 kB\n")
-    root = tmp_path / "cgroup"
-    root.mkdir()
-    assert memory_limit_bytes(root, meminfo) == 16384000 * 1024
-    (root / "memory.max").write_text("max\n")
-    assert memory_limit_bytes(root, meminfo) == 16384000 * 1024
-    (root / "memory.max").write_text(f"{4 << 30}\n")
-    assert memory_limit_bytes(root, meminfo) == 4 << 30
 
 
 def test_the_default_budget_of_a_small_machine_still_lets_one_scan_wait() -> None:
