@@ -38,7 +38,7 @@ def write_attention_pngs(
     attention = np.asarray(diagnosis.attention)
     written: dict[str, Path] = {}
     label = diagnosis.predicted_class
-    method = diagnosis.explanation.method if diagnosis.explanation is not None else "attention"
+    method = _method(diagnosis)
     for k, idx in enumerate(diagnosis.topk_slices, start=1):
         if not 0 <= idx < volume.n_slices or k > len(attention):
             continue
@@ -67,6 +67,11 @@ def write_attention_pngs(
         fig.savefig(path)
         written[path.stem] = path
     return written
+
+
+def _method(diagnosis: Diagnosis) -> str:
+    """How the attention was computed (the explanation's method; "attention" if not said)."""
+    return diagnosis.explanation.method if diagnosis.explanation is not None else "attention"
 
 
 def _heat(heat: np.ndarray) -> np.ndarray:
@@ -98,7 +103,7 @@ def write_attention_map(diagnosis: Diagnosis, sources: list[Any], path: Path) ->
 
     # one frame per explained slice, each on its own source instance (a slice repeated in the
     # top-K, as with fewer slices than K, is written once)
-    method = diagnosis.explanation.method if diagnosis.explanation is not None else "class"
+    method = _method(diagnosis)
     ranks = {idx: k for k, idx in reversed(list(enumerate(diagnosis.topk_slices)))}
     order = sorted(ranks)
     frames = np.stack([np.asarray(diagnosis.attention)[ranks[i]] for i in order]).astype(np.uint16)

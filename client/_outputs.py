@@ -145,18 +145,18 @@ def write_outputs(
     sources = _load_source_datasets(volume, source_datasets, warn)
     if sources is not None:
         seg = None
+        frames = volume.meta.get("source_frames")  # an enhanced CT: the volume's slices' frames
         if lung is None or lesion is None:
             log.info("no masks in the diagnosis (return_masks=False): no seg.dcm")
         else:
-            frames = volume.meta.get("source_frames")
             seg = write_seg(diagnosis, sources, lung, lesion, out_dir / "seg.dcm", frames)
             written["seg"] = out_dir / "seg.dcm"
         attention = None
-        if diagnosis.attention is not None and volume.meta.get("source_frames") is None:
+        if diagnosis.attention is not None and frames is None:
             attention = write_attention_map(diagnosis, sources, out_dir / "attention.dcm")
             if attention is not None:
                 written["attention"] = out_dir / "attention.dcm"
-        write_sr(diagnosis, sources, seg, out_dir / "sr.dcm", attention)
+        write_sr(diagnosis, sources, seg, out_dir / "sr.dcm", attention, frames)
         written["sr"] = out_dir / "sr.dcm"
 
     written.update(write_pngs(diagnosis, volume, lung, lesion, out_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,12 @@ def _summary_text(diagnosis: Diagnosis) -> str:
 
 
 def write_sr(
-    diagnosis: Diagnosis, sources: list[Any], seg: Any | None, path: Path, attention: Any | None = None
+    diagnosis: Diagnosis,
+    sources: list[Any],
+    seg: Any | None,
+    path: Path,
+    attention: Any | None = None,
+    source_frames: Sequence[int] | None = None,
 ) -> Any:
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -187,7 +193,7 @@ def write_sr(
         )
     # An explained diagnosis: the slices the attention map explains, and its regions
     if diagnosis.attention is not None:
-        scan_group[0].ContentSequence.extend(_explained(diagnosis, sources))
+        scan_group[0].ContentSequence.extend(_explained(diagnosis, sources, source_frames))
     groups.append(scan_group)
 
     observer = hd.sr.ObserverContext(
@@ -220,25 +226,25 @@ def write_sr(
     return sr
 
 
-def _explained(diagnosis: Diagnosis, sources: list[Any]) -> list[Any]:
+def _explained(diagnosis: Diagnosis, sources: list[Any], source_frames: Sequence[int] | None) -> list[Any]:
     """Content items of an explained diagnosis: an IMAGE reference to each explained slice's
-    source instance (one instance per slice; an enhanced CT's one instance is referenced once, by
-    frame), and a TEXT row per attention region with its area and lesion overlap."""
+    source (its instance; for an enhanced CT, ``source_frames`` given, the one instance's frame),
+    and a TEXT row per attention region with its area and lesion overlap."""
     import highdicom as hd
 
     items: list[Any] = []
     contains = hd.sr.RelationshipTypeValues.CONTAINS
-    single = len(sources) == 1 and diagnosis.topk_slices and max(diagnosis.topk_slices) > 0
     for k, idx in enumerate(dict.fromkeys(diagnosis.topk_slices), start=1):
-        ds = sources[0] if single else sources[idx] if 0 <= idx < len(sources) else None
-        if ds is None:
-            continue
+        if source_frames is not None:
+            ds, frame = sources[0], int(source_frames[idx]) + 1
+        else:
+            ds, frame = sources[idx], None
         items.append(
             hd.sr.ImageContentItem(
                 name=_local("EXPLAINED_SLICE", f"Key slice {k} explained by the attention map"),
                 referenced_sop_class_uid=ds.SOPClassUID,
                 referenced_sop_instance_uid=ds.SOPInstanceUID,
-                referenced_frame_numbers=idx + 1 if single else None,
+                referenced_frame_numbers=frame,
                 relationship_type=contains,
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
-from test_outputs import _diagnosis  # tests/client is on sys.path (pytest prepend import mode)
+from test_outputs import _content_items, _diagnosis  # tests/client is on sys.path (prepend import mode)
 
+from covidet import _contract as C
 from covidet.client import load_volume
 from covidet.client._dicom import SeriesGeometryError, read_dicom_series
 from covidet.client._outputs import write_outputs
@@ -67,6 +69,25 @@ def test_seg_frames_of_an_enhanced_source_land_on_their_frames(
         source.SOPInstanceUID, [f + 1 for f in frames], segment_numbers=[2]
     )[..., 0]
     np.testing.assert_array_equal(lesion > 0, ph.lesion_mask > 0)
+
+
+def test_the_sr_of_an_explained_enhanced_ct_references_the_explained_frames(
+    series: dict[str, Any], tmp_path: Path
+) -> None:
+    vol = load_volume(series["root"] / "enhanced")
+    base = _diagnosis(series["phantom"], str(series["root"] / "enhanced"))
+    attention = np.zeros((len(base.topk_slices), *vol.hu.shape[1:]), np.uint8)
+    explained = dataclasses.replace(base, attention=attention, explanation=C.Explanation("grad-cam"))
+    written = write_outputs(explained, vol, tmp_path)
+    assert "attention" not in written  # a parametric map needs one instance per slice
+    sr = pydicom.dcmread(written["sr"])
+    frames = vol.meta["source_frames"]
+    referenced = [
+        int(item.ReferencedSOPSequence[0].ReferencedFrameNumber)
+        for item in _content_items(sr.ContentSequence)
+        if item.ValueType == "IMAGE" and item.ConceptNameCodeSequence[0].CodeValue == "EXPLAINED_SLICE"
+    ]
+    assert referenced == [frames[i] + 1 for i in dict.fromkeys(base.topk_slices)]
 
 
 def test_a_frame_without_geometry_is_a_named_error(series: dict[str, Any], tmp_path: Path) -> None:
