@@ -12,6 +12,7 @@ __all__ = [
     "Proc",
     "StubInfo",
     "listening_pid",
+    "process_memory_mib",
     "process_tree",
     "python_stubs",
     "tree_cpu_seconds",
@@ -159,6 +160,33 @@ def tree_memory_mib(root: int) -> dict[str, float]:
         "client_shm_pss_mib": client,
         "own_pss_mib": total - client,
     }
+
+
+def _label(p: Proc, root: int) -> str:
+    """A stable name for a server's process: the server's program, a stub's instance, or the pid."""
+    if p.pid == root:
+        return Path(p.cmdline[0]).name if p.cmdline else "server"
+    if _stub_model(p) is not None:
+        return p.cmdline[-2]  # the instance name, e.g. covidet_pipeline_0_0
+    return f"pid{p.pid}"
+
+
+def process_memory_mib(root: int) -> dict[str, dict[str, float]]:
+    """RSS, PSS and own PSS (PSS less clients' CT regions) of each process of a server's tree, in
+    MiB, keyed by :func:`_label` (the server's program name, each stub's instance name).
+
+    Per process, because a leak lives in one of them (the server, or one model's stub) and the sum
+    hides a slow one beside another that shrinks.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for p in process_tree(root):
+        total, client = _pss_kib(p.pid)
+        out[_label(p, root)] = {
+            "rss_mib": p.rss_kib / 1024,
+            "pss_mib": total / 1024,
+            "own_pss_mib": (total - client) / 1024,
+        }
+    return out
 
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "[::1]"}
