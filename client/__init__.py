@@ -23,6 +23,7 @@ from covidet.errors import (
     NoLungFoundError,
     PermissionDeniedError,
     RequestTimeoutError,
+    ServerBusyError,
     ServerError,
     ServerUnavailableError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "NoLungFoundError",
     "PermissionDeniedError",
     "RequestTimeoutError",
+    "ServerBusyError",
     "ServerError",
     "ServerUnavailableError",
     "SliceScore",

@@ -21,7 +21,7 @@ from covidet.client._core import infer_inputs
 from covidet.client._forecast import Forecast, ForecastRequest
 from covidet.client._result import Diagnosis
 from covidet.client._volume import Volume, load_volume
-from covidet.errors import CovidetError, InvalidInputError
+from covidet.errors import CovidetError, InvalidInputError, ServerBusyError
 
 __all__ = ["AsyncClient", "ordered_map"]
 
@@ -67,25 +67,27 @@ class AsyncClient(ClientBase):
             self._turn = asyncio.Lock()
         return self._turn
 
-    async def _call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Await ``fn(client)`` with retries (retryable errors only) and fail-over across URLs,
-        each attempt bounded by ``timeout_s``."""
+    async def _call(self, fn: Callable[[Any, int], Awaitable[T]]) -> T:
+        """Await ``fn(client, refused)`` with retries (retryable errors only) and fail-over across
+        URLs, each attempt bounded by ``timeout_s``; ``refused`` as for `Client`."""
         last: CovidetError | None = None
+        refused = 0
         for url, wait in self._attempts():
             if wait:
                 await asyncio.sleep(wait)
             try:
-                return await asyncio.wait_for(fn(self._client(url)), self.timeout_s)
+                return await asyncio.wait_for(fn(self._client(url), refused), self.timeout_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 last = self._retryable(exc)
+                refused += isinstance(last, ServerBusyError)
         assert last is not None
         raise last
 
     async def is_ready(self, model: str = C.ENSEMBLE.name) -> bool:
         try:
-            return bool(await self._call(lambda c: c.is_model_ready(model)))
+            return bool(await self._call(lambda c, _: c.is_model_ready(model)))
         except CovidetError:
             return False
 
@@ -108,7 +110,9 @@ class AsyncClient(ClientBase):
         t0 = time.perf_counter()
         if self._shm is None:
             inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
-            result = await self._call(lambda client: self._infer(client, model, inputs, outputs))
+            result = await self._call(
+                lambda client, refused: self._infer(client, model, inputs, outputs, refused)
+            )
             return self._diagnosis(result, vol, t0)
         shm = self._shm
         async with self._shm_turn():
@@ -116,9 +120,9 @@ class AsyncClient(ClientBase):
                 await shm.unregister_async()
             inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
 
-            async def infer(client: Any) -> Any:
+            async def infer(client: Any, refused: int) -> Any:
                 await shm.register_async(client)
-                return await self._infer(client, model, inputs, outputs)
+                return await self._infer(client, model, inputs, outputs, refused)
 
             return self._diagnosis(await self._call(infer), vol, t0)
 
@@ -134,7 +138,7 @@ class AsyncClient(ClientBase):
         """Fit the patient's course on the server (GPR, DL#5) and forecast it, as `Client.forecast`."""
         req = ForecastRequest.of(days, ratios, query_days, levels=levels, horizon_days=horizon_days)
         inputs = infer_inputs(req.inputs(), self.protocol)
-        result = await self._call(lambda c: c.infer(C.PROGRESSION_GPR.name, inputs))
+        result = await self._call(lambda c, _: c.infer(C.PROGRESSION_GPR.name, inputs))
         return req.result(result.as_numpy)
 
     async def diagnose_many(

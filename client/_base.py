@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from covidet import _contract as C
 from covidet._codec import CODECS
 from covidet.client._core import (
     RetryPolicy,
@@ -113,9 +114,15 @@ class ClientBase:
         )
         return inputs, requested_outputs(return_masks, self.protocol, explain)
 
-    def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:
-        """``client.infer`` (a coroutine for the asyncio flavour) with the per-request timeout."""
-        kwargs = infer_kwargs(self.protocol, self.timeout_s, aio=self._aio)
+    def _infer(self, client: Any, model: str, inputs: list[Any], outputs: list[Any], refused: int = 0) -> Any:
+        """``client.infer`` (a coroutine for the asyncio flavour) with the per-request timeout.
+
+        ``refused``: the admission refusals this scan met before this attempt, sent as a request
+        parameter so that the server counts them once it admits the scan (Triton's queue refuses
+        without the pipeline ever seeing the request)."""
+        kwargs = dict(infer_kwargs(self.protocol, self.timeout_s, aio=self._aio))
+        if refused:
+            kwargs["parameters"] = {C.REFUSED_PARAMETER: int(refused)}
         return client.infer(model, inputs, outputs=outputs, **kwargs)
 
     @staticmethod

@@ -19,6 +19,7 @@ from covidet.errors import (
     NoLungFoundError,
     PermissionDeniedError,
     RequestTimeoutError,
+    ServerBusyError,
     ServerError,
     ServerUnavailableError,
     VolumeError,
@@ -253,7 +254,7 @@ def _translate(exc: BaseException) -> CovidetError:
         if "INVALID_ARGUMENT" in status or status == "400" or "invalid argument" in low[:40]:
             return InvalidInputError(msg)
         if "exceeds maximum queue size" in low:  # the server's admission bound (--max-inflight-bytes)
-            return ServerUnavailableError(
+            return ServerBusyError(
                 f"{msg} — the server holds as many scans as its memory budget allows; retry after a "
                 "backoff, or send to another replica"
             )

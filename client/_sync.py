@@ -12,7 +12,7 @@ from covidet.client._core import CLIENT_OPTIONS, infer_inputs
 from covidet.client._forecast import Forecast, ForecastRequest
 from covidet.client._result import Diagnosis
 from covidet.client._volume import Volume, load_volume
-from covidet.errors import CovidetError
+from covidet.errors import CovidetError, ServerBusyError
 
 __all__ = ["Client", "diagnose"]
 
@@ -28,15 +28,18 @@ class Client(ClientBase):
     """
 
     def _call(self, fn: Any) -> Any:
-        """Run ``fn(client)`` with retries (retryable errors only) and fail-over across URLs."""
+        """Run ``fn(client, refused)`` with retries (retryable errors only) and fail-over across
+        URLs; ``refused``: the admission refusals this call has met so far (`ServerBusyError`)."""
         last: CovidetError | None = None
+        refused = 0
         for url, wait in self._attempts():
             if wait:
                 time.sleep(wait)
             try:
-                return fn(self._client(url))
+                return fn(self._client(url), refused)
             except Exception as exc:
                 last = self._retryable(exc)
+                refused += isinstance(last, ServerBusyError)
         assert last is not None
         raise last
 
@@ -46,7 +49,7 @@ class Client(ClientBase):
 
     def is_ready(self, model: str = C.ENSEMBLE.name) -> bool:
         try:
-            return bool(self._call(lambda c: c.is_model_ready(model)))
+            return bool(self._call(lambda c, _: c.is_model_ready(model)))
         except CovidetError:
             return False
 
@@ -74,15 +77,15 @@ class Client(ClientBase):
         t0 = time.perf_counter()
         if self._shm is None:
             inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
-            result = self._call(lambda client: self._infer(client, model, inputs, outputs))
+            result = self._call(lambda client, refused: self._infer(client, model, inputs, outputs, refused))
             return self._diagnosis(result, vol, t0)
         shm = self._shm
         with shm.lock:
             inputs, outputs = self._scan_request(vol, return_masks, clinical, explain)
 
-            def infer(client: Any) -> Any:
+            def infer(client: Any, refused: int) -> Any:
                 shm.register(client)
-                return self._infer(client, model, inputs, outputs)
+                return self._infer(client, model, inputs, outputs, refused)
 
             return self._diagnosis(self._call(infer), vol, t0)
 
@@ -101,7 +104,7 @@ class Client(ClientBase):
         """
         req = ForecastRequest.of(days, ratios, query_days, levels=levels, horizon_days=horizon_days)
         inputs = infer_inputs(req.inputs(), self.protocol)
-        result = self._call(lambda c: c.infer(C.PROGRESSION_GPR.name, inputs))
+        result = self._call(lambda c, _: c.infer(C.PROGRESSION_GPR.name, inputs))
         return req.result(result.as_numpy)
 
     def diagnose_many(self, sources: Iterable[Any], **kwargs: Any) -> Iterator[Diagnosis]:

@@ -33,7 +33,7 @@ from covidet.ensemble._memory import (
     release_free_memory,
     usable_cores,
 )
-from covidet.ensemble._metrics import PipelineMetrics
+from covidet.ensemble._metrics import PipelineMetrics, admission_capacity
 from covidet.ensemble._orchestrator import (
     DEFAULT_INFLIGHT_CHUNKS,
     PIPELINE_CONFIG_FILE,
@@ -107,6 +107,7 @@ __all__ = [
     "SliceSelection",
     "StepUnavailableError",
     "TorchRunner",
+    "admission_capacity",
     "bls_error",
     "check_quality",
     "chunks",

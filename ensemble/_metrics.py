@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["SLICE_BUCKETS", "STAGE_BUCKETS", "PipelineMetrics"]
+__all__ = ["SLICE_BUCKETS", "STAGE_BUCKETS", "PipelineMetrics", "admission_capacity"]
 
 SLICE_BUCKETS = [1.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0]
 STAGE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -14,7 +14,10 @@ STAGE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 class PipelineMetrics:
     """covidet_scans_total{result}, covidet_slices_per_scan, covidet_stage_seconds{stage},
     covidet_quality_flags_total{code,severity} (the QUALITY flags of the answers),
-    covidet_device_fallbacks_total (an instance left the GPU path for slice tensors: `BlsInfer`).
+    covidet_device_fallbacks_total (an instance left the GPU path for slice tensors: `BlsInfer`),
+    covidet_admission_rejected_total (refusals of the admission bound that covidet clients met
+    before a scan was admitted: `covidet._contract.REFUSED_PARAMETER`) and
+    covidet_admission_capacity{state} (scans the bound lets the server hold: processing, waiting).
 
     Built on ``pb_utils.MetricFamily`` (Triton's Python-backend custom metrics). Where the backend
     lacks a metric kind the metrics are disabled with one warning; serving is never affected.
@@ -24,6 +27,7 @@ class PipelineMetrics:
         self._scans: dict[Any, Any] = {}
         self._stages: dict[Any, Any] = {}
         self._flags: dict[Any, Any] = {}
+        self._capacity: dict[Any, Any] = {}
         self.enabled = False
         self._logger = logger
         try:
@@ -48,6 +52,18 @@ class PipelineMetrics:
                 description="quality flags of the answers, by code and severity",
                 kind=mf.COUNTER,
             )
+            self._rejected_family = mf(
+                name="covidet_admission_rejected_total",
+                description="admission refusals (server at its memory budget) that covidet clients "
+                "retried, counted when the scan is admitted",
+                kind=mf.COUNTER,
+            )
+            self._rejected = self._rejected_family.Metric(labels={})
+            self._capacity_family = mf(
+                name="covidet_admission_capacity",
+                description="scans the admission bound lets the server hold at once, by state",
+                kind=mf.GAUGE,
+            )
             self.enabled = True
         except Exception as exc:  # an older backend without histograms
             logger.log_warn(f"covidet_pipeline: custom metrics disabled ({exc!r})")
@@ -63,6 +79,20 @@ class PipelineMetrics:
     def _count_flags(self, flags: Iterable[tuple[str, str]]) -> None:
         for code, severity in flags:
             _labelled(self._flags, self._flag_family, code=code, severity=severity).increment(1)
+
+    def admission_refused(self, count: int) -> None:
+        """Count the refusals an admitted scan reports having met (0: nothing to count)."""
+        if count > 0:
+            self._safely(lambda: self._rejected.increment(count))
+
+    def admission_capacity(self, processing: int, waiting: int) -> None:
+        """Publish the admission bound: scans processed at once (instances) and scans that may wait."""
+
+        def publish() -> None:
+            for state, value in (("processing", processing), ("waiting", waiting)):
+                _labelled(self._capacity, self._capacity_family, state=state).set(float(value))
+
+        self._safely(publish)
 
     def device_fallback(self) -> None:
         """Count one switch of an instance's slice tensors from the device to the host."""
@@ -94,3 +124,11 @@ def _labelled(cache: dict[Any, Any], family: Any, buckets: list[float] | None = 
         kwargs = {"buckets": buckets} if buckets is not None else {}
         cache[key] = family.Metric(labels=labels, **kwargs)
     return cache[key]
+
+
+def admission_capacity(model_config: dict[str, Any]) -> tuple[int, int]:
+    """(instances, queue bound) of a model from the configuration Triton hands its ``initialize``:
+    the scans it processes at once and those that may wait (0: unbounded)."""
+    instances = sum(int(group.get("count", 1)) for group in model_config.get("instance_group", [])) or 1
+    policy = model_config.get("dynamic_batching", {}).get("default_queue_policy", {})
+    return instances, int(policy.get("max_queue_size", 0))

@@ -25,9 +25,11 @@ __all__ = [
     "GRU_FUSION",
     "LESION_SEG",
     "LUNG_SEG",
+    "MAX_REFUSED_REPORT",
     "PIPELINE",
     "PROGRESSION_GPR",
     "QUALITY_SEVERITIES",
+    "REFUSED_PARAMETER",
     "SLICE_BATCH",
     "SLICE_CLASSIFIER",
     "SLICE_ENCODER",
@@ -47,6 +49,7 @@ __all__ = [
     "parse_error_message",
     "quality_from_json",
     "quality_to_json",
+    "refused_count",
 ]
 
 #: Jin et al. 4-class order (index = class id).
@@ -59,6 +62,27 @@ TOP_K = 3
 SLICE_BATCH = 32
 #: Name prefix of the /dev/shm regions a client writes CT volumes into (the server maps them).
 CLIENT_SHM_PREFIX = "covidet_ct_"
+#: Request parameter: how many times the server's admission bound refused this scan before the
+#: attempt that carries it (covidet's client sends it on its retries; the pipeline counts it in
+#: ``covidet_admission_rejected_total`` once the scan is admitted).
+REFUSED_PARAMETER = "covidet_refused"
+#: Counts above this are not believed (a bad client): a retry loop of hours stays far below it.
+MAX_REFUSED_REPORT = 10_000
+
+
+def refused_count(parameters: str | dict[str, object] | None) -> int:
+    """The `REFUSED_PARAMETER` of a request's parameters (a dict, or the JSON the Python backend
+    gives): 0 when absent, not a whole number, negative or beyond `MAX_REFUSED_REPORT`. A bad
+    report is dropped, never an error: it must not cost the scan its answer."""
+    if isinstance(parameters, str):
+        try:
+            parameters = json.loads(parameters) if parameters else {}
+        except ValueError:
+            return 0
+    value = (parameters or {}).get(REFUSED_PARAMETER) if isinstance(parameters, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REFUSED_REPORT:
+        return 0
+    return value
 
 
 @dataclass(frozen=True)

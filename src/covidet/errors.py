@@ -9,7 +9,8 @@ decisions a caller makes::
     │   └── NoLungFoundError                  not a chest CT in HU (or no lung in it)
     ├── ModelNotFoundError                fix the model name or the deployment
     ├── ServerUnavailableError            retry later or elsewhere (``retryable``)
-    │   └── RequestTimeoutError
+    │   ├── RequestTimeoutError
+    │   └── ServerBusyError                   at its admission budget: retry after a backoff
     ├── PermissionDeniedError             send the admin header; retrying will not help
     ├── ServerError                       the server failed on a valid request: report it
     ├── ArtifactError                     a model file is bad: rebuild or replace it
@@ -35,6 +36,7 @@ __all__ = [
     "NoLungFoundError",
     "PermissionDeniedError",
     "RequestTimeoutError",
+    "ServerBusyError",
     "ServerError",
     "ServerStartError",
     "ServerUnavailableError",
@@ -76,6 +78,11 @@ class ServerUnavailableError(CovidetError):
 
 class RequestTimeoutError(ServerUnavailableError):
     """No answer within the deadline: retry, or raise the timeout for very long scans."""
+
+
+class ServerBusyError(ServerUnavailableError):
+    """The server holds as many scans as its memory budget allows and refused this one at once:
+    retry after a backoff, or send it to another replica."""
 
 
 class PermissionDeniedError(CovidetError):

@@ -24,9 +24,11 @@ def _client(monkeypatch: pytest.MonkeyPatch, urls: list[str], **kw: Any) -> Asyn
 class _Fake:
     def __init__(self, errors: list[BaseException], delay_s: float = 0.0) -> None:
         self.errors, self.delay_s, self.calls = errors, delay_s, 0
+        self.refused: list[int] = []
 
-    async def __call__(self, client: object) -> str:
+    async def __call__(self, client: object, refused: int) -> str:
         self.calls += 1
+        self.refused.append(refused)
         await asyncio.sleep(self.delay_s)
         if self.errors:
             raise self.errors.pop(0)
@@ -43,6 +45,13 @@ def test_fail_over_and_retries_as_the_sync_client(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(InvalidInputError):
         asyncio.run(_client(monkeypatch, ["a:1", "b:2"])._call(bad))
     assert bad.calls == 1
+
+
+def test_admission_refusals_are_counted_as_by_the_sync_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE")
+    fake = _Fake([busy, _down()])
+    assert asyncio.run(_client(monkeypatch, ["a:1", "b:2"])._call(fake)) == "ok from a:1"
+    assert fake.refused == [0, 1, 1]
 
 
 def test_each_attempt_is_bounded_by_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from covidet.client import (
     NoLungFoundError,
     PermissionDeniedError,
     RequestTimeoutError,
+    ServerBusyError,
     ServerError,
     ServerUnavailableError,
 )
@@ -45,6 +46,7 @@ from covidet.client._result import parse_outputs
             ServerUnavailableError,
         ),
         ("StatusCode.UNAVAILABLE", "lung_seg is restarting or reloading", ServerUnavailableError),
+        ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", ServerBusyError),
         (
             "StatusCode.NOT_FOUND",
             "Request for unknown model: 'covidet' has no available versions",
@@ -66,9 +68,11 @@ def test_connection_errors_are_retryable() -> None:
 class _Fake:
     def __init__(self, errors: list[BaseException]) -> None:
         self.errors, self.calls = errors, 0
+        self.refused: list[int] = []
 
-    def __call__(self, client: object) -> str:
+    def __call__(self, client: object, refused: int) -> str:
         self.calls += 1
+        self.refused.append(refused)
         if self.errors:
             raise self.errors.pop(0)
         return f"ok from {client}"
@@ -91,6 +95,51 @@ def test_retries_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ServerUnavailableError):
         _client(monkeypatch, ["a:1", "b:2"], retries=2)._call(fake)
     assert fake.calls == 6  # 3 rounds x 2 URLs
+
+
+def _busy() -> InferenceServerException:
+    return InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE")
+
+
+def test_each_attempt_is_told_the_admission_refusals_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # refused twice for the admission bound, once unreachable (not counted), then admitted
+    down = InferenceServerException("down", status="StatusCode.UNAVAILABLE")
+    fake = _Fake([_busy(), _busy(), down])
+    assert _client(monkeypatch, ["a:1", "b:2"])._call(fake) == "ok from b:2"
+    assert fake.refused == [0, 1, 2, 2]
+
+
+def test_the_refusals_travel_as_a_request_parameter_only_when_there_were_some() -> None:
+    seen: list[dict[str, object]] = []
+
+    class _Triton:
+        def infer(self, model: str, inputs: list[object], **kwargs: object) -> None:
+            seen.append(kwargs)
+
+    c = Client("a:1", protocol="grpc")
+    c._infer(_Triton(), "covidet", [], [])
+    c._infer(_Triton(), "covidet", [], [], 3)
+    assert "parameters" not in seen[0]
+    assert seen[1]["parameters"] == {C.REFUSED_PARAMETER: 3}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "count"),
+    [
+        (None, 0),
+        ("", 0),
+        ("{}", 0),
+        (json.dumps({C.REFUSED_PARAMETER: 4}), 4),
+        ({C.REFUSED_PARAMETER: 2}, 2),
+        (json.dumps({C.REFUSED_PARAMETER: -1}), 0),
+        (json.dumps({C.REFUSED_PARAMETER: "7"}), 0),
+        (json.dumps({C.REFUSED_PARAMETER: True}), 0),
+        (json.dumps({C.REFUSED_PARAMETER: C.MAX_REFUSED_REPORT + 1}), 0),
+        ("not json", 0),
+    ],
+)
+def test_the_server_reads_a_refusal_report_or_drops_a_bad_one(parameters: object, count: int) -> None:
+    assert C.refused_count(parameters) == count  # type: ignore[arg-type]
 
 
 def test_input_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from covidet.ensemble import PipelineMetrics
+from covidet.ensemble import PipelineMetrics, admission_capacity
 
 
 class _Family:
-    COUNTER, HISTOGRAM = "counter", "histogram"
+    COUNTER, HISTOGRAM, GAUGE = "counter", "histogram", "gauge"
     made: ClassVar[dict[str, _Family]] = {}
 
     def __init__(self, name: str, description: str, kind: str) -> None:
@@ -30,6 +30,9 @@ class _Metric:
 
     def observe(self, v: float) -> None:
         self.value += 1
+
+    def set(self, v: float) -> None:
+        self.value = v
 
 
 class _PbUtils:
@@ -63,3 +66,23 @@ def test_scans_and_stages_are_counted_by_their_label() -> None:
     stages = {dict(k)["stage"]: m.value for k, m in _Family.made["covidet_stage_seconds"].metrics.items()}
     assert scans == {"ok": 2, "invalid": 1}
     assert stages == {"lung": 1, "total": 2}  # observations
+
+
+def test_admission_refusals_and_capacity_are_published() -> None:
+    metrics = PipelineMetrics(_PbUtils(), _Logger())
+    metrics.admission_refused(0)
+    metrics.admission_refused(3)
+    metrics.admission_refused(2)
+    assert _Family.made["covidet_admission_rejected_total"].metrics[()].value == 5
+    metrics.admission_capacity(2, 4)
+    capacity = _Family.made["covidet_admission_capacity"].metrics
+    assert {dict(k)["state"]: m.value for k, m in capacity.items()} == {"processing": 2, "waiting": 4}
+
+
+def test_the_admission_capacity_is_read_from_the_models_configuration() -> None:
+    config = {
+        "instance_group": [{"count": 2, "kind": "KIND_CPU"}],
+        "dynamic_batching": {"default_queue_policy": {"max_queue_size": 4}},
+    }
+    assert admission_capacity(config) == (2, 4)
+    assert admission_capacity({}) == (1, 0)  # one instance, no bound

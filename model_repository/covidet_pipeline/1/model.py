@@ -20,6 +20,7 @@ from covidet.ensemble import (
     PipelineConfig,
     PipelineMetrics,
     ScanPipeline,
+    admission_capacity,
     classify_error,
     limit_torch_threads,
     release_free_memory,
@@ -43,6 +44,7 @@ class TritonPythonModel:
         setup = PipelineConfig.from_json(text)
         self.logger = pb_utils.Logger
         self.metrics = PipelineMetrics(pb_utils, self.logger)
+        self.metrics.admission_capacity(*admission_capacity(config))
         # slices to the slice models as async BLS requests; on the GPU profiles as GPU tensors
         bls = BlsInfer(
             pb_utils,
@@ -59,6 +61,8 @@ class TritonPythonModel:
         return responses
 
     async def _one(self, request) -> object:
+        # refusals of Triton's queue bound this scan met before (reported by covidet's client)
+        self.metrics.admission_refused(C.refused_count(request.parameters()))
         try:
             ct = scan_volume(
                 _array(request, _CT), _array(request, _CT_COMPRESSED), max_bytes=self.max_scan_bytes

@@ -110,9 +110,9 @@ def _count_bytes(client: Any) -> None:
     it in (array, compressed frame, shared-memory region)."""
     infer = client._infer
 
-    def counting(c: Any, model: str, inputs: list[Any], outputs: list[Any]) -> Any:
+    def counting(c: Any, model: str, inputs: list[Any], outputs: list[Any], refused: int = 0) -> Any:
         sent = sum(_payload_bytes(i) for i in inputs)
-        pending = infer(c, model, inputs, outputs)
+        pending = infer(c, model, inputs, outputs, refused)
 
         async def answered() -> Any:
             result = await pending

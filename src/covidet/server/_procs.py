@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from covidet import _contract as C
 
 __all__ = [
+    "PeakMemory",
     "Proc",
     "StubInfo",
     "listening_pid",
@@ -232,3 +234,53 @@ def listening_pid(url: str) -> int | None:
             except OSError:
                 continue
     return None
+
+
+class PeakMemory:
+    """Samples a server tree's memory in a thread while a block runs: the own PSS (PSS less the
+    clients' CT regions) of the tree and of each process, at the start and at its peak.
+
+    ``with PeakMemory(pid) as peak: ...`` then ``peak.baseline_mib``, ``peak.peak_mib`` and
+    ``peak.peak_by_process``. Sampling reads every process's smaps, a few ms each; the interval
+    keeps that off the cores the server needs.
+    """
+
+    def __init__(self, root: int, interval_s: float = 0.25) -> None:
+        self.root, self.interval_s = root, interval_s
+        self.baseline_mib = self.peak_mib = 0.0
+        self.baseline_by_process: dict[str, float] = {}
+        self.peak_by_process: dict[str, float] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
+
+    def _sample(self) -> tuple[float, dict[str, float]]:
+        per = {name: m["own_pss_mib"] for name, m in process_memory_mib(self.root).items()}
+        return sum(per.values()), per
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            total, per = self._sample()
+            self.samples += 1
+            self.peak_mib = max(self.peak_mib, total)
+            for name, mib in per.items():
+                self.peak_by_process[name] = max(self.peak_by_process.get(name, 0.0), mib)
+
+    def __enter__(self) -> PeakMemory:
+        self.baseline_mib, self.baseline_by_process = self._sample()
+        self.peak_mib, self.peak_by_process = self.baseline_mib, dict(self.baseline_by_process)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        total, per = self._sample()  # the last moment counts too
+        self.peak_mib = max(self.peak_mib, total)
+        for name, mib in per.items():
+            self.peak_by_process[name] = max(self.peak_by_process.get(name, 0.0), mib)
+
+    @property
+    def growth_mib(self) -> float:
+        """Peak less baseline: what the block added to the server's own memory at most."""
+        return self.peak_mib - self.baseline_mib
