@@ -260,17 +260,19 @@ def test_tls_and_autoscaling(rendered: dict) -> None:
     assert "replicas" not in objs["Deployment"]["spec"]  # the HPA owns the count
     hpa = objs["HorizontalPodAutoscaler"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == objs["Deployment"]["metadata"]["name"]
-    (metric,) = hpa["metrics"]
-    assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] == _adapter_metric_name()
-    assert metric["pods"]["target"]["type"] == "AverageValue"
+    # the queue time and the admission bound's fill: both served by the adapter's rules
+    assert [m["pods"]["metric"]["name"] for m in hpa["metrics"]] == [
+        "covidet_queue_us_per_request",
+        "covidet_admission_utilisation",
+    ]
+    assert {m["pods"]["metric"]["name"] for m in hpa["metrics"]} <= _adapter_metric_names()
+    assert all(m["type"] == "Pods" and m["pods"]["target"]["type"] == "AverageValue" for m in hpa["metrics"])
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
 
 
-def _adapter_metric_name() -> str:
+def _adapter_metric_names() -> set[str]:
     rules = yaml.safe_load((DEPLOY / "prometheus-adapter" / "rules.yaml").read_text())
-    (rule,) = rules["rules"]["custom"]
-    return str(rule["name"]["as"])
+    return {str(rule["name"]["as"]) for rule in rules["rules"]["custom"]}
 
 
 def test_bad_values_are_refused(render: ModuleType) -> None:

@@ -48,7 +48,12 @@ TRITON_GPU_METRICS = {
 }
 #: covidet's pipeline metrics (pb_utils.MetricFamily in covidet_pipeline); histograms expose
 #: <name>_bucket/_sum/_count.
-COVIDET_COUNTERS = {"covidet_scans_total", "covidet_device_fallbacks_total"}
+COVIDET_COUNTERS = {
+    "covidet_scans_total",
+    "covidet_device_fallbacks_total",
+    "covidet_admission_rejected_total",
+}
+COVIDET_GAUGES = {"covidet_admission_capacity"}
 COVIDET_HISTOGRAMS = {"covidet_slices_per_scan", "covidet_stage_seconds"}
 #: Prometheus' scrape health and kube-state-metrics.
 CLUSTER_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
@@ -78,7 +83,14 @@ def base_name(name: str) -> str:
     return name
 
 
-KNOWN = TRITON_METRICS | TRITON_GPU_METRICS | COVIDET_COUNTERS | COVIDET_HISTOGRAMS | CLUSTER_METRICS
+KNOWN = (
+    TRITON_METRICS
+    | TRITON_GPU_METRICS
+    | COVIDET_COUNTERS
+    | COVIDET_GAUGES
+    | COVIDET_HISTOGRAMS
+    | CLUSTER_METRICS
+)
 
 
 def check_expr(expr: str, where: str) -> set[str]:
@@ -210,7 +222,12 @@ def test_alerts() -> None:
     rule = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
     jsonschema.validate(rule, RULE_SCHEMA)
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"CovidetHighFailureRate", "CovidetQueueTimeHigh", "CovidetReplicaDown"} <= set(alerts)
+    assert {
+        "CovidetHighFailureRate",
+        "CovidetQueueTimeHigh",
+        "CovidetReplicaDown",
+        "CovidetAdmissionRefusing",
+    } <= set(alerts)
     for name, r in alerts.items():
         check_expr(r["expr"], f"alert {name}")
     assert "nv_inference_request_failure" in alerts["CovidetHighFailureRate"]["expr"]
@@ -218,21 +235,38 @@ def test_alerts() -> None:
     assert alerts["CovidetReplicaDown"]["labels"]["severity"] == "critical"
 
 
-def test_adapter_rule() -> None:
+#: Each adapter rule: the metric it serves -> (the series it matches, the metrics its query reads).
+ADAPTER_RULES = {
+    "covidet_queue_us_per_request": (
+        "nv_inference_queue_duration_us",
+        {"nv_inference_queue_duration_us", "nv_inference_request_success"},
+    ),
+    "covidet_admission_utilisation": (
+        "nv_inference_pending_request_count",
+        {"nv_inference_pending_request_count", "covidet_admission_capacity"},
+    ),
+}
+
+
+def test_adapter_rules() -> None:
     rules = yaml.safe_load((DEPLOY / "prometheus-adapter" / "rules.yaml").read_text())
     assert rules["rules"]["default"] is False
-    (rule,) = rules["rules"]["custom"]
-    assert rule["resources"]["overrides"] == {
-        "namespace": {"resource": "namespace"},
-        "pod": {"resource": "pod"},
-    }
-    query = rule["metricsQuery"]
-    assert "<<.LabelMatchers>>" in query and "<<.GroupBy>>" in query
-    names = check_expr(query.replace("<<.LabelMatchers>>,", "").replace("<<.GroupBy>>", "pod"), "adapter")
-    assert names == {"nv_inference_queue_duration_us", "nv_inference_request_success"}
-    assert re.match(rule["name"]["matches"], "nv_inference_queue_duration_us")
+    served = {rule["name"]["as"]: rule for rule in rules["rules"]["custom"]}
+    assert set(served) == set(ADAPTER_RULES)
+    for name, rule in served.items():
+        series, reads = ADAPTER_RULES[name]
+        assert rule["resources"]["overrides"] == {
+            "namespace": {"resource": "namespace"},
+            "pod": {"resource": "pod"},
+        }
+        query = rule["metricsQuery"]
+        assert "<<.LabelMatchers>>" in query and "<<.GroupBy>>" in query
+        names = check_expr(query.replace("<<.LabelMatchers>>,", "").replace("<<.GroupBy>>", "pod"), name)
+        assert names == reads
+        assert re.match(rule["name"]["matches"], series)
+        assert rule["seriesQuery"].startswith(series + "{")
     values = yaml.safe_load((DEPLOY / "helm" / "covidet" / "values.yaml").read_text())
-    assert rule["name"]["as"] == values["autoscaling"]["metricName"]
+    assert values["autoscaling"]["metricName"] in served
 
 
 # --- the names against a real Triton ----------------------------------------------------------------
