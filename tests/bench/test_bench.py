@@ -138,6 +138,8 @@ def test_soak_short_run(covidet_server: Any, tmp_path: Path) -> None:
     )
     report = json.loads(out.read_text())
     assert code == 0 and report["summary"]["failures"] == 0
+    # a server on this machine given by --url: its memory is read, per process
+    assert any(name.startswith("covidet_pipeline") for name in report["windows"][0]["processes"])
     assert report["summary"]["windows"] == 2 and report["summary"]["requests"] >= 2
     assert report["summary"]["latency_p50_first_s"] > 0
 
@@ -224,3 +226,38 @@ def test_bench_starts_its_own_server_and_keeps_its_log(tmp_path: Path) -> None:
     assert summary["server_cpu_s_per_scan"] == pytest.approx(sum(by.values()), abs=1e-3)
     text = log.read_text(errors="replace")
     assert "covidet_pipeline" in text and FALLBACK_WARNING not in text
+
+
+def test_soak_memory_slope_is_fitted_after_warm_up_and_per_process() -> None:
+    from covidet.bench._soak import memory_slope, soak_report
+
+    t = [60.0 * (i + 1) for i in range(30)]
+    # a leak of 10 MiB per 10 min on top of 1000 MiB, after a warm-up that grows 200 MiB
+    leaking = [1000.0 + (t_ - 600) / 60 if t_ >= 600 else 800 + t_ / 3 for t_ in t]
+    flat = [500.0 + (5.0 if i % 2 else -5.0) for i in range(30)]  # noise, no trend
+    slope = memory_slope(t, leaking, warmup_s=600)
+    assert slope is not None
+    assert abs(slope["mib_per_10min"] - 10.0) < 1e-6 and abs(slope["pct_per_10min"] - 1.0) < 1e-6
+    assert memory_slope(t, leaking, warmup_s=t[-2]) is None  # too few windows after warm-up
+    windows = [
+        {
+            "requests": 4,
+            "errors": 0,
+            "ok": 4,
+            "latency_p50_s": 1.0,
+            "t_end_s": t_,
+            "rss_mib": a + b,
+            "pss_mib": a + b,
+            "own_pss_mib": a + b,
+            "processes": {
+                "tritonserver": {"rss_mib": a, "own_pss_mib": a},
+                "covidet_pipeline_0_0": {"rss_mib": b, "own_pss_mib": b},
+            },
+        }
+        for t_, a, b in zip(t, leaking, flat, strict=True)
+    ]
+    report = soak_report(windows, warmup_s=600)
+    per = report["slope_per_process"]
+    assert abs(per["tritonserver"]["own_pss_mib"]["mib_per_10min"] - 10.0) < 1e-6
+    assert abs(per["covidet_pipeline_0_0"]["own_pss_mib"]["mib_per_10min"]) < 1.0
+    assert report["failures"] == 0 and report["slope"]["pss_mib"]["mib_per_10min"] > 9.0
