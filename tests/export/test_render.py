@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2
 
 from covidet import _contract as C
 from covidet.export import tensorrt_available
-from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES, queue_size
+from covidet.export._admission import DEFAULT_MAX_SCAN_BYTES, budget_for, queue_size
 from covidet.export._profiles import MAX_GPU_PIPELINE_INSTANCES, PIPELINE_INSTANCES, PROFILES
 from covidet.export._render import (
     QUANTIZATION_FILE,
@@ -122,8 +122,9 @@ def configs_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cpu_render_on_two_cores_is_the_committed_repository(tmp_path: Path, configs_only: None) -> None:
     """The committed configs are what Triton loads for the cpu profile (demo checkpoints, the
     two-core development machines): rendering them changes nothing but the header."""
-    # the default budget of a 24 GiB machine: a quarter of it, six 1 GiB scans, two processing
-    budget = 6 * DEFAULT_MAX_SCAN_BYTES
+    # the budget that lets four of the largest scans wait beside two processing: what the default
+    # (60% of the memory) gives on a 24 GiB machine
+    budget = budget_for(4, DEFAULT_MAX_SCAN_BYTES, 2)
     repo = render_repository("cpu", tmp_path / "repo", threads=2, max_inflight_bytes=budget)
     src = source_repository()
     for spec in C.all_models():
