@@ -12,8 +12,11 @@ when the client closes. One region per client: a client serialises its shared-me
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +28,25 @@ from covidet.client._core import translate_error
 from covidet.errors import InvalidInputError, PermissionDeniedError
 
 __all__ = ["SharedVolume"]
+
+_log = logging.getLogger("covidet.client")
+
+#: Triton may still hold a region for some milliseconds after it sent the response that read it,
+#: and refuses to unregister it meanwhile ("currently in use"). Unregistering is retried this
+#: long: a region left registered stays mapped, with its memory, until the server restarts.
+UNREGISTER_PATIENCE_S = 5.0
+
+
+def _in_use(exc: Exception) -> bool:
+    return "currently in use" in str(exc)
+
+
+def _pauses() -> Any:
+    """Pauses between unregistering attempts: 5 ms doubling to 200 ms, for `UNREGISTER_PATIENCE_S`."""
+    deadline, pause = time.monotonic() + UNREGISTER_PATIENCE_S, 0.005
+    while time.monotonic() < deadline:
+        yield pause
+        pause = min(pause * 2, 0.2)
 
 
 class SharedVolume:
@@ -105,10 +127,7 @@ class SharedVolume:
         import tritonclient.utils.shared_memory as shm
 
         for client in self._registered.values():
-            try:
-                client.unregister_system_shared_memory(self.name, headers=self.headers)
-            except Exception:  # the server may be gone: nothing to undo there
-                pass
+            self._unregister(client)
         self._registered.clear()
         shm.destroy_shared_memory_region(self._handle)
         self._handle, self.size = None, 0
@@ -117,11 +136,40 @@ class SharedVolume:
         """Unregister from every server through asyncio clients (before `close`, which then
         only removes the region)."""
         for client in self._registered.values():
-            try:
-                await client.unregister_system_shared_memory(self.name, headers=self.headers)
-            except Exception:  # the server may be gone: nothing to undo there
-                pass
+            pauses = _pauses()
+            while True:
+                try:
+                    await client.unregister_system_shared_memory(self.name, headers=self.headers)
+                    break
+                except Exception as exc:  # the server may be gone: nothing to undo there
+                    if not _in_use(exc) or (pause := next(pauses, None)) is None:
+                        self._left_registered(exc)
+                        break
+                    await asyncio.sleep(pause)
         self._registered.clear()
+
+    def _unregister(self, client: Any) -> None:
+        """Unregister from one server, waiting out "currently in use" (`UNREGISTER_PATIENCE_S`)."""
+        pauses = _pauses()
+        while True:
+            try:
+                client.unregister_system_shared_memory(self.name, headers=self.headers)
+                return
+            except Exception as exc:  # the server may be gone: nothing to undo there
+                if not _in_use(exc) or (pause := next(pauses, None)) is None:
+                    self._left_registered(exc)
+                    return
+                time.sleep(pause)
+
+    def _left_registered(self, exc: Exception) -> None:
+        """A server gone needs nothing; one that still holds the region is told in the log."""
+        if _in_use(exc):
+            _log.warning(
+                "shared-memory region %s stayed in use on the server for %.0f s; the server keeps it "
+                "mapped until it restarts (its memory with it)",
+                self.name,
+                UNREGISTER_PATIENCE_S,
+            )
 
     def close(self) -> None:
         with self.lock:

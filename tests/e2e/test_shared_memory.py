@@ -51,3 +51,20 @@ def test_a_locked_shared_memory_api_needs_the_admin_header(repository: Path) -> 
         unlock = admin_headers(header, token, "grpc")
         with Client(server.grpc_url, shared_memory=True, admin_headers=unlock) as client:
             assert client.diagnose(ph.hu, spacing=ph.spacing).lung_volume_ml > 0
+
+
+def test_one_shot_clients_leave_no_region_on_the_server(covidet_server: Any) -> None:
+    """A client closed right after its answer unregisters its region, even when Triton still
+    holds it for a moment ("currently in use"): a region left registered stays mapped in the
+    server, with its memory, until the server restarts."""
+    import tritonclient.grpc as grpcclient
+
+    ph = make_phantom("influenza", n_slices=16, size=96, seed=97_002)
+    for _ in range(25):
+        with Client(covidet_server.grpc_url, shared_memory=True) as client:
+            client.diagnose(ph.hu, spacing=ph.spacing)
+    status = grpcclient.InferenceServerClient(covidet_server.grpc_url).get_system_shared_memory_status(
+        as_json=True
+    )
+    left = [r for r in status.get("regions", {}) if r.startswith("covidet_ct_")]
+    assert not left, f"{len(left)} regions left registered on the server"
