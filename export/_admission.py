@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import warnings
 
 from covidet.ensemble import memory_limit_bytes
 from covidet.errors import DeploymentError
@@ -91,18 +92,21 @@ def queue_size(max_inflight_bytes: int, max_scan_bytes: int, instances: int, *, 
         raise DeploymentError(f"max_scan_bytes {max_scan_bytes} and instances {instances} must be positive")
     left = max_inflight_bytes - instances * _processing(max_scan_bytes)
     waiting = int(left // (WAITING_FOOTPRINT * max_scan_bytes))
-    if waiting < 1 and not strict:
-        return 1
-    if waiting < 1:
-        need = budget_for(1, max_scan_bytes, instances)
-        raise DeploymentError(
-            f"an in-flight budget of {_gib(max_inflight_bytes)} cannot hold {instances} pipeline "
-            f"instances processing scans of {_gib(max_scan_bytes)} (each costs the server about "
-            f"{PROCESSING_FOOTPRINT:g} times its input bytes and {PROCESSING_OVERHEAD_BYTES >> 20} MiB) "
-            f"and one waiting: give --max-inflight-bytes of at least {_gib(need)}, or a smaller "
-            "--max-scan-bytes"
-        )
-    return waiting
+    if waiting >= 1:
+        return waiting
+    need = budget_for(1, max_scan_bytes, instances)
+    message = (
+        f"an in-flight budget of {_gib(max_inflight_bytes)} cannot hold {instances} pipeline "
+        f"instances processing scans of {_gib(max_scan_bytes)} (each costs the server about "
+        f"{PROCESSING_FOOTPRINT:g} times its input bytes and {PROCESSING_OVERHEAD_BYTES >> 20} MiB) "
+        f"and one waiting: give --max-inflight-bytes of at least {_gib(need)}, or a smaller "
+        "--max-scan-bytes"
+    )
+    if strict:
+        raise DeploymentError(message)
+    # the default budget of a small node: serve, but say that the largest scans may not fit
+    warnings.warn(f"{message} (one scan may wait; memory is not bounded by the budget)", stacklevel=2)
+    return 1
 
 
 def budget_for(waiting: int, max_scan_bytes: int, instances: int) -> int:

@@ -57,5 +57,6 @@ def test_a_budget_below_one_waiting_scan_is_refused_with_the_minimum() -> None:
         queue_size(2 * S, S, 2)
 
 
-def test_the_default_budget_of_a_small_machine_still_lets_one_scan_wait() -> None:
-    assert queue_size(S, S, 2, strict=False) == 1
+def test_the_default_budget_of_a_small_machine_still_lets_one_scan_wait_and_says_so() -> None:
+    with pytest.warns(UserWarning, match="memory is not bounded by the budget"):
+        assert queue_size(S, S, 2, strict=False) == 1
