@@ -133,7 +133,10 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
             from covidet.export._render import render_repository
             from covidet.server import TritonServer
 
-            repo = render_repository(args.profile, Path(tmp.name) / "repo")
+            # admission sized for these scans (the default budget, counted in the soak's largest
+            # scan rather than a 2000-slice one), so the soak's concurrency is not refused
+            largest = max(int(s.hu.size) * 2 for s in scans)
+            repo = render_repository(args.profile, Path(tmp.name) / "repo", max_scan_bytes=largest)
             server = TritonServer.on_free_ports(repo)
             server.start()
             server.wait_ready(timeout=600)
