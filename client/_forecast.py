@@ -43,6 +43,22 @@ class Forecast:
         last = float(self.days[-1]) if self.days.size else 0.0
         return C.describe_crossing(level, self.crossing_days.get(level), early, late, last)
 
+    def shown_until(self, margin_days: float = 2.0) -> float:
+        """The last day a plot must show for every predicted crossing to be marked on it.
+
+        The forecast's own end, or the latest predicted crossing day (with the band's far edge,
+        where it reaches the level) plus ``margin_days``, whichever is later. The server looks
+        for crossings over its own horizon, which may run past the days asked for: a plot to
+        this day marks them all instead of naming them "beyond the plot".
+        """
+        end = float(np.max(self.query_days, initial=float(np.max(self.days, initial=0.0))))
+        for level, day in self.crossing_days.items():
+            if day is None:
+                continue
+            late = self.crossing_ranges.get(level, (None, None))[1]
+            end = max(end, max(day, late if late is not None else day) + margin_days)
+        return end
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "observed": [

@@ -60,3 +60,20 @@ def test_plot_marks_the_crossings(tmp_path: Path) -> None:
 def test_plot_without_or_beyond_crossings(tmp_path: Path, levels: list[float]) -> None:
     fc = _served([0, 3, 6, 9], [0.1, 0.2, 0.25, 0.22], levels, horizon=5.0)
     assert plot_forecast(fc, tmp_path / "c.png").stat().st_size > 5000
+
+
+def test_shown_until_reaches_every_predicted_crossing() -> None:
+    short = _served([0, 4, 8], [0.066, 0.074, 0.051], [0.05, 0.01], horizon=3.0)
+    crossed = [d for d in short.crossing_days.values() if d is not None]
+    assert crossed and max(crossed) > short.query_days.max()  # the server looks past the grid
+    end = short.shown_until()
+    assert end >= max(crossed) + 2.0
+    longer = _served([0, 4, 8], [0.066, 0.074, 0.051], [0.05, 0.01], horizon=end - 8.0)
+    assert longer.crossing_days == short.crossing_days  # the same fit: the same crossings
+    assert longer.shown_until() == pytest.approx(end)
+    assert longer.query_days.max() == pytest.approx(end)
+
+
+def test_shown_until_without_crossings_is_the_forecasts_end() -> None:
+    fc = _served([0, 4, 8], [0.05, 0.09, 0.16], [0.01], horizon=10.0)
+    assert fc.shown_until() == pytest.approx(18.0)

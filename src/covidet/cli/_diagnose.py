@@ -175,6 +175,7 @@ def main_diagnose(argv: list[str]) -> int:
 def main_monitor(argv: list[str]) -> int:
     import csv
 
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -188,7 +189,12 @@ def main_monitor(argv: list[str]) -> int:
     p.add_argument("--days", default="", help="comma-separated day of each scan, in order")
     p.add_argument("--history", type=Path, default=None, help="CSV with columns day,ratio")
     p.add_argument("--levels", default="0.05,0.01", help="ratio levels whose crossing day is wanted")
-    p.add_argument("--horizon", type=float, default=14.0, help="days forecast after the last scan")
+    p.add_argument(
+        "--horizon",
+        type=float,
+        default=14.0,
+        help="days forecast after the last scan (at least: the plot runs on to the last predicted crossing)",
+    )
     add_server_options(p)
     p.add_argument("--out", type=Path, default=Path("monitor_out"), help="course.png + course.json")
     p.add_argument("--json", action="store_true")
@@ -217,7 +223,14 @@ def main_monitor(argv: list[str]) -> int:
                 console.print(f"day {day:g}: {scan} lesion/lung ratio {d.lesion_ratio:.4f}")
                 days.append(day)
                 ratios.append(d.lesion_ratio)
-            return await client.forecast(days, ratios, levels=levels, horizon_days=args.horizon)
+            fc = await client.forecast(days, ratios, levels=levels, horizon_days=args.horizon)
+            # a crossing predicted past the days asked for is still drawn: ask again up to it
+            # (the fit is deterministic, so the crossings are the same)
+            end = fc.shown_until()
+            if fc.query_days.size and end > float(np.max(fc.query_days)):
+                horizon = end - max(days)
+                fc = await client.forecast(days, ratios, levels=levels, horizon_days=horizon)
+            return fc
 
     fc = asyncio.run(run())
     args.out.mkdir(parents=True, exist_ok=True)
