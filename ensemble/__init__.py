@@ -14,9 +14,11 @@ from covidet.ensemble._errors import (
     NoLungError,
     PipelineError,
     ScanValidationError,
+    StepFailedError,
     StepUnavailableError,
     bls_error,
     classify_error,
+    error_code,
 )
 from covidet.ensemble._fusion import (
     FusionResult,
@@ -105,6 +107,7 @@ __all__ = [
     "ScanValidationError",
     "SliceModel",
     "SliceSelection",
+    "StepFailedError",
     "StepUnavailableError",
     "TorchRunner",
     "admission_capacity",
@@ -115,6 +118,7 @@ __all__ = [
     "classify_error",
     "clean_lung_mask",
     "closing_radius",
+    "error_code",
     "fold_lesions",
     "lesion_input",
     "lesion_statistics",
