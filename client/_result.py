@@ -115,12 +115,18 @@ def parse_outputs(
 ) -> Diagnosis:
     """Build a `Diagnosis` from a result's ``as_numpy(name)`` (tritonclient gRPC or HTTP)."""
     values: dict[str, Any] = {"slice_scores": _slice_scores(as_numpy)}
+    provenance: dict[str | None, Any] = {}
     for spec in C.ENSEMBLE.outputs:
         if spec.name in _SCORE_OUTPUTS:
             continue
         arr = as_numpy(spec.name)
         key = spec.name.lower()
-        if spec.name == "EXPLANATION":
+        if spec.name in _PROVENANCE_OUTPUTS:
+            if arr is not None:
+                raw = arr.reshape(-1)[0]
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                provenance[_PROVENANCE_OUTPUTS[spec.name]] = json.loads(text)
+        elif spec.name == "EXPLANATION":
             values[key] = None if arr is None else C.Explanation.from_json(arr.reshape(-1)[0])
         elif arr is None and spec.name == "QUALITY":  # a server older than the quality checks
             values[key] = (_UNCHECKED,)
@@ -132,9 +138,6 @@ def parse_outputs(
             values[key] = tuple(int(i) for i in arr.reshape(-1))
         elif spec.name == "QUALITY":
             values[key] = C.quality_from_json(arr.reshape(-1)[0])
-        elif spec.name == "PROVENANCE":
-            raw = arr.reshape(-1)[0]
-            values[key] = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
         elif spec.dtype == "UINT8":
             values[key] = arr if arr.size else None
         elif spec.dtype == "INT32":
@@ -142,7 +145,16 @@ def parse_outputs(
         else:
             value = float(arr.reshape(-1)[0])
             values[key] = None if np.isnan(value) else value
+    # the pipeline's models, and the clinical SVM under its model name (a server older than
+    # SVM_PROVENANCE answers without it)
+    pipeline = provenance.pop(None, None)
+    values["provenance"] = {**(pipeline if isinstance(pipeline, dict) else {}), **provenance}
     return Diagnosis(**values, latency_s=latency_s, source=source, n_slices=n_slices)
+
+
+#: Outputs that each give the provenance of some models: None = a dict of them by model name
+#: (the pipeline's), a name = that one model's.
+_PROVENANCE_OUTPUTS: dict[str, str | None] = {"PROVENANCE": None, "SVM_PROVENANCE": C.CLINICAL_SVM.name}
 
 
 #: The explanation's per-slice outputs, gathered into `Diagnosis.slice_scores`.

@@ -137,7 +137,8 @@ def test_monitor_forecasts_a_course(covidet_server: Any, tmp_path: Path) -> None
     # every predicted crossing lies on the plotted forecast, with its band's far edge
     crossed = [d for d in course["crossing_days"].values() if d is not None]
     late = [r["latest"] for r in course["crossing_ranges"].values() if r["latest"] is not None]
-    assert all(day <= course["forecast"][-1]["day"] for day in crossed + late), (crossed, late, course["forecast"][-1])
+    end = course["forecast"][-1]["day"]
+    assert all(day <= end for day in crossed + late), (crossed, late, end)
     assert all(0 <= f["low"] <= f["mean"] + 1e-6 <= f["high"] + 2e-6 for f in course["forecast"])
     assert (tmp_path / "m" / "course.png").stat().st_size > 5000
 

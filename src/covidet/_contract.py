@@ -305,6 +305,12 @@ CLINICAL_SVM = ModelSpec(
             (1,),
             doc="DL#3 P(COVID-19 | viral, clinical); = P_COVID_GIVEN_VIRAL without CLINICAL",
         ),
+        TensorSpec(
+            "SVM_PROVENANCE",
+            "BYTES",
+            (1,),
+            doc="JSON: the clinical SVM's identity (model file hash, provenance), as PROVENANCE's entries",
+        ),
     ),
     doc="DL#3: SVM on clinical features fused with DL#2 (Python backend)",
 )

@@ -165,6 +165,7 @@ def test_parse_outputs() -> None:
         "P_SVM": np.array([np.nan], np.float32),
         "P_COVID_FUSED": np.array([0.8], np.float32),
         "QUALITY": np.array([C.quality_to_json([C.QualityFlag("THICK_SLICES", "warning", "5 mm")])], object),
+        "SVM_PROVENANCE": np.array([json.dumps({"architecture": "svm-rbf", "sha256": "ab"})], object),
     }
     assert set(values) | {"LESION_MASK", *C.EXPLAIN_OUTPUTS} == {t.name for t in C.ENSEMBLE.outputs}
     d = parse_outputs(values.get, latency_s=0.5, source="x", n_slices=80)
@@ -172,6 +173,7 @@ def test_parse_outputs() -> None:
     assert d.predicted_class == "COVID-19" and d.topk_slices == (4, 9, 2)
     assert d.lung_mask is None and d.lesion_mask is None and d.n_slices_used == 35
     assert d.provenance["lung_seg"]["trained"] is True
+    assert d.provenance["clinical_svm"] == {"architecture": "svm-rbf", "sha256": "ab"}  # beside them
     assert d.p_svm is None and d.p_covid_fused == pytest.approx(0.8)  # NaN = no clinical data
     assert json.dumps(d.to_dict())
     assert d.quality == (C.QualityFlag("THICK_SLICES", "warning", "5 mm"),) and d.usable
@@ -180,6 +182,9 @@ def test_parse_outputs() -> None:
     older = {k: v for k, v in values.items() if k != "QUALITY"}  # a server without quality checks
     (flag,) = parse_outputs(older.get, latency_s=0, source="x", n_slices=1).quality
     assert flag.code == "NO_QUALITY_CHECKS" and flag.severity == "warning"
+    # a server older than SVM_PROVENANCE: the pipeline's models alone
+    no_svm = {k: v for k, v in values.items() if k != "SVM_PROVENANCE"}
+    assert set(parse_outputs(no_svm.get, latency_s=0, source="x", n_slices=1).provenance) == {"lung_seg"}
 
 
 def test_an_explained_answer_carries_attention_regions_and_slice_scores() -> None:

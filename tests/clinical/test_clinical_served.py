@@ -14,7 +14,7 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 
 from covidet import _contract as C
-from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical, save_svm, train_svm
+from covidet.clinical import ClinicalSVM, demo_model_path, generate_clinical, identity, save_svm, train_svm
 from covidet.clinical._svm_train import _calibrated
 from covidet.server import TritonServer
 
@@ -34,7 +34,8 @@ def _config_tensors(text: str, kind: str) -> list[tuple[str, str, tuple[int, ...
         dims = re.search(r"dims: \[([^\]]*)\]", entry)
         assert name and dtype and dims
         shape = tuple(int(v) for v in dims.group(1).split(","))
-        out.append((name.group(1), dtype.group(1), shape, "optional: true" in entry))
+        wire = "BYTES" if dtype.group(1) == "STRING" else dtype.group(1)  # TYPE_STRING carries BYTES
+        out.append((name.group(1), wire, shape, "optional: true" in entry))
     return out
 
 
@@ -115,6 +116,7 @@ def test_served_svm_equals_sklearn(server: TritonServer, reference: Any) -> None
         assert out["P_SVM"][0] == pytest.approx(model.p_covid(x32)[0], abs=1e-6)
         fused = float(model.fused(np.float32(0.7), x32)[0])
         assert out["P_COVID_FUSED"][0] == pytest.approx(fused, abs=1e-6)
+        assert json.loads(out["SVM_PROVENANCE"][0]) == identity(model)  # the file that answered
 
 
 def test_request_without_clinical_returns_the_dl2_probability(server: TritonServer) -> None:

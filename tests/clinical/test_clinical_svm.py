@@ -17,6 +17,7 @@ from covidet.clinical import (
     ModelFileError,
     demo_model_path,
     generate_clinical,
+    identity,
     load_svm,
     save_svm,
     train_svm,
@@ -75,6 +76,16 @@ def test_demo_model_loads_and_discriminates() -> None:
     x, y = generate_clinical(300, seed=12345)
     p = m.p_covid(x)
     assert p[y == 1].mean() > p[y == 0].mean() + 0.3
+
+
+def test_identity_names_the_file_it_was_read_from(tmp_path: Path) -> None:
+    demo = load_svm(demo_model_path())
+    ident = identity(demo)
+    assert ident["sha256"] == _doc()["sha256"][:16]  # the stored hash: to_dict rebuilds the content
+    assert ident["architecture"] == f"svm-{demo.kernel}" and ident["provenance"] == demo.provenance
+    assert json.loads(json.dumps(ident)) == ident
+    other = ClinicalSVM(**{**demo.__dict__, "intercept": demo.intercept + 1e-9})
+    assert identity(load_svm(save_svm(other, tmp_path / "o.json")))["sha256"] != ident["sha256"]
 
 
 def _doc() -> dict[str, Any]:

@@ -47,7 +47,19 @@ def test_each_class_is_diagnosed_with_accurate_masks(
     assert d.lung_volume_ml == pytest.approx(d.lung_mask.sum() * voxel_ml, rel=1e-4)
     assert d.lesion_ratio == pytest.approx(d.lesion_volume_ml / d.lung_volume_ml, rel=1e-4)
     assert len(d.topk_slices) == C.TOP_K and all(0 <= i < ph.hu.shape[0] for i in d.topk_slices)
-    assert all(v["trained"] and "synthetic phantoms" in v["provenance"] for v in d.provenance.values())
+    imaging = {k: v for k, v in d.provenance.items() if k != C.CLINICAL_SVM.name}
+    assert set(imaging) == {
+        C.LUNG_SEG.name,
+        C.LESION_SEG.name,
+        C.SLICE_CLASSIFIER.name,
+        C.SLICE_ENCODER.name,
+        C.GRU_FUSION.name,
+    }
+    assert all(v["trained"] and "synthetic phantoms" in v["provenance"] for v in imaging.values())
+    # the clinical SVM that fused P_COVID_FUSED says which file it is, beside them
+    svm = d.provenance[C.CLINICAL_SVM.name]
+    assert svm["architecture"].startswith("svm-") and len(svm["sha256"]) == 16
+    assert svm["provenance"].startswith("demo: trained on") and "synthetic patients" in svm["provenance"]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

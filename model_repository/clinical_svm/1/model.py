@@ -13,7 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
-from covidet.clinical import ClinicalDataError, demo_model_path, load_svm
+from covidet.clinical import ClinicalDataError, demo_model_path, identity, load_svm
 
 
 class TritonPythonModel:
@@ -25,6 +25,9 @@ class TritonPythonModel:
             path = Path(args["model_repository"]) / path
         # A missing, malformed or tampered file raises ModelFileError: the model fails to load.
         self.model = load_svm(path)
+        # the answer says which SVM fused it, as PROVENANCE says which imaging models ran
+        ident = json.dumps(identity(self.model), sort_keys=True)
+        self.identity = np.array([ident.encode()], dtype=np.object_)
         self.logger = pb_utils.Logger
         self.logger.log_info(
             f"clinical_svm: loaded {path} (kernel {self.model.kernel}, "
@@ -49,6 +52,7 @@ class TritonPythonModel:
             output_tensors=[
                 pb_utils.Tensor("P_SVM", np.array([p_svm], dtype=np.float32)),
                 pb_utils.Tensor("P_COVID_FUSED", np.array([fused], dtype=np.float32)),
+                pb_utils.Tensor("SVM_PROVENANCE", self.identity),
             ]
         )
 

@@ -11,7 +11,7 @@ from covidet.clinical._schema import (
     validate_features,
 )
 from covidet.clinical._svm import KERNELS, ClinicalSVM, Fusion, demo_model_path
-from covidet.clinical._svm_file import ModelFileError, load_svm, save_svm
+from covidet.clinical._svm_file import ModelFileError, identity, load_svm, save_svm
 from covidet.clinical._svm_train import from_sklearn, train_svm
 from covidet.clinical._synthetic import P_DL2_COLUMN, generate_clinical, read_csv, write_csv
 
@@ -29,6 +29,7 @@ __all__ = [
     "demo_model_path",
     "from_sklearn",
     "generate_clinical",
+    "identity",
     "load_svm",
     "read_csv",
     "save_svm",

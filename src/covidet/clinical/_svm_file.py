@@ -26,6 +26,7 @@ __all__ = [
     "ModelFileError",
     "content_hash",
     "from_dict",
+    "identity",
     "load_svm",
     "save_svm",
     "to_dict",
@@ -80,6 +81,21 @@ def save_svm(model: ClinicalSVM, path: Path | str) -> Path:
     content["sha256"] = content_hash(content)
     path.write_text(json.dumps(content, indent=1, sort_keys=True, allow_nan=False) + "\n")
     return path
+
+
+def identity(model: ClinicalSVM) -> dict[str, Any]:
+    """The model's identity as an answer's PROVENANCE reports it, with the same keys as the
+    imaging models' entries: the model file's hash (of the content it was read from, which
+    `to_dict` rebuilds bit-exactly), its format version and the provenance its trainer wrote."""
+    return {
+        "architecture": f"svm-{model.kernel}",
+        "variant": None,
+        "version": FORMAT_VERSION,
+        "trained": True,
+        "provenance": model.provenance,
+        "sha256": content_hash(to_dict(model))[:16],
+        "precision": "float64",
+    }
 
 
 def load_svm(path: Path | str) -> ClinicalSVM:
