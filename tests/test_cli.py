@@ -34,6 +34,30 @@ def test_help_lists_the_commands() -> None:
         assert cmd in run.stdout
 
 
+@pytest.mark.parametrize(
+    ("command", "extra"), [("evaluate", "evaluate"), ("diagnose", "client"), ("soak", "server")]
+)
+def test_a_missing_dependency_names_the_extra_that_brings_it(
+    monkeypatch: pytest.MonkeyPatch, command: str, extra: str
+) -> None:
+    import importlib
+    import importlib.metadata
+
+    from covidet.cli import _main
+    from covidet.errors import CovidetError
+
+    # every extra a message names is one the package provides
+    provided = set(importlib.metadata.metadata("covidet").get_all("Provides-Extra") or [])
+    assert set(_main._EXTRAS.values()) | {"server"} <= provided
+
+    def missing(name: str) -> None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name="sklearn")
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(CovidetError, match=rf"sklearn is missing.*pip install 'covidet\[{extra}\]'"):
+        _main._load(command)
+
+
 def test_phantom_command_writes_dicom(tmp_path: Path) -> None:
     assert main(["phantom", "--kind", "CAP", "--slices", "3", "--size", "32", "--out", str(tmp_path)]) == 0
     assert len(list((tmp_path / "CAP" / "dicom").glob("*.dcm"))) == 3

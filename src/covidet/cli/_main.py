@@ -51,14 +51,25 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: The package extra each command needs (pyproject.toml), where it is not the server's.
+_EXTRAS: dict[str, str] = {
+    "diagnose": "client",
+    "monitor": "client",
+    "deidentify": "client",
+    "evaluate": "evaluate",
+    "export": "export",
+}
+
+
 def _load(name: str) -> Callable[[list[str]], int]:
     module, func, _ = _COMMANDS[name]
     try:
         return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
     except ImportError as exc:
+        extra = _EXTRAS.get(name, "server")
         raise CovidetError(
             f"`covidet {name}` is not available in this installation ({exc.name} is missing): "
-            "install the server extra, pip install 'covidet[server]'"
+            f"install the {extra} extra, pip install 'covidet[{extra}]'"
         ) from exc
 
 
