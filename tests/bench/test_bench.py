@@ -261,3 +261,14 @@ def test_soak_memory_slope_is_fitted_after_warm_up_and_per_process() -> None:
     assert abs(per["tritonserver"]["own_pss_mib"]["mib_per_10min"] - 10.0) < 1e-6
     assert abs(per["covidet_pipeline_0_0"]["own_pss_mib"]["mib_per_10min"]) < 1.0
     assert report["failures"] == 0 and report["slope"]["pss_mib"]["mib_per_10min"] > 9.0
+
+
+def test_soak_names_admission_refusals_and_what_to_do() -> None:
+    from covidet.bench._soak import refusal_hint
+
+    assert (
+        refusal_hint([{"errors": 0, "error_kinds": {}}, {"errors": 1, "error_kinds": {"TimeoutError": 1}}])
+        is None
+    )
+    hint = refusal_hint([{"error_kinds": {"ServerBusyError": 3}}, {"error_kinds": {"ServerBusyError": 2}}])
+    assert hint is not None and hint.startswith("5 scans were refused") and "--max-scan-bytes" in hint

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from covidet.bench._load import run_closed_loop
 from covidet.bench._plan import _scans
 from covidet.server._procs import listening_pid, process_memory_mib, tree_memory_mib
 
-__all__ = ["main_soak", "memory_slope", "soak_report"]
+__all__ = ["main_soak", "memory_slope", "refusal_hint", "soak_report"]
 
 #: Growth is reported per this many seconds, the unit of the issue's target (≤ 1 % per 10 min).
 _PER_S = 600.0
@@ -47,6 +48,19 @@ def memory_slope(t_s: Sequence[float], mib: Sequence[float], warmup_s: float) ->
         "last_mib": round(float(y[keep][-1]), 1),
         "max_mib": round(float(y[keep].max()), 1),
     }
+
+
+def refusal_hint(windows: Sequence[Mapping[str, Any]]) -> str | None:
+    """What to do when the soak's failures are the server's admission refusals (None if not)."""
+    refused = sum(int(w.get("error_kinds", {}).get("ServerBusyError", 0)) for w in windows)
+    if not refused:
+        return None
+    return (
+        f"{refused} scans were refused at the server's admission budget after the client's retries "
+        "(ServerBusyError): the bound reserves room for the largest scan the server admits. Start "
+        "the server with --max-scan-bytes near the soak's scan size (or a larger "
+        "--max-inflight-bytes), or soak at a lower --concurrency."
+    )
 
 
 def soak_report(windows: list[dict[str, Any]], warmup_s: float = 0.0) -> dict[str, Any]:
@@ -156,8 +170,10 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
                 s.update(tree_memory_mib(pid))
                 s["processes"] = process_memory_mib(pid)
             windows.append(s)
+            kinds = ", ".join(f"{k} x{v}" for k, v in sorted(s.get("error_kinds", {}).items()))
             print(
-                f"window {i + 1}/{n}: {s['ok']} ok, {s['errors']} failed, p50 "
+                f"window {i + 1}/{n}: {s['ok']} ok, {s['errors']} failed"
+                f"{f' ({kinds})' if kinds else ''}, p50 "
                 f"{s['latency_p50_s']:.2f} s, server RSS {s.get('rss_mib') or 0:.0f} MiB, "
                 f"PSS {s.get('pss_mib') or 0:.0f} MiB",
                 flush=True,
@@ -174,6 +190,9 @@ def main_soak(argv: Sequence[str] | None = None) -> int:
     config = {k: v for k, v in vars(args).items() if k != "json"}
     report: dict[str, Any] = {"config": config, "summary": summary, "windows": windows}
     print(json.dumps(summary, indent=2))
+    hint = refusal_hint(windows)
+    if hint:
+        print(hint, file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     return 1 if summary["failures"] else 0
