@@ -15,7 +15,16 @@ from covidet.client._async import AsyncClient
 from covidet.client._forecast import Forecast, plot_forecast
 from covidet.client._result import Diagnosis, SliceScore
 from covidet.client._sync import Client, diagnose
-from covidet.client._volume import Volume, VolumeError, load_volume
+from covidet.client._volume import (
+    GEOMETRY_POLICIES,
+    DuplicatePositionError,
+    NotCTError,
+    SeriesGeometryError,
+    SliceSpacingError,
+    Volume,
+    VolumeError,
+    load_volume,
+)
 from covidet.errors import (
     CovidetError,
     InvalidInputError,
@@ -29,20 +38,25 @@ from covidet.errors import (
 )
 
 __all__ = [
+    "GEOMETRY_POLICIES",
     "AsyncClient",
     "Client",
     "CovidetError",
     "Diagnosis",
+    "DuplicatePositionError",
     "Forecast",
     "InvalidInputError",
     "ModelNotFoundError",
     "NoLungFoundError",
+    "NotCTError",
     "PermissionDeniedError",
     "RequestTimeoutError",
+    "SeriesGeometryError",
     "ServerBusyError",
     "ServerError",
     "ServerUnavailableError",
     "SliceScore",
+    "SliceSpacingError",
     "Volume",
     "VolumeError",
     "diagnose",

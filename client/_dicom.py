@@ -14,10 +14,18 @@ from typing import Any
 import numpy as np
 
 from covidet.client._dicom_pixels import Plane, assemble_hu, read_files
-from covidet.client._volume import Volume, VolumeError
+from covidet.client._volume import (
+    GEOMETRY_POLICIES,
+    DuplicatePositionError,
+    NotCTError,
+    SeriesGeometryError,
+    SliceSpacingError,
+    Volume,
+    VolumeError,
+)
 
 __all__ = [
-    "POLICIES",
+    "GEOMETRY_POLICIES",
     "DuplicatePositionError",
     "NotCTError",
     "SeriesGeometryError",
@@ -27,14 +35,6 @@ __all__ = [
 
 #: CT Image, Enhanced CT Image, Legacy Converted Enhanced CT Image storage.
 _CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
-
-
-class NotCTError(VolumeError):
-    """The series is not a CT (e.g. MR, a secondary capture): covidet reads chest CT only."""
-
-
-class SeriesGeometryError(VolumeError):
-    """The series' slices do not form one regular volume (mixed sizes or orientations)."""
 
 
 def _files(path: Path) -> list[Path]:
@@ -76,17 +76,6 @@ def _map(fn: Any, items: Iterable[Any]) -> list[Any]:
     """``fn`` over ``items`` in threads (the SEG/SR writer reads its source headers with it)."""
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         return list(pool.map(fn, items))
-
-
-POLICIES = ("ignore", "warn", "raise")
-
-
-class DuplicatePositionError(SeriesGeometryError):
-    """Two slices share one position: the series cannot be stacked unambiguously."""
-
-
-class SliceSpacingError(SeriesGeometryError):
-    """Gaps or uneven steps between slices (raised only with policy='raise')."""
 
 
 def _defect(policy: str, defects: list[str], message: str, exc: type[VolumeError]) -> None:
@@ -198,8 +187,8 @@ def read_dicom_series(
     slices is taken (``meta['series_choice']`` says which and why). Slices are sorted along the
     slice normal (superior first for axial scans), never by file name, InstanceNumber or frame order.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if policy not in GEOMETRY_POLICIES:
+        raise ValueError(f"policy must be one of {GEOMETRY_POLICIES}, got {policy!r}")
     if isinstance(path, (str, os.PathLike)):
         root = Path(path)
         files = _files(root)

@@ -10,7 +10,36 @@ import numpy as np
 
 from covidet.errors import VolumeError  # the input cannot be read as one CT volume
 
-__all__ = ["Volume", "VolumeError", "load_volume"]
+__all__ = [
+    "GEOMETRY_POLICIES",
+    "DuplicatePositionError",
+    "NotCTError",
+    "SeriesGeometryError",
+    "SliceSpacingError",
+    "Volume",
+    "VolumeError",
+    "load_volume",
+]
+
+#: What the DICOM reader does with a defect it can read past (gaps or uneven steps between
+#: slices): nothing, a warning (and ``meta['defects']``), or `SliceSpacingError`.
+GEOMETRY_POLICIES = ("ignore", "warn", "raise")
+
+
+class NotCTError(VolumeError):
+    """The series is not a CT (e.g. MR, a secondary capture): covidet reads chest CT only."""
+
+
+class SeriesGeometryError(VolumeError):
+    """The series' slices do not form one regular volume (mixed sizes or orientations)."""
+
+
+class DuplicatePositionError(SeriesGeometryError):
+    """Two slices share one position: the series cannot be stacked unambiguously."""
+
+
+class SliceSpacingError(SeriesGeometryError):
+    """Gaps or uneven steps between slices (raised only with policy='raise')."""
 
 
 @dataclass
@@ -48,15 +77,25 @@ def _as_int16(array: np.ndarray, source: str) -> np.ndarray:
     return np.rint(a).astype(np.int16) if np.issubdtype(a.dtype, np.floating) else a.astype(np.int16)
 
 
-def load_volume(obj: Any, spacing: Any = None) -> Volume:
+def load_volume(
+    obj: Any, spacing: Any = None, *, series_uid: str | None = None, policy: str = "warn"
+) -> Volume:
     """A `Volume` from a numpy array (needs ``spacing``), a NIfTI file, a DICOM folder/file/DICOMDIR,
-    or a list of DICOM files forming one series."""
+    or a list of DICOM files forming one series.
+
+    For DICOM: ``series_uid`` picks one series where there are several (default: the one with the
+    most slices), and ``policy`` (`GEOMETRY_POLICIES`) says what a gap or an uneven step between
+    slices does: ``"raise"`` (`SliceSpacingError`) for a site that must not measure volumes on
+    such a series, ``"warn"`` (the default: a warning and ``meta['defects']``) or ``"ignore"``.
+    """
+    if policy not in GEOMETRY_POLICIES:
+        raise ValueError(f"policy must be one of {GEOMETRY_POLICIES}, got {policy!r}")
     if isinstance(obj, Volume):
         return obj
     if isinstance(obj, (list, tuple)):
         from covidet.client._dicom import read_dicom_series
 
-        return read_dicom_series(obj)
+        return read_dicom_series(obj, series_uid=series_uid, policy=policy)
     if isinstance(obj, np.ndarray):
         if spacing is None:
             raise VolumeError("a numpy volume needs spacing=(slice, row, column) in mm")
@@ -69,9 +108,11 @@ def load_volume(obj: Any, spacing: Any = None) -> Volume:
         raise VolumeError(f"{path}: no such file or folder")
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
+        if series_uid is not None:
+            raise VolumeError(f"{path}: series_uid picks a DICOM series; a NIfTI file holds one volume")
         from covidet.client._nifti import read_nifti
 
         return read_nifti(path)
     from covidet.client._dicom import read_dicom_series
 
-    return read_dicom_series(path)
+    return read_dicom_series(path, series_uid=series_uid, policy=policy)

@@ -38,6 +38,33 @@ def test_gap_is_reported_by_policy(series: tuple[Path, list[Path], object]) -> N
         read_dicom_series(folder, policy="ignore")
 
 
+def test_load_volume_takes_the_policy_and_the_series(series: tuple[Path, list[Path], object]) -> None:
+    import covidet.client as client
+
+    folder, files, ph = series
+    files[4].unlink()
+    # the public API: a site that must not measure on a gapped series asks for the error
+    with pytest.raises(client.SliceSpacingError, match="gap") as info:
+        client.load_volume(folder, policy="raise")
+    assert isinstance(info.value, client.SeriesGeometryError) and isinstance(info.value, client.VolumeError)
+    with pytest.raises(client.SliceSpacingError):
+        client.load_volume(sorted(folder.glob("*.dcm")), policy="raise")  # a list of files too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol = client.load_volume(folder, policy="ignore")
+    assert vol.series_uid is not None
+    assert client.load_volume(folder, series_uid=vol.series_uid, policy="ignore").n_slices == 9
+    with pytest.raises(VolumeError, match="series"):
+        client.load_volume(folder, series_uid="1.2.3.4", policy="ignore")
+    with pytest.raises(ValueError, match="policy must be one of"):
+        client.load_volume(folder, policy="strict")
+    from covidet.phantom import write_nifti
+
+    nifti = write_nifti(ph.hu, folder.parent / "one.nii.gz", ph.spacing)  # type: ignore[attr-defined]
+    with pytest.raises(VolumeError, match="a NIfTI file holds one volume"):
+        client.load_volume(nifti, series_uid=vol.series_uid)
+
+
 def test_duplicate_position_is_an_error(series: tuple[Path, list[Path], object]) -> None:
     folder, files, _ = series
     ds = pydicom.dcmread(files[3])
