@@ -20,6 +20,10 @@ __all__ = [
 
 MIN_SIZE = 16
 MAX_SIZE = 2048
+#: The longest scan accepted where no byte limit is set (a pipeline run outside a rendered server).
+#: A served pipeline has its `PipelineConfig.max_scan_bytes` instead, which bounds memory
+#: whatever the shape: a thin-slice whole-body scan of 3000 slices at 256 x 256 is smaller than
+#: 2000 slices at 512 x 512 and is admitted (the scan length is never capped on its own).
 MAX_SLICES = 2000
 MAX_SPACING_MM = 50.0
 #: Below this a spacing is not a CT's (its smallest voxels are ~0.2 mm): a unit mistake (metres,
@@ -65,8 +69,11 @@ def _check_shape(shape: tuple[int, ...], max_bytes: int | None = None) -> None:
     s, h, w = shape
     if s < 1:
         raise ScanValidationError("CT has no slices; send at least one slice")
-    if s > MAX_SLICES:
-        raise ScanValidationError(f"CT has {s} slices; at most {MAX_SLICES} are accepted")
+    if max_bytes is None and s > MAX_SLICES:
+        raise ScanValidationError(
+            f"CT has {s} slices; at most {MAX_SLICES} are accepted without a byte limit "
+            "(a served pipeline bounds the scan by its --max-scan-bytes instead)"
+        )
     if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
         raise ScanValidationError(
             f"slices are {h}x{w}; rows and columns must be between {MIN_SIZE} and {MAX_SIZE}"

@@ -59,7 +59,7 @@ CASES = {
     "frame too short": ({PACKED: _frame(FRAME[:10]), SPACING: ONE}, "header"),
     "frame states a huge volume": (
         {PACKED: _frame(FRAME[:8] + np.array([5000, 512, 512], "<u4").tobytes() + FRAME[20:]), SPACING: ONE},
-        "at most 2000",
+        "larger than this server admits",
     ),
     "clinical feature count": ({CT: AIR, SPACING: ONE, CLINICAL: np.zeros(13, np.float32)}, "shape|dims"),
 }

@@ -45,3 +45,16 @@ def test_a_scan_over_the_servers_limit_is_refused_before_it_is_decoded() -> None
     with pytest.raises(ScanValidationError, match="--max-scan-bytes"):
         validate_scan(big, np.ones(3, np.float32), max_bytes=limit)
     validate_scan(big[:39], np.ones(3, np.float32), max_bytes=limit)  # under it: fine (air only)
+
+
+def test_the_scan_length_is_bounded_by_bytes_not_by_a_slice_count() -> None:
+    from covidet.ensemble import validate_scan
+    from covidet.ensemble._validate import MAX_SLICES
+
+    long_thin = np.full((MAX_SLICES + 500, 16, 16), -1000, np.int16)  # a long scan of small slices
+    one_mm = np.ones(3, np.float32)
+    validate_scan(long_thin, one_mm, max_bytes=long_thin.nbytes)  # within the server's limit: fine
+    with pytest.raises(ScanValidationError, match="--max-scan-bytes"):
+        validate_scan(long_thin, one_mm, max_bytes=long_thin.nbytes - 1)
+    with pytest.raises(ScanValidationError, match=f"at most {MAX_SLICES}"):  # no limit set: the count
+        validate_scan(long_thin, one_mm)
