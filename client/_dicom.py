@@ -13,25 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from covidet.client import _volume as V
 from covidet.client._dicom_pixels import Plane, assemble_hu, read_files
-from covidet.client._volume import (
-    GEOMETRY_POLICIES,
-    DuplicatePositionError,
-    NotCTError,
-    SeriesGeometryError,
-    SliceSpacingError,
-    Volume,
-    VolumeError,
-)
+from covidet.client._volume import Volume, VolumeError
 
-__all__ = [
-    "GEOMETRY_POLICIES",
-    "DuplicatePositionError",
-    "NotCTError",
-    "SeriesGeometryError",
-    "SliceSpacingError",
-    "read_dicom_series",
-]
+__all__ = ["read_dicom_series"]
 
 #: CT Image, Enhanced CT Image, Legacy Converted Enhanced CT Image storage.
 _CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
@@ -166,7 +152,7 @@ def _slices(f: Path, h: Any) -> list[_Slice]:
         ori = _group(h, k, "PlaneOrientationSequence")
         meas = _group(h, k, "PixelMeasuresSequence")
         if pos is None or ori is None or meas is None or "PixelSpacing" not in meas:
-            raise SeriesGeometryError(
+            raise V.SeriesGeometryError(
                 f"{f}: frame {k + 1} has no plane position, orientation or pixel spacing in its "
                 "functional groups; the enhanced CT cannot be stacked"
             )
@@ -187,8 +173,8 @@ def read_dicom_series(
     slices is taken (``meta['series_choice']`` says which and why). Slices are sorted along the
     slice normal (superior first for axial scans), never by file name, InstanceNumber or frame order.
     """
-    if policy not in GEOMETRY_POLICIES:
-        raise ValueError(f"policy must be one of {GEOMETRY_POLICIES}, got {policy!r}")
+    if policy not in V.GEOMETRY_POLICIES:
+        raise ValueError(f"policy must be one of {V.GEOMETRY_POLICIES}, got {policy!r}")
     if isinstance(path, (str, os.PathLike)):
         root = Path(path)
         files = _files(root)
@@ -226,7 +212,7 @@ def read_dicom_series(
     first = first_header[chosen]
     modality = str(getattr(first, "Modality", ""))
     if modality != "CT" and str(getattr(first, "SOPClassUID", "")) not in _CT_STORAGE:
-        raise NotCTError(
+        raise V.NotCTError(
             f"{root}: series modality is {modality or 'unknown'!r}, not CT; covidet reads chest CT only"
         )
     s0 = items[0]
@@ -234,11 +220,11 @@ def read_dicom_series(
     shape = (s0.rows, s0.columns)
     for it in items:
         if (it.rows, it.columns) != shape:
-            raise SeriesGeometryError(
+            raise V.SeriesGeometryError(
                 f"{it.file}: slice size {it.rows}x{it.columns} differs from {shape[0]}x{shape[1]}"
             )
         if not np.allclose(it.orientation, orient, atol=1e-4):
-            raise SeriesGeometryError(
+            raise V.SeriesGeometryError(
                 f"{it.name}: ImageOrientationPatient differs from the series' first slice"
             )
     normal = np.cross(orient[:3], orient[3:])
@@ -251,7 +237,7 @@ def read_dicom_series(
         defects.append(f"{localizers} localizer/scout image(s) ignored")
     if steps.size and steps.min() < 1e-3:
         k = int(np.argmin(steps))
-        raise DuplicatePositionError(
+        raise V.DuplicatePositionError(
             f"{items[order[k]].name} and {items[order[k + 1]].name} share the position "
             f"{pos[k]:.2f} mm along the slice normal; remove the duplicate slice"
         )
@@ -262,14 +248,14 @@ def read_dicom_series(
             defects,
             f"gap in the series: a step of {steps.max():.2f} mm where the median "
             f"is {dz:.2f} mm (missing slices?)",
-            SliceSpacingError,
+            V.SliceSpacingError,
         )
     elif steps.size and (steps.max() - steps.min()) > 0.05 * dz:
         _defect(
             policy,
             defects,
             f"uneven slice steps {steps.min():.2f}..{steps.max():.2f} mm; volumes use the median {dz:.2f} mm",
-            SliceSpacingError,
+            V.SliceSpacingError,
         )
     if len(items) > 1:
         p0 = np.array(items[order[0]].position)
@@ -283,7 +269,7 @@ def read_dicom_series(
                 f"gantry tilt of {tilt:.1f} degrees: the slices are sheared along the table axis; masks "
                 "are per source slice and stay aligned with it, volumes are unchanged (a shear keeps "
                 "volume); only 3D views such as the coronal overview show the shear",
-                SeriesGeometryError,
+                V.SeriesGeometryError,
             )
     dy, dx = s0.pixel_spacing
     ordered = [items[i] for i in order]

@@ -9,12 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from covidet.client._dicom import (
-    DuplicatePositionError,
-    SeriesGeometryError,
-    SliceSpacingError,
-    read_dicom_series,
-)
+from covidet.client import DuplicatePositionError, SeriesGeometryError, SliceSpacingError
+from covidet.client._dicom import read_dicom_series
 from covidet.client._volume import VolumeError
 from covidet.phantom import make_phantom, write_dicom_series
 

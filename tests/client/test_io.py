@@ -8,8 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from covidet.client import VolumeError, load_volume
-from covidet.client._dicom import NotCTError, SeriesGeometryError, read_dicom_series
+from covidet.client import NotCTError, SeriesGeometryError, VolumeError, load_volume
+from covidet.client._dicom import read_dicom_series
 from covidet.phantom import make_phantom, write_dicom_series, write_nifti
 
 

@@ -14,8 +14,8 @@ from pydicom.uid import generate_uid
 from test_outputs import _content_items, _diagnosis  # tests/client is on sys.path (prepend import mode)
 
 from covidet import _contract as C
-from covidet.client import load_volume
-from covidet.client._dicom import SeriesGeometryError, read_dicom_series
+from covidet.client import SeriesGeometryError, load_volume
+from covidet.client._dicom import read_dicom_series
 from covidet.client._outputs import write_outputs
 from covidet.phantom import make_phantom, write_dicom_series
 
