@@ -71,6 +71,15 @@ def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
+def test_a_gapped_series_is_refused_before_sending_with_defects_raise(tmp_path: Path) -> None:
+    files = write_dicom_series(make_phantom("CAP", n_slices=8, size=32), tmp_path)
+    files[3].unlink()
+    # refused while reading, before any request: the unreachable server is never asked
+    run = _run("diagnose", str(tmp_path), "--url", "127.0.0.1:9", "--defects", "raise", "--json")
+    assert run.returncode == 2 and "gap" in run.stderr and "Traceback" not in run.stderr
+    assert "cannot reach" not in run.stderr
+
+
 @pytest.mark.e2e
 def test_diagnose_json_and_table(covidet_server: Any, tmp_path: Path) -> None:
     write_dicom_series(make_phantom("COVID-19", n_slices=40, size=128, seed=70_000), tmp_path / "a")

@@ -62,7 +62,7 @@ def main_diagnose(argv: list[str]) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from covidet.client import AsyncClient, load_volume
+    from covidet.client import GEOMETRY_POLICIES, AsyncClient, load_volume
     from covidet.client._async import ordered_map
 
     p = argparse.ArgumentParser(prog="covidet diagnose", description="Diagnose CT scans.")
@@ -94,6 +94,13 @@ def main_diagnose(argv: list[str]) -> int:
         default=1,
         help="scans in flight at once (read and sent while others run: the server batches their "
         "slices together); results still come in the order given",
+    )
+    p.add_argument(
+        "--defects",
+        choices=GEOMETRY_POLICIES,
+        default="warn",
+        help="a DICOM series with a gap or an uneven step between slices: warn and go on (default), "
+        "raise (refuse the scan: no volume measured on it) or ignore",
     )
     p.add_argument("--json", action="store_true", help="print JSON, no table")
     p.add_argument("--masks-out", type=Path, default=None, help="save masks as .npz here")
@@ -155,7 +162,7 @@ def main_diagnose(argv: list[str]) -> int:
         async with client:
 
             async def one(scan: tuple[str, Any]) -> tuple[str, Any, Any]:
-                volume = await asyncio.to_thread(load_volume, scan[1])  # DICOM/NIfTI reading
+                volume = await asyncio.to_thread(load_volume, scan[1], policy=args.defects)
                 d = await client.diagnose(volume, return_masks=want_masks, explain=args.explain)
                 return scan[0], volume, d
 
