@@ -287,6 +287,18 @@ def test_bad_values_are_refused(render: ModuleType) -> None:
         render.render_chart({"probes": {"startup": {"failureThreshold": 3}}})
 
 
+def test_extra_env_reaches_the_server_container(render: ModuleType) -> None:
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk missing")
+    extra = [
+        {"name": "MALLOC_MMAP_THRESHOLD_", "value": "1048576"},
+        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    ]
+    env = container(by_kind(render.render_chart({"extraEnv": extra})))["env"]
+    assert env[-2:] == extra and {e["name"] for e in env} >= {"COVIDET_PROFILE", "MALLOC_MMAP_THRESHOLD_"}
+    with pytest.raises(helm.HelmError, match="extraEnv"):
+        render.render_chart({"extraEnv": [{"name": "bad name", "value": "1"}]})
+
+
 def test_labels_select_the_pods(rendered: dict) -> None:
     objs = rendered["default"]
     pod_labels = objs["Deployment"]["spec"]["template"]["metadata"]["labels"]
