@@ -89,6 +89,7 @@ def test_diagnose_json_and_table(covidet_server: Any, tmp_path: Path) -> None:
     assert result["n_slices"] == 40 and set(result["class_probs"]) >= {"COVID-19"}
     table = _run("diagnose", str(tmp_path / "a"), "--url", covidet_server.http_url, "--protocol", "http")
     assert table.returncode == 0 and "stepwise P(COVID-19)" in table.stdout
+    assert "train-svm" not in table.stdout  # no clinical data sent: the SVM did not answer
     # the same series as an explicit list of files (relative to the list), in reverse order
     listing = tmp_path / "series.txt"
     listing.write_text("\n".join(f"a/{f.name}" for f in sorted((tmp_path / "a").glob("*.dcm"))[::-1]))
@@ -193,3 +194,46 @@ def test_export_int8_calibrates_on_given_scans(tmp_path: Path) -> None:
     assert (record["check"]["n_calibration"], record["check"]["n_check"]) == (6, 7)  # scan 1 / scan 2
     run = _run("export", "--profile", "cpu", "--out", str(out), "--calibration", *scans)
     assert run.returncode == 2 and "--calibration is for --profile cpu-int8" in run.stderr
+
+
+def test_the_table_names_the_clinical_svm_only_when_it_answered() -> None:
+    import dataclasses
+
+    from rich.console import Console
+
+    from covidet import _contract as C
+    from covidet.cli._diagnose import _table
+    from covidet.client import Diagnosis
+
+    svm = {"provenance": "demo: trained by covidet train-svm"}
+    base = Diagnosis(
+        p_viral=0.9,
+        p_covid_given_viral=0.8,
+        p_covid_stepwise=0.72,
+        class_probs=dict.fromkeys(C.CLASS_NAMES, 0.25),
+        topk_slices=(1, 2, 3),
+        lung_volume_ml=4000.0,
+        lesion_volume_ml=40.0,
+        lesion_ratio=0.01,
+        n_slices_used=30,
+        provenance={"lung_seg": {"provenance": "phantoms"}, C.CLINICAL_SVM.name: svm},
+        lung_mask=None,
+        lesion_mask=None,
+        p_svm=None,
+        p_covid_fused=0.8,
+        quality=(),
+        attention=None,
+        explanation=None,
+        slice_scores=(),
+        latency_s=0.1,
+        source="x",
+        n_slices=30,
+    )
+
+    def text(d: Diagnosis) -> str:
+        console = Console(width=200, record=True)
+        console.print(_table(d))
+        return console.export_text()
+
+    assert "train-svm" not in text(base) and "phantoms" in text(base)
+    assert "train-svm" in text(dataclasses.replace(base, p_svm=0.7))

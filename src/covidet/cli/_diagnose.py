@@ -49,7 +49,9 @@ def _table(d: Any) -> Any:
                 f"{r.area_mm2:.0f} mm², {100 * r.lesion_overlap:.0f}% inside the lesion mask",
             )
     t.add_row("latency", f"{d.latency_s:.2f} s")
-    kinds = sorted({str(v.get("provenance")) for v in d.provenance.values()})
+    # the clinical SVM answered only if clinical data came with the scan
+    used = {k: v for k, v in d.provenance.items() if k != C.CLINICAL_SVM.name or d.p_svm is not None}
+    kinds = sorted({str(v.get("provenance")) for v in used.values()})
     t.add_row("models", "; ".join(kinds))
     colour = {"error": "red", "warning": "yellow", "info": "blue"}
     for flag in d.quality:
