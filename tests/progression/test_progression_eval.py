@@ -108,3 +108,78 @@ def test_cli_table_has_the_baseline_and_the_paper(
     assert "line (scans 2-3)" in out and "no crossing" in out and "true course" in out
     assert "band does" in out and "course prior: built-in" in out
     assert "5.00 ± 5.08" in out and "paired" in out
+
+
+def _write_courses(
+    path: Path, courses: list[tuple[str, str, np.ndarray, np.ndarray]], shuffle: bool = True
+) -> Path:
+    rows = [(p, g, d, r) for p, g, days, ratios in courses for d, r in zip(days, ratios, strict=True)]
+    if shuffle:  # any row order
+        rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    lines = ["patient,group,day,ratio"] + [f"{p},{g},{d!r},{r!r}" for p, g, d, r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_hospitals_courses_are_judged_as_the_synthetic_ones(tmp_path: Path) -> None:
+    from covidet.progression import evaluate_courses, generate_course, read_course_table
+
+    n = 8
+    synthetic = evaluate_progression(n, seed=3, n_restarts=0)
+    courses = []
+    for i in range(n):  # the same courses, in the same order, written as a hospital would
+        pattern = PATTERNS[i % len(PATTERNS)]
+        days, ratios = generate_course(pattern, 3 * 1_000_003 + i, 5)
+        courses.append((f"p{i}", pattern, days, ratios))
+    table = read_course_table(_write_courses(tmp_path / "c.csv", courses))
+    assert sorted((p, g) for p, g, _, _ in table) == sorted((p, g) for p, g, _, _ in courses)
+    res = evaluate_courses(table, n_restarts=0)  # in another order: no restarts, so no seed matters
+    assert set(res) == {*PATTERNS, "all"} and TRUTH not in res["all"]  # no truth for real courses
+    for group in (*PATTERNS, "all"):
+        for m in METHODS:
+            for key, value in synthetic[group][m].items():
+                assert res[group][m][key] == pytest.approx(value, nan_ok=True), (group, m, key)
+
+
+def test_short_courses_are_left_out_or_judged_on_the_4th_alone(tmp_path: Path) -> None:
+    from covidet.progression import ProgressionError, evaluate_courses
+
+    four = (np.array([0.0, 3.0, 6.0, 10.0]), np.array([0.2, 0.15, 0.1, 0.06]))
+    five = (np.array([0.0, 3.0, 6.0, 10.0, 14.0]), np.array([0.2, 0.15, 0.1, 0.06, 0.03]))
+    three = (np.array([0.0, 3.0, 6.0]), np.array([0.2, 0.15, 0.1]))
+    res = evaluate_courses([("a", "x", *four), ("b", "x", *five), ("c", "x", *three)], n_restarts=0)
+    s = res["all"]
+    assert s["n"] == 2 and s["n_skipped"] == 1
+    assert s["gpr"]["n_3to4"] == 2 and s["gpr"]["n_3to5"] == 1
+    assert s["gpr"]["no_crossing_3to4"] == 0.0  # a clean decay: both forecasts reach the 4th level
+    with pytest.raises(ProgressionError, match="course 'bad'"):
+        evaluate_courses([("bad", "x", five[0], np.array([0.2, 1.5, 0.1, 0.06, 0.03]))], n_restarts=0)
+
+
+def test_cli_on_a_courses_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidet.errors import InvalidInputError
+
+    days = np.array([0.0, 4.0, 8.0, 12.0, 16.0])
+    courses = [
+        ("p1", "ward", days, np.array([0.30, 0.25, 0.19, 0.14, 0.10])),
+        ("p2", "icu", days, np.array([0.05, 0.09, 0.16, 0.25, 0.33])),
+        ("p3", "", days[:3], np.array([0.1, 0.1, 0.1])),  # too short: left out
+    ]
+    path = _write_courses(tmp_path / "courses.csv", courses)
+    assert main_eval_progression(["--courses", str(path), "--restarts", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) == {"ward", "icu", "all"} and res["all"]["n"] == 2 and res["all"]["n_skipped"] == 1
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main_eval_progression(["--courses", str(path), "--restarts", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "2 courses of courses.csv" in out and "1 courses with fewer than 4 scans left out" in out
+    assert "ward" in out and "icu" in out and "true course" not in out and "5.00 ± 5.08" in out
+    short = _write_courses(tmp_path / "short.csv", courses[2:])
+    with pytest.raises(InvalidInputError, match="none of its 1 courses has 4 or more scans"):
+        main_eval_progression(["--courses", str(short)])
+    clash = tmp_path / "clash.csv"
+    clash.write_text("patient,group,day,ratio\np1,a,0,0.1\np1,b,3,0.1\n")
+    with pytest.raises(InvalidInputError, match="give each patient one group"):
+        main_eval_progression(["--courses", str(clash)])

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from covidet.progression._evaluate import METHODS, PAPER_DL5, TRUTH, evaluate_progression
-from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_courses_csv
+from covidet.errors import InvalidInputError
+from covidet.progression._evaluate import METHODS, PAPER_DL5, TRUTH, evaluate_courses, evaluate_progression
+from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_course_table, read_courses_csv
 from covidet.progression._prior_train import train_course_prior
 from covidet.progression._synthetic import PATTERNS, generate_course
 
@@ -28,8 +29,16 @@ def _p(p: float) -> str:
 
 
 def main_eval_progression(argv: Sequence[str] | None = None) -> int:
-    """Evaluate DL#5 on synthetic courses: the 3rd->4th/5th interval per pattern, GPR and a line."""
+    """Evaluate DL#5 (fit 3 scans, predict the 3rd->4th/5th interval) against a line: on synthetic
+    courses, per pattern, or on a hospital's own serial scans (--courses)."""
     p = argparse.ArgumentParser(prog="covidet eval-progression", description=main_eval_progression.__doc__)
+    p.add_argument(
+        "--courses",
+        type=Path,
+        default=None,
+        help="CSV with columns patient,day,ratio and optionally group (one row per scan): evaluate "
+        "on these courses instead of synthetic ones (each needs 4 or more scans)",
+    )
     p.add_argument("--n", type=int, default=200, help="number of synthetic courses")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -49,14 +58,25 @@ def main_eval_progression(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
     prior = DEFAULT_PRIOR if args.prior is None else CoursePrior.load(args.prior)
-    res = evaluate_progression(
-        args.n,
-        args.seed,
-        horizon_days=args.horizon,
-        patterns=args.patterns,
-        n_restarts=args.restarts,
-        prior=prior,
-    )
+    if args.courses is not None:
+        courses = read_course_table(args.courses)
+        res = evaluate_courses(courses, horizon_days=args.horizon, n_restarts=args.restarts, prior=prior)
+        what = f"{res['all']['n']} courses of {args.courses.name}"
+        if res["all"]["n"] == 0:
+            raise InvalidInputError(
+                f"{args.courses}: none of its {len(courses)} courses has 4 or more scans; the forecast "
+                "is fit on 3 and judged on the 4th and 5th"
+            )
+    else:
+        res = evaluate_progression(
+            args.n,
+            args.seed,
+            horizon_days=args.horizon,
+            patterns=args.patterns,
+            n_restarts=args.restarts,
+            prior=prior,
+        )
+        what = f"{args.n} synthetic courses"
     if args.json:
         print(json.dumps(res, indent=2, allow_nan=True))
         return 0
@@ -67,7 +87,9 @@ def main_eval_progression(argv: Sequence[str] | None = None) -> int:
         f"course prior: {prior.source} (drift {prior.drift:.3g}/day, slope SD "
         f"{prior.slope_sd:.3g}/day, tau {prior.tau:.3g} d)"
     )
-    console.print(_interval_table(res, args.n, args.horizon))
+    if res["all"].get("n_skipped"):
+        console.print(f"{res['all']['n_skipped']} courses with fewer than 4 scans left out")
+    console.print(_interval_table(res, what, args.horizon))
     g = res["all"]["gpr"]
     console.print(
         "GPR: the mean reaches no level but the 95% band does (possible, not forecast; not counted as "
@@ -115,14 +137,14 @@ def main_train_course_prior(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _interval_table(res: dict[str, dict[str, Any]], n: int, horizon: float) -> Any:
+def _interval_table(res: dict[str, dict[str, Any]], what: str, horizon: float) -> Any:
     from rich.table import Table
 
     t = Table(
-        title=f"DL#5 on {n} synthetic courses: fit 3 scans, predict the day the 4th / 5th ratio is "
+        title=f"DL#5 on {what}: fit 3 scans, predict the day the 4th / 5th ratio is "
         f"reached (no crossing within {horizon:g} d counts as {horizon:g} d)"
     )
-    for col in ("pattern", "n", "method"):
+    for col in ("group", "n", "method"):
         t.add_column(col)
     for k in (4, 5):
         t.add_column(f"3->{k} MAE d", justify="right")
@@ -134,7 +156,8 @@ def _interval_table(res: dict[str, dict[str, Any]], n: int, horizon: float) -> A
             t.add_section()
         for i, m in enumerate(m for m in (*METHODS, TRUTH) if m in s):
             ms = s[m]
-            cells = [name if i == 0 else "", f"{s['n']}" if i == 0 else "", _METHOD_NAMES[m]]
+            n = f"{s['n']}" if ms["n_3to5"] == s["n"] else f"{s['n']} ({ms['n_3to5']:.0f} with a 5th)"
+            cells = [name if i == 0 else "", n if i == 0 else "", _METHOD_NAMES[m]]
             for k in (4, 5):
                 cells += [
                     f"{ms[f'mae_days_3to{k}']:.2f}",

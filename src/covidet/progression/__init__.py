@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from covidet.progression._evaluate import METHODS, PAPER_DL5, TRUTH, evaluate_progression, line_crossing
+from covidet.progression._evaluate import (
+    METHODS,
+    PAPER_DL5,
+    TRUTH,
+    evaluate_courses,
+    evaluate_progression,
+    line_crossing,
+)
 from covidet.progression._gpr import (
     MIN_POINTS,
     CourseModel,
@@ -13,7 +20,7 @@ from covidet.progression._gpr import (
     to_latent,
 )
 from covidet.progression._plot import describe_crossing, plot_course
-from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_courses_csv
+from covidet.progression._prior import DEFAULT_PRIOR, CoursePrior, read_course_table, read_courses_csv
 from covidet.progression._prior_train import train_course_prior
 from covidet.progression._synthetic import PATTERNS, generate_course, generated_truth, true_course
 
@@ -28,6 +35,7 @@ __all__ = [
     "CoursePrior",
     "ProgressionError",
     "describe_crossing",
+    "evaluate_courses",
     "evaluate_progression",
     "fit_course",
     "forecast_outputs",
@@ -36,6 +44,7 @@ __all__ = [
     "generated_truth",
     "line_crossing",
     "plot_course",
+    "read_course_table",
     "read_courses_csv",
     "to_latent",
     "train_course_prior",

@@ -29,11 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from covidet.progression._gpr import _first_reach, fit_course
+from covidet.progression._gpr import ProgressionError, _first_reach, fit_course
 from covidet.progression._prior import CoursePrior
 from covidet.progression._synthetic import PATTERNS, generate_course, generated_truth
 
-__all__ = ["METHODS", "PAPER_DL5", "TRUTH", "evaluate_progression", "line_crossing"]
+__all__ = [
+    "METHODS",
+    "PAPER_DL5",
+    "TRUTH",
+    "Course",
+    "evaluate_courses",
+    "evaluate_progression",
+    "line_crossing",
+]
 
 #: Forecasting methods compared by `evaluate_progression`.
 METHODS: tuple[str, ...] = ("gpr", "line")
@@ -84,28 +92,76 @@ def evaluate_progression(
 
     ``generator(pattern, seed, n_points)`` gives one course ``(days, ratios)`` (default: this
     project's `generate_course`; pass another to check on courses the model was not built on).
-    ``prior`` is the GP's course prior (default: the built-in one).
-
-    Returns per pattern (and ``"all"``): ``n`` and, per method in `METHODS`, for k in (4, 5):
-    ``mae_days_3to{k}`` (no crossing counted as ``horizon_days``), ``no_crossing_3to{k}`` (share),
-    ``mae_days_crossed_3to{k}`` and ``n_crossed_3to{k}``; over the crossed courses the paper's
-    comparison: ``pred_mean/pred_sd/actual_mean/actual_sd_3to{k}``, ``p_paired_3to{k}`` (paired
-    t-test), ``bias_3to{k}`` and ``loa_3to{k}`` (Bland-Altman: mean and 1.96 SD of predicted minus
-    actual); and ``mae_ratio_{k}`` (forecast vs observed ratio at the true day). For the GPR also
-    ``band_only_3to{k}``; with the default generator also the `TRUTH` row.
+    ``prior`` is the GP's course prior (default: the built-in one). With the default generator
+    the `TRUTH` row is added. The figures are `evaluate_courses`'s, one group per pattern.
     """
-    methods = (*METHODS, TRUTH) if generator is generate_course else METHODS
-    rows: dict[str, list[dict[str, float]]] = {p: [] for p in patterns}
+    courses: list[Course] = []
+    truths: list[Callable[[np.ndarray], Any]] = []
     for i in range(n):
         pattern = patterns[i % len(patterns)]
         course_seed = seed * 1_000_003 + i
         days, ratios = generator(pattern, course_seed, 5)
-        days, ratios = np.asarray(days, float), np.asarray(ratios, float)
-        course = fit_course(days[:3], ratios[:3], prior=prior, seed=i, n_restarts=n_restarts)
-        gp_mean, _ = course.predict(days[3:5])
-        truth = generated_truth(pattern, course_seed) if TRUTH in methods else None
+        courses.append((f"{pattern}-{i}", pattern, np.asarray(days, float), np.asarray(ratios, float)))
+        truths.append(generated_truth(pattern, course_seed))
+    use_truth = generator is generate_course
+    return evaluate_courses(
+        courses,
+        horizon_days=horizon_days,
+        n_restarts=n_restarts,
+        prior=prior,
+        truths=truths if use_truth else None,
+        groups=patterns,
+    )
+
+
+#: One course to evaluate: (patient, group, days, ratios), scans in day order.
+Course = tuple[str, str, np.ndarray, np.ndarray]
+
+
+def evaluate_courses(
+    courses: Sequence[Course],
+    *,
+    horizon_days: float = 30.0,
+    n_restarts: int = 2,
+    prior: CoursePrior | None = None,
+    truths: Sequence[Callable[[np.ndarray], Any]] | None = None,
+    groups: Sequence[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """The DL#5 evaluation over given courses: a hospital's serial scans (`read_course_table`)
+    or a generator's.
+
+    Each course is fit on its first 3 scans; the 3rd->4th interval is predicted where it has a
+    4th scan, the 3rd->5th where it has a 5th. Courses with fewer than 4 scans cannot be judged
+    and are counted in ``["all"]["n_skipped"]``; a course that cannot be fit (a ratio outside
+    [0, 1], fewer than 3 distinct days among its first 3 scans) raises `ProgressionError` naming
+    the patient. ``truths`` (one noise-free course function per course) adds the `TRUTH` row.
+
+    Returns per group (in the order of ``groups``, then as they come) and ``"all"``: ``n``, and per
+    method in `METHODS`, for k in (4, 5): ``n_3to{k}`` (courses with a k-th scan),
+    ``mae_days_3to{k}`` (no crossing counted as ``horizon_days``), ``no_crossing_3to{k}``
+    (share), ``mae_days_crossed_3to{k}`` and ``n_crossed_3to{k}``; over the crossed courses the
+    paper's comparison: ``pred_mean/pred_sd/actual_mean/actual_sd_3to{k}``, ``p_paired_3to{k}``
+    (paired t-test), ``bias_3to{k}`` and ``loa_3to{k}`` (Bland-Altman: mean and 1.96 SD of
+    predicted minus actual); and ``mae_ratio_{k}`` (forecast vs observed ratio at the true day).
+    For the GPR also ``band_only_3to{k}``.
+    """
+    methods = (*METHODS, TRUTH) if truths is not None else METHODS
+    rows: dict[str, list[dict[str, float]]] = {g: [] for g in groups}
+    skipped = 0
+    for i, (patient, group, days_in, ratios_in) in enumerate(courses):
+        days, ratios = np.asarray(days_in, float), np.asarray(ratios_in, float)
+        if days.size < 4:
+            skipped += 1
+            continue
+        try:
+            course = fit_course(days[:3], ratios[:3], prior=prior, seed=i, n_restarts=n_restarts)
+        except ProgressionError as exc:
+            raise ProgressionError(f"course {patient!r}: {exc}") from exc
+        later = days[3:5]
+        gp_mean, _ = course.predict(later)
+        truth = truths[i] if truths is not None else None
         rec: dict[str, float] = {}
-        for k in (4, 5):
+        for k in range(4, 3 + later.size + 1):
             level = float(ratios[k - 1])
             rec[f"actual_{k}"] = float(days[k - 1] - days[2])
             day, early, _ = course.crossings([level], horizon_days=horizon_days)[level]
@@ -122,9 +178,10 @@ def evaluate_progression(
                 rec[f"{m}_crossed_{k}"] = float(hit is not None)
                 rec[f"{m}_pred_{k}"] = np.nan if hit is None else hit - float(days[2])
                 rec[f"{m}_ratio_err_{k}"] = abs(values[m] - level)
-        rows[pattern].append(rec)
-    out: dict[str, dict[str, Any]] = {p: _summary(r, horizon_days, methods) for p, r in rows.items()}
+        rows.setdefault(group, []).append(rec)
+    out: dict[str, dict[str, Any]] = {g: _summary(r, horizon_days, methods) for g, r in rows.items()}
     out["all"] = _summary([r for rs in rows.values() for r in rs], horizon_days, methods)
+    out["all"]["n_skipped"] = skipped
     return out
 
 
@@ -144,13 +201,15 @@ def _summary(recs: list[dict[str, float]], horizon_days: float, methods: Sequenc
     for m in methods:
         ms: dict[str, float] = {}
         for k in (4, 5):
-            act = np.array([r[f"actual_{k}"] for r in recs])
-            pred = np.array([r[f"{m}_pred_{k}"] for r in recs])
+            rk = [r for r in recs if f"actual_{k}" in r]  # the courses with a k-th scan
+            ms[f"n_3to{k}"] = float(len(rk))
+            act = np.array([r[f"actual_{k}"] for r in rk])
+            pred = np.array([r[f"{m}_pred_{k}"] for r in rk])
             ok = np.isfinite(pred)
             err = np.abs(np.where(ok, pred, horizon_days) - act)
             diff = pred[ok] - act[ok]
-            ms[f"mae_days_3to{k}"] = float(err.mean()) if recs else nan
-            ms[f"no_crossing_3to{k}"] = float(1.0 - ok.mean()) if recs else nan
+            ms[f"mae_days_3to{k}"] = float(err.mean()) if rk else nan
+            ms[f"no_crossing_3to{k}"] = float(1.0 - ok.mean()) if rk else nan
             ms[f"n_crossed_3to{k}"] = float(ok.sum())
             ms[f"mae_days_crossed_3to{k}"] = float(np.abs(diff).mean()) if ok.any() else nan
             ms[f"pred_mean_3to{k}"] = float(pred[ok].mean()) if ok.any() else nan
@@ -160,11 +219,9 @@ def _summary(recs: list[dict[str, float]], horizon_days: float, methods: Sequenc
             ms[f"p_paired_3to{k}"] = _paired_p(pred[ok], act[ok])
             ms[f"bias_3to{k}"] = float(diff.mean()) if ok.any() else nan
             ms[f"loa_3to{k}"] = float(1.96 * diff.std(ddof=1)) if ok.sum() > 1 else nan
-            errs = [r[f"{m}_ratio_err_{k}"] for r in recs]
-            ms[f"mae_ratio_{k}"] = float(np.mean(errs)) if recs else nan
+            errs = [r[f"{m}_ratio_err_{k}"] for r in rk]
+            ms[f"mae_ratio_{k}"] = float(np.mean(errs)) if rk else nan
             if m == "gpr":
-                ms[f"band_only_3to{k}"] = (
-                    float(np.mean([r[f"gpr_band_only_{k}"] for r in recs])) if recs else nan
-                )
+                ms[f"band_only_3to{k}"] = float(np.mean([r[f"gpr_band_only_{k}"] for r in rk])) if rk else nan
         s[m] = ms
     return s

@@ -33,6 +33,7 @@ from covidet.errors import InvalidInputError
 __all__ = [
     "DEFAULT_PRIOR",
     "CoursePrior",
+    "read_course_table",
     "read_courses_csv",
 ]
 
@@ -104,8 +105,16 @@ DEFAULT_PRIOR = CoursePrior(
 
 def read_courses_csv(path: Path | str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Courses from a CSV with columns ``patient,day,ratio`` (one row per scan, any order)."""
+    return [(days, ratios) for _, _, days, ratios in read_course_table(path)]
+
+
+def read_course_table(path: Path | str) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """``(patient, group, days, ratios)`` per patient from a CSV with columns ``patient,day,ratio``
+    and, optionally, ``group`` (e.g. a course pattern or a cohort: an evaluation reports each
+    group apart; empty: ``"all"``). Rows may come in any order; each course is sorted by day."""
     p = Path(path)
-    by_patient: dict[str, list[tuple[float, float]]] = {}
+    rows: dict[str, list[tuple[float, float]]] = {}
+    groups: dict[str, str] = {}
     try:
         with p.open(newline="") as fh:
             reader = csv.DictReader(fh)
@@ -113,10 +122,22 @@ def read_courses_csv(path: Path | str) -> list[tuple[np.ndarray, np.ndarray]]:
             if missing:
                 raise InvalidInputError(f"{p}: missing column(s) {', '.join(sorted(missing))}")
             for i, row in enumerate(reader, start=2):
+                patient, group = row["patient"], (row.get("group") or "").strip() or "all"
+                if groups.setdefault(patient, group) != group:
+                    raise InvalidInputError(
+                        f"{p} line {i}: patient {patient!r} is in group {groups[patient]!r} on an "
+                        f"earlier line and {group!r} here; give each patient one group"
+                    )
                 try:
-                    by_patient.setdefault(row["patient"], []).append((float(row["day"]), float(row["ratio"])))
+                    rows.setdefault(patient, []).append((float(row["day"]), float(row["ratio"])))
                 except (TypeError, ValueError) as exc:
                     raise InvalidInputError(f"{p} line {i}: day and ratio must be numbers") from exc
     except OSError as exc:
         raise InvalidInputError(f"cannot read {p}: {exc}") from exc
-    return [(np.array([d for d, _ in s]), np.array([r for _, r in s])) for s in by_patient.values()]
+    out = []
+    for patient, scans in rows.items():
+        scans.sort()
+        out.append(
+            (patient, groups[patient], np.array([d for d, _ in scans]), np.array([r for _, r in scans]))
+        )
+    return out
