@@ -68,7 +68,10 @@ def test_a_missing_crossing_counts_as_the_horizon() -> None:
         days = np.array([0.0, 3.0, 6.0, 10.0, 15.0])[:n_points]
         return days, np.array([0.2, 0.2, 0.2, 0.4, 0.5])[:n_points]
 
-    res = evaluate_progression(2, horizon_days=30.0, n_restarts=0, generator=flat_then_jump)
+    res = evaluate_progression(
+        2, horizon_days=30.0, n_restarts=0, generator=flat_then_jump, patterns=("flat", "jump")
+    )
+    assert set(res) == {"flat", "jump", "all"}  # another generator's own pattern names
     assert TRUTH not in res["all"]  # another generator: no true course to compare with
     line = res["all"]["line"]
     assert line["no_crossing_3to4"] == 1.0 and line["n_crossed_3to4"] == 0

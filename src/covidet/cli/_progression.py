@@ -17,7 +17,12 @@ from covidet.progression._synthetic import PATTERNS, generate_course
 
 __all__ = ["main_eval_progression", "main_train_course_prior"]
 
-_METHOD_NAMES = {"gpr": "GPR", "line": "line (scans 2-3)", TRUTH: "true course (reference)"}
+_METHOD_NAMES = {
+    "gpr": "GPR (mean path)",
+    "line": "line (scans 2-3)",
+    "gpr_passage": "GPR, median first passage (not served)",
+    TRUTH: "true course (reference)",
+}
 
 
 def _pm(mean: float, sd: float) -> str:

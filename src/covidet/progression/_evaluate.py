@@ -44,7 +44,10 @@ __all__ = [
 ]
 
 #: Forecasting methods compared by `evaluate_progression`.
-METHODS: tuple[str, ...] = ("gpr", "line")
+#: ``gpr``: the day the GP's mean path reaches the level (the served CROSSING_DAYS); ``line``:
+#: the straight line through scans 2 and 3; ``gpr_passage``: the median day the GP's possible
+#: courses first reach it (`CourseModel.first_passage`; not served; see docs/progression.md).
+METHODS: tuple[str, ...] = ("gpr", "line", "gpr_passage")
 #: The reference row with this project's generator: its noise-free course as the forecast.
 TRUTH = "truth"
 #: CoviDet DL#5 results: predicted vs actual interval (days, mean ± SD) and the paired p value.
@@ -95,6 +98,7 @@ def evaluate_progression(
     ``prior`` is the GP's course prior (default: the built-in one). With the default generator
     the `TRUTH` row is added. The figures are `evaluate_courses`'s, one group per pattern.
     """
+    own = generator is generate_course  # only this project's generator knows its true courses
     courses: list[Course] = []
     truths: list[Callable[[np.ndarray], Any]] = []
     for i in range(n):
@@ -102,14 +106,14 @@ def evaluate_progression(
         course_seed = seed * 1_000_003 + i
         days, ratios = generator(pattern, course_seed, 5)
         courses.append((f"{pattern}-{i}", pattern, np.asarray(days, float), np.asarray(ratios, float)))
-        truths.append(generated_truth(pattern, course_seed))
-    use_truth = generator is generate_course
+        if own:
+            truths.append(generated_truth(pattern, course_seed))
     return evaluate_courses(
         courses,
         horizon_days=horizon_days,
         n_restarts=n_restarts,
         prior=prior,
-        truths=truths if use_truth else None,
+        truths=truths if own else None,
         groups=patterns,
     )
 
@@ -159,6 +163,8 @@ def evaluate_courses(
             raise ProgressionError(f"course {patient!r}: {exc}") from exc
         later = days[3:5]
         gp_mean, _ = course.predict(later)
+        levels = [float(v) for v in ratios[3 : 3 + later.size]]
+        passage = course.first_passage(levels, horizon_days=horizon_days)  # same draws: order-free
         truth = truths[i] if truths is not None else None
         rec: dict[str, float] = {}
         for k in range(4, 3 + later.size + 1):
@@ -166,8 +172,16 @@ def evaluate_courses(
             rec[f"actual_{k}"] = float(days[k - 1] - days[2])
             day, early, _ = course.crossings([level], horizon_days=horizon_days)[level]
             rec[f"gpr_band_only_{k}"] = float(day is None and early is not None)
-            hits = {"gpr": day, "line": line_crossing(days[:3], ratios[:3], level, horizon_days)}
-            values = {"gpr": float(gp_mean[k - 4]), "line": _line_value(days[:3], ratios[:3], days[k - 1])}
+            hits = {
+                "gpr": day,
+                "line": line_crossing(days[:3], ratios[:3], level, horizon_days),
+                "gpr_passage": passage[level].median,
+            }
+            values = {
+                "gpr": float(gp_mean[k - 4]),
+                "line": _line_value(days[:3], ratios[:3], days[k - 1]),
+                "gpr_passage": float(gp_mean[k - 4]),  # the same fitted course
+            }
             if truth is not None:
                 grid = np.linspace(days[2], days[2] + horizon_days, int(horizon_days / 0.05) + 1)
                 v = np.asarray(truth(grid), float)

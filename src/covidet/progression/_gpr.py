@@ -48,6 +48,7 @@ __all__ = [
     "MEASUREMENT_SD",
     "MIN_POINTS",
     "CourseModel",
+    "FirstPassage",
     "PreparedCourse",
     "ProgressionError",
     "course_log_likelihood",
@@ -293,6 +294,18 @@ def _first_reach(grid: np.ndarray, values: np.ndarray, level: float, side: float
     return float(grid[i] + (grid[i + 1] - grid[i]) * a / (a - b))
 
 
+@dataclass(frozen=True)
+class FirstPassage:
+    """When a course first reaches a level: ``median`` day (None: under half its possible
+    futures reach it within the horizon), ``p_reach`` (the share that do), ``earliest`` and
+    ``latest`` (the 2.5 % and 97.5 % quantiles of the day; None beyond the horizon)."""
+
+    median: float | None
+    p_reach: float
+    earliest: float | None
+    latest: float | None
+
+
 @dataclass
 class CourseModel:
     """A fitted per-patient GP: observed (sorted, de-duplicated) days/ratios and the regressor.
@@ -396,6 +409,49 @@ class CourseModel:
                 _first_reach(grid, near, lv, side),
                 _first_reach(grid, far, lv, side),
             )
+        return out
+
+    def first_passage(
+        self,
+        levels: Iterable[float],
+        horizon_days: float = 30.0,
+        step_days: float = 0.1,
+        n_paths: int = 400,
+        seed: int = 0,
+    ) -> dict[float, FirstPassage]:
+        """When the course first reaches each level, as a distribution over its possible futures.
+
+        ``n_paths`` courses are drawn from the GP posterior (the course, without measurement
+        error) on a grid from the last scan to ``horizon_days`` later; each path's first day at
+        the level, coming from its own side, is its first passage. Per level: the median
+        first-passage day (None if fewer than half the paths reach the level within the
+        horizon), the share of paths that reach it, and the 2.5 % and 97.5 % quantiles (None
+        where beyond the horizon). The median is the point forecast of a time to an event,
+        which the mean path's crossing (`crossings`) is not: a level the mean path never
+        reaches can still be reached by most courses. Drawn with ``seed``: reproducible.
+        """
+        grid = self._grid(horizon_days, step_days)
+        rel = (grid - self.t_ref)[:, None]
+        latent = self.gp.sample_y(rel, n_paths, random_state=seed)  # type: ignore[attr-defined]
+        latent = latent + (self.prior.drift * (grid - self.t_ref))[:, None] + self.y_offset
+        paths = from_latent(latent)  # [grid, path]
+        start = float(from_latent(self.latent(grid[:1])[0])[0])
+        out: dict[float, FirstPassage] = {}
+        for level in levels:
+            lv = float(level)
+            if not np.isfinite(lv):
+                raise ProgressionError(f"levels must be finite numbers, got {level!r}")
+            # the side the course is on now (its fitted value at the last scan), as `crossings`:
+            # a path already past the level there has reached it on that day
+            crossed = paths <= lv if start >= lv else paths >= lv
+            reached = crossed.any(axis=0)
+            first = np.where(reached, grid[crossed.argmax(axis=0)], np.inf)
+            q = np.quantile(first, [0.5, 0.025, 0.975], method="inverted_cdf")
+
+            def day(v: float) -> float | None:
+                return float(v) if np.isfinite(v) else None
+
+            out[lv] = FirstPassage(day(q[0]), float(reached.mean()), day(q[1]), day(q[2]))
         return out
 
 
