@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,28 @@ class Forecast:
     lower: np.ndarray
     upper: np.ndarray
     crossing_ranges: dict[float, Range]
+    #: per level: the median day the patient's possible courses first reach it (None: under half
+    #: do within the server's horizon), and the share that do; empty from an older server
+    reach_days: dict[float, float | None] = field(default_factory=dict)
+    reach_probability: dict[float, float | None] = field(default_factory=dict)
 
     def describe(self, level: float) -> str:
         """The crossing of ``level`` in words, e.g. "reaches 0.05 around day 14 (11-19)"."""
         early, late = self.crossing_ranges.get(level, (None, None))
         last = float(self.days[-1]) if self.days.size else 0.0
         return C.describe_crossing(level, self.crossing_days.get(level), early, late, last)
+
+    def describe_reach(self, level: float) -> str:
+        """When the patient's possible courses reach ``level``, in words, e.g. "half of the
+        likely courses by day 15; 87% within the horizon" ("" from a server without it)."""
+        if level not in self.reach_probability:
+            return ""
+        p = self.reach_probability[level]
+        day = self.reach_days.get(level)
+        share = "" if p is None else f"{100 * p:.0f}% within the horizon"
+        if day is None:
+            return f"under half of the likely courses reach {level:g}; {share}"
+        return f"half of the likely courses by day {day:.0f}; {share}"
 
     def shown_until(self, margin_days: float = 2.0) -> float:
         """The last day a plot must show for every predicted crossing to be marked on it.
@@ -72,6 +88,8 @@ class Forecast:
             "crossing_ranges": {
                 str(k): {"earliest": e, "latest": la} for k, (e, la) in self.crossing_ranges.items()
             },
+            "reach_days": {str(k): v for k, v in self.reach_days.items()},
+            "reach_probability": {str(k): v for k, v in self.reach_probability.items()},
             "crossing_text": {str(k): self.describe(k) for k in self.crossing_days},
         }
 
@@ -120,7 +138,7 @@ class ForecastRequest:
 
     def result(self, as_numpy: Any) -> Forecast:
         """The `Forecast` from the response's ``as_numpy(name)``."""
-        mean_s, std_s, cross_s, lower_s, upper_s, early_s, late_s = C.PROGRESSION_GPR.outputs
+        mean_s, std_s, cross_s, lower_s, upper_s, early_s, late_s, reach_s, prob_s = C.PROGRESSION_GPR.outputs
 
         def per_level(spec: C.TensorSpec) -> list[float | None]:
             values = as_numpy(spec.name)
@@ -139,6 +157,8 @@ class ForecastRequest:
             lower=as_numpy(lower_s.name).astype(np.float64),
             upper=as_numpy(upper_s.name).astype(np.float64),
             crossing_ranges={lv: (e, la) for lv, e, la in zip(self.levels, early, late, strict=False)},
+            reach_days=dict(zip(self.levels, per_level(reach_s), strict=False)),
+            reach_probability=dict(zip(self.levels, per_level(prob_s), strict=False)),
         )
 
 

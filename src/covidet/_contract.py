@@ -352,6 +352,19 @@ PROGRESSION_GPR = ModelSpec(
             (-1,),
             doc="per level: the day the band's far edge reaches it; NaN = not within the horizon",
         ),
+        TensorSpec(
+            "REACH_DAYS",
+            "FP32",
+            (-1,),
+            doc="per level: the median day the possible courses first reach it; NaN = under half do "
+            "within the horizon",
+        ),
+        TensorSpec(
+            "REACH_PROBABILITY",
+            "FP32",
+            (-1,),
+            doc="per level: the share of the possible courses that reach it within the horizon",
+        ),
     ),
     doc="DL#5: per-patient Gaussian process regression of the lesion ratio course",
 )

@@ -151,8 +151,11 @@ def test_served_gpr_hand_checked_line(server: TritonServer) -> None:
     np.testing.assert_allclose(out["MEAN"], 0.1 + 0.02 * query, atol=5e-3)
     assert out["STD"].shape == (4,) and (out["STD"] < 0.02).all()
     assert abs(out["CROSSING_DAYS"][0] - 8.5) < 0.15 and np.isnan(out["CROSSING_DAYS"][1])
+    # the possible courses: a clean rise reaches 0.27 around the mean path's day; 0.999 is out of reach
+    assert abs(out["REACH_DAYS"][0] - 8.5) < 1.0 and out["REACH_PROBABILITY"][0] > 0.9
+    assert np.isnan(out["REACH_DAYS"][1]) and out["REACH_PROBABILITY"][1] < 0.5
     out = _infer(server, C.PROGRESSION_GPR, {"DAYS": days, "RATIOS": ratios, "QUERY_DAYS": query})
-    assert out["CROSSING_DAYS"].shape == (0,)
+    assert out["CROSSING_DAYS"].shape == (0,) and out["REACH_DAYS"].shape == (0,)
 
 
 def test_served_gpr_too_few_points_is_invalid_argument(server: TritonServer) -> None:

@@ -77,3 +77,19 @@ def test_shown_until_reaches_every_predicted_crossing() -> None:
 def test_shown_until_without_crossings_is_the_forecasts_end() -> None:
     fc = _served([0, 4, 8], [0.05, 0.09, 0.16], [0.01], horizon=10.0)
     assert fc.shown_until() == pytest.approx(18.0)
+
+
+def test_reach_in_words_and_from_an_older_server() -> None:
+    fc = _served([0, 4, 8], [0.066, 0.074, 0.051], [0.05, 0.5])
+    assert fc.reach_days[0.05] is not None and fc.reach_days[0.05] >= 8.0
+    assert fc.reach_days[0.5] is None and (fc.reach_probability[0.5] or 0.0) < 0.5
+    assert re.fullmatch(
+        r"half of the likely courses by day \d+; \d+% within the horizon", fc.describe_reach(0.05)
+    )
+    assert fc.describe_reach(0.5).startswith("under half of the likely courses reach 0.5")
+    assert fc.to_dict()["reach_days"]["0.05"] == fc.reach_days[0.05]
+    req = ForecastRequest.of([0, 4, 8], [0.066, 0.074, 0.051], levels=[0.05])
+    answer = forecast_outputs(req.days, req.ratios, req.query_days, np.asarray(req.levels))
+    older = {k: v for k, v in answer.items() if not k.startswith("REACH_")}
+    fc_old = req.result(older.get)
+    assert fc_old.reach_days == {} and fc_old.describe_reach(0.05) == ""

@@ -251,9 +251,11 @@ def main_monitor(argv: list[str]) -> int:
     t = Table(title="disease course (GPR over lesion/lung ratio; range = the 95% band's)")
     t.add_column("level")
     t.add_column("predicted day", justify="right")
-    t.add_column("forecast")
+    t.add_column("forecast (mean path)")
+    t.add_column("first reached (possible courses)")
     for level, crossing in fc.crossing_days.items():
-        t.add_row(f"{level:g}", "-" if crossing is None else f"{crossing:.1f}", fc.describe(level))
+        day = "-" if crossing is None else f"{crossing:.1f}"
+        t.add_row(f"{level:g}", day, fc.describe(level), fc.describe_reach(level))
     console.print(t)
     console.print(f"wrote {args.out / 'course.png'} and {args.out / 'course.json'}")
     return 0

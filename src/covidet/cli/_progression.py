@@ -20,7 +20,7 @@ __all__ = ["main_eval_progression", "main_train_course_prior"]
 _METHOD_NAMES = {
     "gpr": "GPR (mean path)",
     "line": "line (scans 2-3)",
-    "gpr_passage": "GPR, median first passage (not served)",
+    "gpr_passage": "GPR, median first passage",
     TRUTH: "true course (reference)",
 }
 

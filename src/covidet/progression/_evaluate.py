@@ -46,7 +46,7 @@ __all__ = [
 #: Forecasting methods compared by `evaluate_progression`.
 #: ``gpr``: the day the GP's mean path reaches the level (the served CROSSING_DAYS); ``line``:
 #: the straight line through scans 2 and 3; ``gpr_passage``: the median day the GP's possible
-#: courses first reach it (`CourseModel.first_passage`; not served; see docs/progression.md).
+#: courses first reach it (`CourseModel.first_passage`; served as REACH_DAYS).
 METHODS: tuple[str, ...] = ("gpr", "line", "gpr_passage")
 #: The reference row with this project's generator: its noise-free course as the forecast.
 TRUTH = "truth"

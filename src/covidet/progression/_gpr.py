@@ -527,13 +527,17 @@ def forecast_outputs(
     lower, upper = course.band(query_days)
     n_levels = 0 if levels is None else np.asarray(levels).size
     crossing = np.full((3, n_levels), np.nan, dtype=np.float32)  # day, earliest, latest
+    reach = np.full((2, n_levels), np.nan, dtype=np.float32)  # median first passage, probability
     if levels is not None and n_levels:
-        hits = course.crossings(np.asarray(levels).reshape(-1), horizon_days=horizon_days)
-        for j, v in enumerate(np.asarray(levels).reshape(-1)):
+        flat = np.asarray(levels).reshape(-1)
+        hits = course.crossings(flat, horizon_days=horizon_days)
+        passage = course.first_passage(flat, horizon_days=horizon_days)
+        for j, v in enumerate(flat):
             crossing[:, j] = [np.nan if x is None else x for x in hits[float(v)]]
-    mean_s, std_s, cross_s, lower_s, upper_s, early_s, late_s = C.PROGRESSION_GPR.outputs
-    arrays = (mean, std, crossing[0], lower, upper, crossing[1], crossing[2])
+            fp = passage[float(v)]
+            reach[:, j] = [np.nan if fp.median is None else fp.median, fp.p_reach]
+    arrays = (mean, std, crossing[0], lower, upper, crossing[1], crossing[2], reach[0], reach[1])
     return {
         s.name: np.ascontiguousarray(a, dtype=np.float32)
-        for s, a in zip((mean_s, std_s, cross_s, lower_s, upper_s, early_s, late_s), arrays, strict=True)
+        for s, a in zip(C.PROGRESSION_GPR.outputs, arrays, strict=True)
     }
