@@ -184,7 +184,6 @@ def main_diagnose(argv: list[str]) -> int:
 def main_monitor(argv: list[str]) -> int:
     import csv
 
-    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -236,7 +235,7 @@ def main_monitor(argv: list[str]) -> int:
             # a crossing predicted past the days asked for is still drawn: ask again up to it
             # (the fit is deterministic, so the crossings are the same)
             end = fc.shown_until()
-            if fc.query_days.size and end > float(np.max(fc.query_days)):
+            if fc.query_days.size and end > float(fc.query_days.max()):
                 horizon = end - max(days)
                 fc = await client.forecast(days, ratios, levels=levels, horizon_days=horizon)
             return fc

@@ -164,13 +164,13 @@ def evaluate_courses(
         later = days[3:5]
         gp_mean, _ = course.predict(later)
         levels = [float(v) for v in ratios[3 : 3 + later.size]]
+        crossings = course.crossings(levels, horizon_days=horizon_days)
         passage = course.first_passage(levels, horizon_days=horizon_days)  # same draws: order-free
         truth = truths[i] if truths is not None else None
         rec: dict[str, float] = {}
-        for k in range(4, 3 + later.size + 1):
-            level = float(ratios[k - 1])
+        for k, level in enumerate(levels, start=4):
             rec[f"actual_{k}"] = float(days[k - 1] - days[2])
-            day, early, _ = course.crossings([level], horizon_days=horizon_days)[level]
+            day, early, _ = crossings[level]
             rec[f"gpr_band_only_{k}"] = float(day is None and early is not None)
             hits = {
                 "gpr": day,

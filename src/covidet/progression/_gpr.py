@@ -294,6 +294,21 @@ def _first_reach(grid: np.ndarray, values: np.ndarray, level: float, side: float
     return float(grid[i] + (grid[i + 1] - grid[i]) * a / (a - b))
 
 
+def _finite_levels(levels: Iterable[float]) -> list[float]:
+    """``levels`` as floats; a non-finite one is the caller's error."""
+    out = []
+    for level in levels:
+        lv = float(level)
+        if not np.isfinite(lv):
+            raise ProgressionError(f"levels must be finite numbers, got {level!r}")
+        out.append(lv)
+    return out
+
+
+def _finite_or_none(day: float) -> float | None:
+    return float(day) if np.isfinite(day) else None
+
+
 @dataclass(frozen=True)
 class FirstPassage:
     """When a course first reaches a level: ``median`` day (None: under half its possible
@@ -394,10 +409,7 @@ class CourseModel:
         mu, sd = self.latent(grid)
         mean, lo, hi = from_latent(mu), from_latent(mu - z * sd), from_latent(mu + z * sd)
         out: dict[float, tuple[float | None, float | None, float | None]] = {}
-        for level in levels:
-            lv = float(level)
-            if not np.isfinite(lv):
-                raise ProgressionError(f"levels must be finite numbers, got {level!r}")
+        for lv in _finite_levels(levels):
             side = 1.0 if mean[0] >= lv else -1.0
             g = mean - lv
             if g[0] == 0.0:
@@ -431,33 +443,27 @@ class CourseModel:
         reaches can still be reached by most courses. Drawn with ``seed``: reproducible.
         """
         grid = self._grid(horizon_days, step_days)
-        mean, cov = self.gp.predict((grid - self.t_ref)[:, None], return_cov=True)  # type: ignore[attr-defined]
+        gp_mean, cov = self.gp.predict((grid - self.t_ref)[:, None], return_cov=True)  # type: ignore[attr-defined]
+        mu = gp_mean + self.prior.drift * (grid - self.t_ref) + self.y_offset  # as `latent`
         # Cholesky with a little jitter (the integrated process is smooth, so its covariance on a
         # fine grid is nearly singular): an order of magnitude faster than scikit-learn's
         # sample_y, which takes an SVD
         jitter = 1e-9 * max(float(np.max(np.diag(cov))), 1e-12)
         chol = np.linalg.cholesky(cov + jitter * np.eye(grid.size))
         z = np.random.default_rng(seed).standard_normal((grid.size, n_paths))
-        latent = mean[:, None] + chol @ z
-        latent += (self.prior.drift * (grid - self.t_ref))[:, None] + self.y_offset
-        paths = from_latent(latent)  # [grid, path]
-        start = float(from_latent(self.latent(grid[:1])[0])[0])
+        paths = from_latent(mu[:, None] + chol @ z)  # [grid, path]
+        start = float(from_latent(mu[:1])[0])  # the fitted course at the last scan
         out: dict[float, FirstPassage] = {}
-        for level in levels:
-            lv = float(level)
-            if not np.isfinite(lv):
-                raise ProgressionError(f"levels must be finite numbers, got {level!r}")
-            # the side the course is on now (its fitted value at the last scan), as `crossings`:
-            # a path already past the level there has reached it on that day
+        for lv in _finite_levels(levels):
+            # the side the course is on now, as `crossings`: a path already past the level
+            # there has reached it on that day
             crossed = paths <= lv if start >= lv else paths >= lv
             reached = crossed.any(axis=0)
             first = np.where(reached, grid[crossed.argmax(axis=0)], np.inf)
             q = np.quantile(first, [0.5, 0.025, 0.975], method="inverted_cdf")
-
-            def day(v: float) -> float | None:
-                return float(v) if np.isfinite(v) else None
-
-            out[lv] = FirstPassage(day(q[0]), float(reached.mean()), day(q[1]), day(q[2]))
+            out[lv] = FirstPassage(
+                _finite_or_none(q[0]), float(reached.mean()), _finite_or_none(q[1]), _finite_or_none(q[2])
+            )
         return out
 
 
