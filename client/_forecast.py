@@ -21,10 +21,17 @@ Range = tuple[float | None, float | None]
 class Forecast:
     """The forecast lesion ratio at ``query_days`` and when it reaches given levels.
 
-    ``mean`` is the forecast (the server's posterior median, in [0, 1]); ``lower``/``upper`` the
-    95 % band (asymmetric, in [0, 1]); ``std`` an equivalent SD. ``crossing_days[level]`` is the
-    first day after the last scan the forecast reaches ``level`` (None: not within the server's
-    horizon); ``crossing_ranges[level]`` the days the band's near and far edges reach it.
+    ``mean`` is the forecast course (the server's posterior median, in [0, 1]); ``lower``/``upper``
+    the 95 % band (asymmetric, in [0, 1]); ``std`` an equivalent SD.
+
+    When each level is reached, as a time to an event: ``crossing_days[level]`` is the forecast
+    day, the median day the patient's possible courses first reach the level after the last scan
+    (None: under half do within the server's horizon); ``crossing_ranges[level]`` the days by
+    which 2.5 % and 97.5 % of them have (None: fewer do within the horizon);
+    ``reach_probability[level]`` the share that reach it within the horizon.
+    ``mean_crossing_days[level]`` is where the plotted ``mean`` curve reaches the level, which is
+    not the forecast day: a course that may go either way has a mean curve that goes neither way.
+    The last two are empty from an older server.
     """
 
     days: np.ndarray
@@ -36,28 +43,15 @@ class Forecast:
     lower: np.ndarray
     upper: np.ndarray
     crossing_ranges: dict[float, Range]
-    #: per level: the median day the patient's possible courses first reach it (None: under half
-    #: do within the server's horizon), and the share that do; empty from an older server
-    reach_days: dict[float, float | None] = field(default_factory=dict)
     reach_probability: dict[float, float | None] = field(default_factory=dict)
+    mean_crossing_days: dict[float, float | None] = field(default_factory=dict)
 
     def describe(self, level: float) -> str:
-        """The crossing of ``level`` in words, e.g. "reaches 0.05 around day 14 (11-19)"."""
+        """When ``level`` is reached, in words, e.g. "reaches 0.05 around day 14 (11-19)"."""
         early, late = self.crossing_ranges.get(level, (None, None))
         last = float(self.days[-1]) if self.days.size else 0.0
-        return C.describe_crossing(level, self.crossing_days.get(level), early, late, last)
-
-    def describe_reach(self, level: float) -> str:
-        """When the patient's possible courses reach ``level``, in words, e.g. "half of the
-        likely courses by day 15; 87% within the horizon" ("" from a server without it)."""
-        if level not in self.reach_probability:
-            return ""
-        p = self.reach_probability[level]
-        day = self.reach_days.get(level)
-        share = "" if p is None else f"{100 * p:.0f}% within the horizon"
-        if day is None:
-            return f"under half of the likely courses reach {level:g}; {share}"
-        return f"half of the likely courses by day {day:.0f}; {share}"
+        p_reach = self.reach_probability.get(level)
+        return C.describe_crossing(level, self.crossing_days.get(level), early, late, last, p_reach)
 
     def shown_until(self, margin_days: float = 2.0) -> float:
         """The last day a plot must show for every predicted crossing to be marked on it.
@@ -88,8 +82,8 @@ class Forecast:
             "crossing_ranges": {
                 str(k): {"earliest": e, "latest": la} for k, (e, la) in self.crossing_ranges.items()
             },
-            "reach_days": {str(k): v for k, v in self.reach_days.items()},
             "reach_probability": {str(k): v for k, v in self.reach_probability.items()},
+            "mean_crossing_days": {str(k): v for k, v in self.mean_crossing_days.items()},
             "crossing_text": {str(k): self.describe(k) for k in self.crossing_days},
         }
 
@@ -138,7 +132,9 @@ class ForecastRequest:
 
     def result(self, as_numpy: Any) -> Forecast:
         """The `Forecast` from the response's ``as_numpy(name)``."""
-        mean_s, std_s, cross_s, lower_s, upper_s, early_s, late_s, reach_s, prob_s = C.PROGRESSION_GPR.outputs
+        mean_s, std_s, cross_s, lower_s, upper_s, early_s, late_s, prob_s, mean_cross_s = (
+            C.PROGRESSION_GPR.outputs
+        )
 
         def per_level(spec: C.TensorSpec) -> list[float | None]:
             values = as_numpy(spec.name)
@@ -157,8 +153,8 @@ class ForecastRequest:
             lower=as_numpy(lower_s.name).astype(np.float64),
             upper=as_numpy(upper_s.name).astype(np.float64),
             crossing_ranges={lv: (e, la) for lv, e, la in zip(self.levels, early, late, strict=False)},
-            reach_days=dict(zip(self.levels, per_level(reach_s), strict=False)),
             reach_probability=dict(zip(self.levels, per_level(prob_s), strict=False)),
+            mean_crossing_days=dict(zip(self.levels, per_level(mean_cross_s), strict=False)),
         )
 
 
@@ -166,8 +162,9 @@ def plot_forecast(fc: Forecast, out_png: Path, *, title: str = "") -> Path:
     """A course figure a clinician reads at a glance (like CoviDet's Fig. 4).
 
     The scans (dots), the fitted course (solid) and the forecast after the last scan (dashed),
-    the 95 % band (within [0, 1]), and each level's predicted crossing day marked on the curve
-    with the band's range as a bar and the words of `Forecast.describe` in the legend.
+    the 95 % band (within [0, 1]), and on each level's line its forecast day (a diamond: half of
+    the likely courses have reached the level by then), the 95 % range of that day as a bar, and
+    the words of `Forecast.describe` in the legend.
     """
     from matplotlib.figure import Figure
 

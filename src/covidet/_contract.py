@@ -336,7 +336,8 @@ PROGRESSION_GPR = ModelSpec(
             "CROSSING_DAYS",
             "FP32",
             (-1,),
-            doc="first day after the last scan where the mean crosses each level; NaN = none",
+            doc="per level: the forecast day it is reached, the median day the patient's possible "
+            "courses first reach it after the last scan; NaN = under half do within the horizon",
         ),
         TensorSpec("LOWER", "FP32", (-1,), doc="lower edge of the 95% band at QUERY_DAYS, in [0, 1]"),
         TensorSpec("UPPER", "FP32", (-1,), doc="upper edge of the 95% band at QUERY_DAYS, in [0, 1]"),
@@ -344,19 +345,14 @@ PROGRESSION_GPR = ModelSpec(
             "CROSSING_EARLIEST",
             "FP32",
             (-1,),
-            doc="per level: the day the band's near edge reaches it; NaN = not within the horizon",
+            doc="per level: the day 2.5% of the possible courses have reached it; NaN = fewer do "
+            "within the horizon",
         ),
         TensorSpec(
             "CROSSING_LATEST",
             "FP32",
             (-1,),
-            doc="per level: the day the band's far edge reaches it; NaN = not within the horizon",
-        ),
-        TensorSpec(
-            "REACH_DAYS",
-            "FP32",
-            (-1,),
-            doc="per level: the median day the possible courses first reach it; NaN = under half do "
+            doc="per level: the day 97.5% of the possible courses have reached it; NaN = fewer do "
             "within the horizon",
         ),
         TensorSpec(
@@ -365,23 +361,41 @@ PROGRESSION_GPR = ModelSpec(
             (-1,),
             doc="per level: the share of the possible courses that reach it within the horizon",
         ),
+        TensorSpec(
+            "MEAN_CROSSING_DAYS",
+            "FP32",
+            (-1,),
+            doc="per level: the first day the plotted mean path (MEAN) reaches it; NaN = not within "
+            "the horizon. Not the forecast day: a course that may go either way has a mean path "
+            "that goes neither way",
+        ),
     ),
     doc="DL#5: per-patient Gaussian process regression of the lesion ratio course",
 )
 
 
 def describe_crossing(
-    level: float, day: float | None, early: float | None, late: float | None, last: float
+    level: float,
+    day: float | None,
+    early: float | None,
+    late: float | None,
+    last: float,
+    p_reach: float | None = None,
 ) -> str:
-    """One level's PROGRESSION_GPR crossing in words, e.g. "reaches 0.05 around day 14 (11-19)":
-    ``day`` from CROSSING_DAYS, ``early``/``late`` from CROSSING_EARLIEST/LATEST (None for NaN),
-    ``last`` the day of the last scan. The client's table and the server's plot say it alike."""
+    """One level's PROGRESSION_GPR answer in words, e.g. "reaches 0.05 around day 14 (11-19)".
+
+    ``day`` from CROSSING_DAYS (the median first passage), ``early``/``late`` from
+    CROSSING_EARLIEST/LATEST (the 2.5 % and 97.5 % quantiles; None for NaN), ``last`` the day of
+    the last scan, ``p_reach`` from REACH_PROBABILITY (said where the level is not expected).
+    The client's table and plot say it alike.
+    """
     if day is not None and day <= last:
         return f"at {level:g} by the last scan (day {last:.0f})"
     if day is None:
-        if early is None:
-            return f"not expected to reach {level:g} within the horizon"
-        return f"not expected to reach {level:g} within the horizon (possible from day {early:.0f})"
+        share = "" if p_reach is None else f"{100 * p_reach:.0f}% of the likely courses do"
+        if early is not None:
+            share = f"{share}, from day {early:.0f}" if share else f"possible from day {early:.0f}"
+        return f"not expected to reach {level:g} within the horizon" + (f" ({share})" if share else "")
     lo = day if early is None else early
     span = f"from day {lo:.0f}; may take longer than the horizon" if late is None else f"{lo:.0f}-{late:.0f}"
     return f"reaches {level:g} around day {day:.0f} ({span})"

@@ -150,12 +150,25 @@ def test_served_gpr_hand_checked_line(server: TritonServer) -> None:
     )
     np.testing.assert_allclose(out["MEAN"], 0.1 + 0.02 * query, atol=5e-3)
     assert out["STD"].shape == (4,) and (out["STD"] < 0.02).all()
-    assert abs(out["CROSSING_DAYS"][0] - 8.5) < 0.15 and np.isnan(out["CROSSING_DAYS"][1])
-    # the possible courses: a clean rise reaches 0.27 around the mean path's day; 0.999 is out of reach
-    assert abs(out["REACH_DAYS"][0] - 8.5) < 1.0 and out["REACH_PROBABILITY"][0] > 0.9
-    assert np.isnan(out["REACH_DAYS"][1]) and out["REACH_PROBABILITY"][1] < 0.5
+    # the mean path of a clean rise reaches 0.27 on day 8.5; its possible courses get there about
+    # then (half of them no later), nearly all of them; 0.999 is out of reach
+    assert abs(out["MEAN_CROSSING_DAYS"][0] - 8.5) < 0.15 and np.isnan(out["MEAN_CROSSING_DAYS"][1])
+    assert 8.0 < out["CROSSING_DAYS"][0] <= out["MEAN_CROSSING_DAYS"][0] + 0.1
+    assert out["CROSSING_EARLIEST"][0] <= out["CROSSING_DAYS"][0]
+    assert out["REACH_PROBABILITY"][0] > 0.9
+    # the 97.5 % day exists where at least 97.5 % of the courses reach the level in the horizon
+    latest = out["CROSSING_LATEST"][0]
+    assert latest >= out["CROSSING_DAYS"][0] if out["REACH_PROBABILITY"][0] >= 0.975 else np.isnan(latest)
+    assert np.isnan(out["CROSSING_DAYS"][1]) and out["REACH_PROBABILITY"][1] < 0.5
     out = _infer(server, C.PROGRESSION_GPR, {"DAYS": days, "RATIOS": ratios, "QUERY_DAYS": query})
-    assert out["CROSSING_DAYS"].shape == (0,) and out["REACH_DAYS"].shape == (0,)
+    per_level = (
+        "CROSSING_DAYS",
+        "CROSSING_EARLIEST",
+        "CROSSING_LATEST",
+        "REACH_PROBABILITY",
+        "MEAN_CROSSING_DAYS",
+    )
+    assert all(out[name].shape == (0,) for name in per_level)
 
 
 def test_served_gpr_too_few_points_is_invalid_argument(server: TritonServer) -> None:

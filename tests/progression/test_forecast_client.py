@@ -79,17 +79,25 @@ def test_shown_until_without_crossings_is_the_forecasts_end() -> None:
     assert fc.shown_until() == pytest.approx(18.0)
 
 
-def test_reach_in_words_and_from_an_older_server() -> None:
+def test_the_forecast_day_is_the_median_first_passage_and_an_older_server_is_read() -> None:
     fc = _served([0, 4, 8], [0.066, 0.074, 0.051], [0.05, 0.5])
-    assert fc.reach_days[0.05] is not None and fc.reach_days[0.05] >= 8.0
-    assert fc.reach_days[0.5] is None and (fc.reach_probability[0.5] or 0.0) < 0.5
+    day = fc.crossing_days[0.05]
+    assert day is not None and day >= 8.0 and (fc.reach_probability[0.05] or 0.0) >= 0.5
+    # the plotted mean path is not the forecast day: where it crosses, half of the likely
+    # courses have reached the level by then already (the mean is their pointwise median)
+    mean_day = fc.mean_crossing_days[0.05]
+    assert mean_day is not None and day <= mean_day + 0.1
+    assert fc.crossing_days[0.5] is None and (fc.reach_probability[0.5] or 0.0) < 0.5
     assert re.fullmatch(
-        r"half of the likely courses by day \d+; \d+% within the horizon", fc.describe_reach(0.05)
-    )
-    assert fc.describe_reach(0.5).startswith("under half of the likely courses reach 0.5")
-    assert fc.to_dict()["reach_days"]["0.05"] == fc.reach_days[0.05]
+        r"not expected to reach 0\.5 within the horizon \(\d+% of the likely courses do(, from day \d+)?\)",
+        fc.describe(0.5),
+    ), fc.describe(0.5)
+    d = fc.to_dict()
+    assert d["crossing_days"]["0.05"] == day and d["mean_crossing_days"]["0.05"] == mean_day
+    assert d["reach_probability"]["0.05"] == fc.reach_probability[0.05]
     req = ForecastRequest.of([0, 4, 8], [0.066, 0.074, 0.051], levels=[0.05])
     answer = forecast_outputs(req.days, req.ratios, req.query_days, np.asarray(req.levels))
-    older = {k: v for k, v in answer.items() if not k.startswith("REACH_")}
+    older = {k: v for k, v in answer.items() if k not in ("REACH_PROBABILITY", "MEAN_CROSSING_DAYS")}
     fc_old = req.result(older.get)
-    assert fc_old.reach_days == {} and fc_old.describe_reach(0.05) == ""
+    assert fc_old.reach_probability == {} and fc_old.mean_crossing_days == {}
+    assert fc_old.describe(0.05) == fc.describe(0.05)

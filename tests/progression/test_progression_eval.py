@@ -43,9 +43,10 @@ def test_evaluation_reports_both_methods_and_is_consistent() -> None:
     for m in METHODS:
         mae = np.mean([res[p][m]["mae_days_3to4"] for p in PATTERNS])
         assert res["all"][m]["mae_days_3to4"] == pytest.approx(mae)
-    g = res["all"]["gpr"]
-    for k in (4, 5):  # the band is reported apart: only where the mean does not cross
-        assert 0.0 <= g[f"band_only_3to{k}"] <= g[f"no_crossing_3to{k}"] + 1e-12
+    for m in ("gpr", "gpr_mean_path"):  # "possible" is reported apart: only where it does not cross
+        g = res["all"][m]
+        for k in (4, 5):
+            assert 0.0 <= g[f"possible_only_3to{k}"] <= g[f"no_crossing_3to{k}"] + 1e-12
     # the noise-free course as a reference forecast (this project's generator knows it)
     assert res["all"][TRUTH]["mae_ratio_4"] < res["all"]["line"]["mae_ratio_4"]
 

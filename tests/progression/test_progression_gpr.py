@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from covidet.progression import (
+    PATTERNS,
     ProgressionError,
     describe_crossing,
     fit_course,
@@ -144,9 +145,9 @@ def test_clean_line_is_followed_within_the_measurement_error() -> None:
     assert out[0.0] is None
 
 
-def test_crossing_ranges_bracket_the_crossing() -> None:
+def test_mean_path_crossings_bracket_the_crossing() -> None:
     course = fit_course([0, 4, 8], [0.066, 0.074, 0.051])
-    for level, (day, early, late) in course.crossings([0.05, 0.04, 0.01, 0.2]).items():
+    for level, (day, early, late) in course.mean_path_crossings([0.05, 0.04, 0.01, 0.2]).items():
         if day is not None:
             assert early is not None and early <= day
             assert late is None or day <= late
@@ -155,7 +156,50 @@ def test_crossing_ranges_bracket_the_crossing() -> None:
     # the level the forecast sits at on the last scan day is reached that day
     m8, _ = course.predict([8.0])
     level = float(m8[0])
+    assert course.mean_path_crossings([level])[level][0] == pytest.approx(8.0)
     assert course.crossing_days([level])[level] == pytest.approx(8.0)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_first_passage_against_the_mean_path_and_the_band(pattern: str) -> None:
+    """What must hold of the median first passage, whatever the draws (up to a Monte Carlo margin
+    of about 3 SE for 2000 draws): it is reproducible; its range brackets it; where the mean path
+    (the pointwise median) reaches a level, at least half the courses have reached it by then; at
+    least as many courses reach a level within the horizon as are past it at the horizon's end."""
+    from scipy.stats import norm
+
+    for seed in range(3):
+        d, r = generate_course(pattern, seed)
+        course = fit_course(d[:3], r[:3])
+        levels = [float(v) for v in r[3:5]] + [0.05, 0.01, 0.3]
+        passage = course.first_passage(levels, horizon_days=HORIZON)
+        assert passage == course.first_passage(levels, horizon_days=HORIZON)  # reproducible
+        mean_path = course.mean_path_crossings(levels, horizon_days=HORIZON)
+        end = course.t_ref + HORIZON
+        mu, sd = course.latent([course.t_ref, end])
+        for level, fp in passage.items():
+            assert 0.0 <= fp.p_reach <= 1.0
+            assert (fp.median is None) == (fp.p_reach < 0.5)
+            if fp.median is not None:
+                assert fp.earliest is not None and course.t_ref <= fp.earliest <= fp.median
+                assert fp.latest is None or fp.median <= fp.latest <= end
+            day = mean_path[level][0]
+            if day is not None and day > course.t_ref:  # half of the draws, up to Monte Carlo error
+                by_then = course.first_passage([level], horizon_days=day - course.t_ref)[level]
+                assert by_then.p_reach >= 0.5 - 0.04
+            z = (to_latent([level])[0] - mu[1]) / sd[1]
+            past_at_end = norm.cdf(z) if from_latent(mu[:1])[0] >= level else norm.sf(z)
+            assert fp.p_reach >= past_at_end - 0.04  # 2000 draws: a Monte Carlo margin
+
+
+def test_a_course_that_may_go_either_way_reaches_a_near_level_its_mean_path_misses() -> None:
+    # a plateau: the mean path drifts down (the population's resolution), so it never reaches a
+    # level just above; most of the possible courses wander up to it before they resolve
+    course = fit_course([0, 4, 8], [0.1, 0.1, 0.1])
+    assert course.mean_path_crossings([0.11], horizon_days=HORIZON)[0.11][0] is None
+    fp = course.first_passage([0.11], horizon_days=HORIZON)[0.11]
+    assert fp.p_reach > 0.5 and fp.median is not None and 8.0 < fp.median < 8.0 + HORIZON
+    assert course.crossing_days([0.11], horizon_days=HORIZON)[0.11] == fp.median
 
 
 def test_unsorted_and_duplicate_days_are_sorted_and_averaged() -> None:
@@ -203,4 +247,11 @@ def test_crossings_in_words() -> None:
     assert "may take longer" in describe_crossing(0.05, 14.2, 11.4, None, 8.0)
     assert describe_crossing(0.3, None, None, None, 8.0) == "not expected to reach 0.3 within the horizon"
     assert "possible from day 12" in describe_crossing(0.3, None, 12.0, None, 8.0)
+    assert (
+        describe_crossing(0.3, None, 12.0, None, 8.0, 0.31)
+        == "not expected to reach 0.3 within the horizon (31% of the likely courses do, from day 12)"
+    )
+    assert describe_crossing(0.3, None, None, None, 8.0, 0.0) == (
+        "not expected to reach 0.3 within the horizon (0% of the likely courses do)"
+    )
     assert "by the last scan" in describe_crossing(0.1, 8.0, 8.0, 8.0, 8.0)

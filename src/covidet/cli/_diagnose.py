@@ -196,7 +196,7 @@ def main_monitor(argv: list[str]) -> int:
     p.add_argument("scans", nargs="*", help="DICOM folders / NIfTI files of the patient's scans")
     p.add_argument("--days", default="", help="comma-separated day of each scan, in order")
     p.add_argument("--history", type=Path, default=None, help="CSV with columns day,ratio")
-    p.add_argument("--levels", default="0.05,0.01", help="ratio levels whose crossing day is wanted")
+    p.add_argument("--levels", default="0.05,0.01", help="ratio levels: when is each reached")
     p.add_argument(
         "--horizon",
         type=float,
@@ -233,7 +233,7 @@ def main_monitor(argv: list[str]) -> int:
                 ratios.append(d.lesion_ratio)
             fc = await client.forecast(days, ratios, levels=levels, horizon_days=args.horizon)
             # a crossing predicted past the days asked for is still drawn: ask again up to it
-            # (the fit is deterministic, so the crossings are the same)
+            # (the fit and its drawn courses are deterministic, so the days are the same)
             end = fc.shown_until()
             if fc.query_days.size and end > float(fc.query_days.max()):
                 horizon = end - max(days)
@@ -247,14 +247,19 @@ def main_monitor(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(fc.to_dict(), indent=2))
         return 0
-    t = Table(title="disease course (GPR over lesion/lung ratio; range = the 95% band's)")
+    t = Table(
+        title="disease course (GPR over the lesion/lung ratio): when each level is reached\n"
+        "day = half of the patient's likely courses have reached it; range = 2.5-97.5 % of them"
+    )
     t.add_column("level")
-    t.add_column("predicted day", justify="right")
-    t.add_column("forecast (mean path)")
-    t.add_column("first reached (possible courses)")
+    t.add_column("forecast day", justify="right")
+    t.add_column("in words")
+    t.add_column("likely courses reaching it", justify="right")
     for level, crossing in fc.crossing_days.items():
         day = "-" if crossing is None else f"{crossing:.1f}"
-        t.add_row(f"{level:g}", day, fc.describe(level), fc.describe_reach(level))
+        p_reach = fc.reach_probability.get(level)
+        share = "-" if p_reach is None else f"{100 * p_reach:.0f}%"
+        t.add_row(f"{level:g}", day, fc.describe(level), share)
     console.print(t)
     console.print(f"wrote {args.out / 'course.png'} and {args.out / 'course.json'}")
     return 0

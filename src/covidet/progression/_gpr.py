@@ -379,30 +379,33 @@ class CourseModel:
         t0 = float(self.days[-1])
         return np.linspace(t0, t0 + horizon_days, int(np.ceil(horizon_days / step_days)) + 1)
 
-    def crossing_days(
-        self, levels: Iterable[float], horizon_days: float = 30.0, step_days: float = 0.05
-    ) -> dict[float, float | None]:
-        """First day after the last scan where the predicted mean reaches each level.
+    def crossing_days(self, levels: Iterable[float], horizon_days: float = 30.0) -> dict[float, float | None]:
+        """The forecast's day for each level: the median first passage (`first_passage`).
 
-        The mean is evaluated on a grid from the last scan day to ``horizon_days`` later (step
-        ``step_days``); the crossing is the first grid interval where ``mean - level`` changes
-        sign (or touches 0), located by linear interpolation. ``None`` if not within the horizon.
-        If the mean equals the level at the last scan day, that day is returned.
+        ``None`` where under half of the course's possible futures reach the level within
+        ``horizon_days`` after the last scan; the last scan's day where the fitted course is at
+        or past the level there. This is what `progression_gpr` serves as CROSSING_DAYS.
         """
-        return {lv: day for lv, (day, _, _) in self.crossings(levels, horizon_days, step_days).items()}
+        return {lv: fp.median for lv, fp in self.first_passage(levels, horizon_days=horizon_days).items()}
 
-    def crossings(
+    def mean_path_crossings(
         self,
         levels: Iterable[float],
         horizon_days: float = 30.0,
         step_days: float = 0.05,
         z: float = 1.96,
     ) -> dict[float, tuple[float | None, float | None, float | None]]:
-        """Per level ``(day, earliest, latest)``: when the mean, and the band's edges, reach it.
+        """Per level ``(day, earliest, latest)``: when the mean path, and the band's edges, reach it.
 
-        ``day`` is as in `crossing_days`. The band's near edge (the lower one for a level below
-        the mean at the last scan, the upper one for a level above) reaching the level gives
-        ``earliest``; the far edge gives ``latest`` (pointwise 95 % band for ``z = 1.96``).
+        The mean path (the plotted curve) is evaluated on a grid from the last scan day to
+        ``horizon_days`` later (step ``step_days``); ``day`` is the first grid interval where
+        ``mean - level`` changes sign (or touches 0), located by linear interpolation, and the
+        last scan's day if the mean is at the level there. This is *not* the forecast's day
+        (`crossing_days`): the mean path of a course that may go either way goes neither way,
+        so it misses levels most of the possible courses reach. The band's near edge (the lower
+        one for a level below the mean at the last scan, the upper one for a level above)
+        reaching the level gives ``earliest``; the far edge gives ``latest`` (pointwise 95 %
+        band for ``z = 1.96``).
         ``None`` where it does not happen within the horizon.
         """
         grid = self._grid(horizon_days, step_days)
@@ -439,8 +442,8 @@ class CourseModel:
         first-passage day (None if fewer than half the paths reach the level within the
         horizon), the share of paths that reach it, and the 2.5 % and 97.5 % quantiles (None
         where beyond the horizon). The median is the point forecast of a time to an event,
-        which the mean path's crossing (`crossings`) is not: a level the mean path never
-        reaches can still be reached by most courses. Drawn with ``seed``: reproducible.
+        which the mean path's crossing is not: a level the mean path never reaches can still be
+        reached by most courses. Drawn with ``seed``: reproducible.
         """
         grid = self._grid(horizon_days, step_days)
         gp_mean, cov = self.gp.predict((grid - self.t_ref)[:, None], return_cov=True)  # type: ignore[attr-defined]
@@ -455,7 +458,7 @@ class CourseModel:
         start = float(from_latent(mu[:1])[0])  # the fitted course at the last scan
         out: dict[float, FirstPassage] = {}
         for lv in _finite_levels(levels):
-            # the side the course is on now, as `crossings`: a path already past the level
+            # the side the course is on now, as `mean_path_crossings`: a path already past the level
             # there has reached it on that day
             crossed = paths <= lv if start >= lv else paths >= lv
             reached = crossed.any(axis=0)
@@ -538,17 +541,21 @@ def forecast_outputs(
     mean, std = course.predict(query_days)
     lower, upper = course.band(query_days)
     n_levels = 0 if levels is None else np.asarray(levels).size
-    crossing = np.full((3, n_levels), np.nan, dtype=np.float32)  # day, earliest, latest
-    reach = np.full((2, n_levels), np.nan, dtype=np.float32)  # median first passage, probability
+    # per level: the median first passage, its 2.5 % and 97.5 % quantiles, the share of courses
+    # reaching it, and the day the plotted mean path reaches it
+    per_level = np.full((5, n_levels), np.nan, dtype=np.float32)
     if levels is not None and n_levels:
         flat = np.asarray(levels).reshape(-1)
-        hits = course.crossings(flat, horizon_days=horizon_days)
         passage = course.first_passage(flat, horizon_days=horizon_days)
+        mean_path = course.mean_path_crossings(flat, horizon_days=horizon_days)
         for j, v in enumerate(flat):
-            crossing[:, j] = [np.nan if x is None else x for x in hits[float(v)]]
             fp = passage[float(v)]
-            reach[:, j] = [np.nan if fp.median is None else fp.median, fp.p_reach]
-    arrays = (mean, std, crossing[0], lower, upper, crossing[1], crossing[2], reach[0], reach[1])
+            per_level[:, j] = [
+                np.nan if x is None else x
+                for x in (fp.median, fp.earliest, fp.latest, fp.p_reach, mean_path[float(v)][0])
+            ]
+    day, earliest, latest, p_reach, mean_day = per_level
+    arrays = (mean, std, day, lower, upper, earliest, latest, p_reach, mean_day)
     return {
         s.name: np.ascontiguousarray(a, dtype=np.float32)
         for s, a in zip(C.PROGRESSION_GPR.outputs, arrays, strict=True)

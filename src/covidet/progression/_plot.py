@@ -25,8 +25,9 @@ def plot_course(
     levels: Sequence[float] = (),
 ) -> Path:
     """Save a PNG: fitted scans (dots), later ``observed`` scans (crosses), fit, forecast (dashed)
-    and its band (within [0, 1]); for each of ``levels`` the predicted crossing day (a diamond),
-    the band's range (a bar) and the words of `describe_crossing` in the legend."""
+    and its band (within [0, 1]); for each of ``levels`` the forecast day it is reached (a diamond:
+    the median first passage, `CourseModel.first_passage`), the 95 % range of that day (a bar) and
+    the words of `describe_crossing` in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,12 +50,11 @@ def plot_course(
         if observed is not None and len(observed[0]):
             ax.plot(observed[0], observed[1], "x", color="tab:red", ms=8, label="later scans")
         ax.axvline(last, color="gray", ls=":", lw=1)
-        for i, (level, (day, early, late)) in enumerate(
-            course.crossings(levels, horizon_days=end - last, z=z).items()
-        ):
+        for i, (level, fp) in enumerate(course.first_passage(levels, horizon_days=end - last).items()):
             colour = f"C{(i + 1) % 10}"
             ax.axhline(level, color=colour, lw=0.8, ls=":")
-            text = describe_crossing(level, day, early, late, last)
+            day, early, late = fp.median, fp.earliest, fp.latest
+            text = describe_crossing(level, day, early, late, last, fp.p_reach)
             if day is not None:
                 left, right = (day if early is None else early), (end if late is None else late)
                 ax.plot([left, right], [level, level], "-", color=colour, lw=4, alpha=0.5)
