@@ -397,7 +397,12 @@ def describe_crossing(
             share = f"{share}, from day {early:.0f}" if share else f"possible from day {early:.0f}"
         return f"not expected to reach {level:g} within the horizon" + (f" ({share})" if share else "")
     lo = day if early is None else early
-    span = f"from day {lo:.0f}; may take longer than the horizon" if late is None else f"{lo:.0f}-{late:.0f}"
+    if late is not None:
+        span = f"{lo:.0f}-{late:.0f}"
+    elif p_reach is None:
+        span = f"from day {lo:.0f}; may take longer than the horizon"
+    else:  # the 97.5 % day lies beyond the horizon: say how many courses do not get there in it
+        span = f"from day {lo:.0f}; {100 * (1 - p_reach):.0f}% of the likely courses not within the horizon"
     return f"reaches {level:g} around day {day:.0f} ({span})"
 
 

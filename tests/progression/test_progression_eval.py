@@ -109,8 +109,9 @@ def test_cli_table_has_the_baseline_and_the_paper(
     monkeypatch.setenv("COLUMNS", "250")  # one line per row
     assert main_eval_progression(["--n", "4", "--restarts", "0"]) == 0
     out = capsys.readouterr().out
-    assert "line (scans 2-3)" in out and "no crossing" in out and "true course" in out
-    assert "band does" in out and "course prior: built-in" in out
+    assert "line 2-3" in out and "no crossing" in out and "true course" in out
+    assert "GPR (served)" in out and "GPR mean path" in out
+    assert "band does" in out and "likely courses reach" in out and "course prior: built-in" in out
     assert "5.00 ± 5.08" in out and "paired" in out
 
 

@@ -245,6 +245,9 @@ def test_plot_course_writes_a_png(tmp_path: Path) -> None:
 def test_crossings_in_words() -> None:
     assert describe_crossing(0.05, 14.2, 11.4, 19.3, 8.0) == "reaches 0.05 around day 14 (11-19)"
     assert "may take longer" in describe_crossing(0.05, 14.2, 11.4, None, 8.0)
+    assert describe_crossing(0.05, 9.2, 8.0, None, 8.0, 0.89) == (
+        "reaches 0.05 around day 9 (from day 8; 11% of the likely courses not within the horizon)"
+    )
     assert describe_crossing(0.3, None, None, None, 8.0) == "not expected to reach 0.3 within the horizon"
     assert "possible from day 12" in describe_crossing(0.3, None, 12.0, None, 8.0)
     assert (
