@@ -212,8 +212,8 @@ async def run_courses(rows: Sequence[ManifestRow], client: ScanClient, log: Resu
     """Forecast each patient's course from the first `N_FIT` diagnosed scans (served GPR) and check
     it against the later ones: for each later scan k, the forecast day the lesion ratio measured at
     k is reached (the served crossing day, the median first passage of the patient's possible
-    courses), against k's real day. Returns the courses
-    written now (a course already in ``log`` with the same scans is skipped)."""
+    courses), against k's real day. Returns the courses written now (a course already in ``log``
+    with the same scans is skipped)."""
     by_patient: dict[str, list[ManifestRow]] = {}
     for row in rows:
         if row.patient_id and row.day is not None:

@@ -17,7 +17,9 @@ the served CROSSING_DAYS, the median first passage of the fitted course's possib
   a crossing.
 - **The true course** (only with this project's generator, which knows it): the noise-free
   course itself used as the forecast. It misses the 4th scan's level whenever noise puts that
-  level where the course does not go (a plateau): a floor no honest forecast is expected to beat.
+  level where the course does not go (a plateau): a floor for a forecast of one curve. The
+  served forecast, of many possible courses, can cross there: from 3 scans a plateau and a slow
+  change look alike.
 - **The paper's comparison:** predicted vs actual interval, mean ± SD and a paired t-test
   (``scipy.stats.ttest_rel``), with the Bland-Altman bias and 95 % limits of agreement (the
   paper's Fig. 3e/f), over the courses whose forecast crosses. A large p says no difference was
