@@ -47,6 +47,7 @@ def test_evaluation_reports_both_methods_and_is_consistent() -> None:
         g = res["all"][m]
         for k in (4, 5):
             assert 0.0 <= g[f"possible_only_3to{k}"] <= g[f"no_crossing_3to{k}"] + 1e-12
+            assert 0.0 <= g[f"range_coverage_3to{k}"] <= 1.0 and 0.0 <= g[f"range_closed_3to{k}"] <= 1.0
     # the noise-free course as a reference forecast (this project's generator knows it)
     assert res["all"][TRUTH]["mae_ratio_4"] < res["all"]["line"]["mae_ratio_4"]
 
@@ -112,6 +113,7 @@ def test_cli_table_has_the_baseline_and_the_paper(
     assert "line 2-3" in out and "no crossing" in out and "true course" in out
     assert "GPR (served)" in out and "GPR mean path" in out
     assert "band does" in out and "likely courses reach" in out and "course prior: built-in" in out
+    assert "95% ranges of the day" in out
     assert "5.00 ± 5.08" in out and "paired" in out
 
 
@@ -188,3 +190,25 @@ def test_cli_on_a_courses_csv(
     clash.write_text("patient,group,day,ratio\np1,a,0,0.1\np1,b,3,0.1\n")
     with pytest.raises(InvalidInputError, match="give each patient one group"):
         main_eval_progression(["--courses", str(clash)])
+
+
+def test_range_coverage_counts_an_open_end_as_covering() -> None:
+    from covidet.progression._evaluate import _in_range
+
+    assert _in_range(10.0, 8.0, 12.0) and _in_range(10.0, 10.0, 10.0)
+    assert not _in_range(13.0, 8.0, 12.0) and not _in_range(7.0, 8.0, 12.0)
+    assert _in_range(40.0, 8.0, None)  # "may take longer than the horizon"
+    assert not _in_range(10.0, None, None)  # not within the horizon: no range
+
+
+def test_ranges_of_a_jump_the_forecast_cannot_see_do_not_cover_it() -> None:
+    """A flat course that jumps far up: the 95 % ranges of the day cannot contain day 4 after
+    the 3rd scan, so coverage must fall (a check that the figure is not always 1)."""
+
+    def flat_then_jump(pattern: str, seed: int, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+        days = np.array([0.0, 3.0, 6.0, 10.0, 15.0])[:n_points]
+        return days, np.array([0.02, 0.02, 0.02, 0.9, 0.95])[:n_points]
+
+    res = evaluate_progression(2, n_restarts=0, generator=flat_then_jump, patterns=("a", "b"))
+    g = res["all"]["gpr"]
+    assert g["range_coverage_3to4"] == 0.0 and g["no_crossing_3to4"] == 1.0

@@ -15,6 +15,11 @@ the served CROSSING_DAYS, the median first passage of the fitted course's possib
   (``possible_only_3to{k}``, both GPR rows): for ``gpr``, at least 2.5 % of the possible courses
   reach it within the horizon; for ``gpr_mean_path``, the 95 % band does. It is never counted as
   a crossing.
+- **The ranges, checked:** the share of courses whose actual day lies in the stated 95 % range
+  (``range_coverage_3to{k}``, both GPR rows; an open end, "may take longer than the horizon",
+  covers every later day) and the share whose range is closed within the horizon
+  (``range_closed_3to{k}``). A range that covers far more than 95 % is honest but says little;
+  one that covers far less overstates what is known.
 - **The true course** (only with this project's generator, which knows it): the noise-free
   course itself used as the forecast. It misses the 4th scan's level whenever noise puts that
   level where the course does not go (a plateau): a floor for a forecast of one curve. The
@@ -152,7 +157,8 @@ def evaluate_courses(
     paper's comparison: ``pred_mean/pred_sd/actual_mean/actual_sd_3to{k}``, ``p_paired_3to{k}``
     (paired t-test), ``bias_3to{k}`` and ``loa_3to{k}`` (Bland-Altman: mean and 1.96 SD of
     predicted minus actual); and ``mae_ratio_{k}`` (forecast vs observed ratio at the true day).
-    For both GPR rows also ``possible_only_3to{k}``.
+    For both GPR rows also ``possible_only_3to{k}``, ``range_coverage_3to{k}`` and
+    ``range_closed_3to{k}``.
     """
     methods = (*METHODS, TRUTH) if truths is not None else METHODS
     rows: dict[str, list[dict[str, float]]] = {g: [] for g in groups}
@@ -175,9 +181,13 @@ def evaluate_courses(
         rec: dict[str, float] = {}
         for k, level in enumerate(levels, start=4):
             rec[f"actual_{k}"] = float(days[k - 1] - days[2])
-            fp, (day, early, _) = passage[level], mean_path[level]
+            fp, (day, early, late) = passage[level], mean_path[level]
             rec[f"gpr_possible_only_{k}"] = float(fp.median is None and fp.earliest is not None)
             rec[f"gpr_mean_path_possible_only_{k}"] = float(day is None and early is not None)
+            actual_day = float(days[k - 1])
+            for m, (lo, hi) in (("gpr", (fp.earliest, fp.latest)), ("gpr_mean_path", (early, late))):
+                rec[f"{m}_in_range_{k}"] = float(_in_range(actual_day, lo, hi))
+                rec[f"{m}_range_closed_{k}"] = float(lo is not None and hi is not None)
             hits = {
                 "gpr": fp.median,
                 "line": line_crossing(days[:3], ratios[:3], level, horizon_days),
@@ -203,6 +213,12 @@ def evaluate_courses(
     out["all"] = _summary([r for rs in rows.values() for r in rs], horizon_days, methods)
     out["all"]["n_skipped"] = skipped
     return out
+
+
+def _in_range(day: float, lo: float | None, hi: float | None) -> bool:
+    """Whether ``day`` lies in a stated range: from ``lo`` (None: not within the horizon) to
+    ``hi`` (None: "may take longer than the horizon", open)."""
+    return lo is not None and lo <= day and (hi is None or day <= hi)
 
 
 def _paired_p(pred: np.ndarray, act: np.ndarray) -> float:
@@ -242,7 +258,12 @@ def _summary(recs: list[dict[str, float]], horizon_days: float, methods: Sequenc
             errs = [r[f"{m}_ratio_err_{k}"] for r in rk]
             ms[f"mae_ratio_{k}"] = float(np.mean(errs)) if rk else nan
             if m in ("gpr", "gpr_mean_path"):
-                possible = [r[f"{m}_possible_only_{k}"] for r in rk]
-                ms[f"possible_only_3to{k}"] = float(np.mean(possible)) if rk else nan
+                for key, rec_key in (
+                    ("possible_only", "possible_only"),
+                    ("range_coverage", "in_range"),
+                    ("range_closed", "range_closed"),
+                ):
+                    values = [r[f"{m}_{rec_key}_{k}"] for r in rk]
+                    ms[f"{key}_3to{k}"] = float(np.mean(values)) if rk else nan
         s[m] = ms
     return s
