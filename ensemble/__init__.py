@@ -54,7 +54,7 @@ from covidet.ensemble._preprocess import (
     resize_slices,
     upsample_mask,
 )
-from covidet.ensemble._quality import QUALITY_CODES, ScanMeasures, check_quality
+from covidet.ensemble._quality import QUALITY_CODES, ScanMeasures, check_quality, with_step_model
 from covidet.ensemble._runtime import (
     COMPILE_BUCKETS,
     InProcessModels,
@@ -142,4 +142,5 @@ __all__ = [
     "validate_scan",
     "volume_ml",
     "voxels_ml",
+    "with_step_model",
 ]

@@ -9,15 +9,17 @@ wrong with the scan or the answer, not that the patient is unusual.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from covidet._contract import QualityFlag
+from covidet._contract import QualityFlag, quality_from_json, quality_to_json
+from covidet.errors import InvalidInputError
 
-__all__ = ["QUALITY_CODES", "ScanMeasures", "check_quality"]
+__all__ = ["QUALITY_CODES", "ScanMeasures", "check_quality", "with_step_model"]
 
 #: Every code a flag can carry, with what it means (docs/architecture.md lists them too).
 QUALITY_CODES: Mapping[str, str] = {
@@ -75,8 +77,47 @@ def check_quality(m: ScanMeasures) -> list[QualityFlag]:
         *_acquisition(m.spacing),
         *_models(m.models),
     ]
+    return _ordered(flags)
+
+
+def _ordered(flags: list[QualityFlag]) -> list[QualityFlag]:
+    """Errors first, then warnings, then info (stable within each)."""
     order = {"error": 0, "warning": 1, "info": 2}
     return sorted(flags, key=lambda f: order[f.severity])
+
+
+def with_step_model(
+    quality: bytes | str | None,
+    provenance: bytes | str | None,
+    name: str,
+    identity: Mapping[str, Any],
+    *,
+    answered: bool,
+) -> bytes:
+    """The QUALITY of an answer that a later step (the clinical SVM) added its model to.
+
+    ``quality`` and ``provenance`` are the imaging step's QUALITY and PROVENANCE values (both or
+    neither: a step called alone has none); ``identity`` is the later step's model as
+    PROVENANCE's entries describe one. Where that model ``answered`` (it changed the answer),
+    DEMO_MODELS is made again over all the models, so that one flag names every demo or untrained
+    model; otherwise the flags pass unchanged. A malformed input raises `InvalidInputError`.
+    """
+    if (quality is None) != (provenance is None):
+        raise InvalidInputError(
+            "QUALITY and PROVENANCE are the imaging step's outputs and come together: send both "
+            "(as the covidet ensemble does) or neither"
+        )
+    try:
+        flags = list(quality_from_json(quality)) if quality is not None else []
+        models = json.loads(provenance) if provenance is not None else {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"QUALITY and PROVENANCE must be the imaging step's JSON: {exc}") from exc
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise InvalidInputError("PROVENANCE must be a JSON object of model entries, as the imaging step's")
+    if answered:
+        rest = [f for f in flags if f.code != "DEMO_MODELS"]
+        flags = _ordered([*rest, *_models({**models, name: identity})])
+    return quality_to_json(flags)
 
 
 def _coverage(counts: np.ndarray) -> list[QualityFlag]:

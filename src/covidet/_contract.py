@@ -296,6 +296,20 @@ CLINICAL_SVM = ModelSpec(
             optional=True,
             doc="clinical features in CLINICAL_SCHEMA order, NaN = missing (imputable ones only)",
         ),
+        TensorSpec(
+            "PROVENANCE",
+            "BYTES",
+            (1,),
+            optional=True,
+            doc="the imaging step's PROVENANCE: with QUALITY, for the DEMO_MODELS flag to name all",
+        ),
+        TensorSpec(
+            "QUALITY",
+            "BYTES",
+            (1,),
+            optional=True,
+            doc="the imaging step's QUALITY flags, passed on with the SVM's own",
+        ),
     ),
     outputs=(
         TensorSpec("P_SVM", "FP32", (1,), doc="SVM P(COVID-19) from clinical data; NaN if absent"),
@@ -310,6 +324,12 @@ CLINICAL_SVM = ModelSpec(
             "BYTES",
             (1,),
             doc="JSON: the clinical SVM's identity (model file hash, provenance), as PROVENANCE's entries",
+        ),
+        TensorSpec(
+            "QUALITY",
+            "BYTES",
+            (1,),
+            doc="JSON: the QUALITY input's flags; DEMO_MODELS also names a demo SVM that fused the answer",
         ),
     ),
     doc="DL#3: SVM on clinical features fused with DL#2 (Python backend)",
@@ -410,7 +430,11 @@ ENSEMBLE = ModelSpec(
     name="covidet",
     max_batch_size=0,
     inputs=(*_SCAN_INPUTS, CLINICAL_SVM.input("CLINICAL")),
-    outputs=(*_SCAN_OUTPUTS, *CLINICAL_SVM.outputs),
+    # QUALITY comes from the clinical step, which passes the imaging step's flags on with its own
+    outputs=(
+        *_SCAN_OUTPUTS,
+        *(t for t in CLINICAL_SVM.outputs if t.name not in {s.name for s in _SCAN_OUTPUTS}),
+    ),
     doc="Public entry point: the covidet ensemble (imaging pipeline, then DL#3 clinical fusion)",
 )
 

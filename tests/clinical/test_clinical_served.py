@@ -122,6 +122,25 @@ def test_served_svm_equals_sklearn(server: TritonServer, reference: Any) -> None
 def test_request_without_clinical_returns_the_dl2_probability(server: TritonServer) -> None:
     out = _infer(server, C.CLINICAL_SVM, {"P_COVID_GIVEN_VIRAL": [0.625]})
     assert np.isnan(out["P_SVM"][0]) and out["P_COVID_FUSED"][0] == np.float32(0.625)
+    assert json.loads(out["QUALITY"][0]) == []  # called alone: no imaging flags to pass on
+
+
+def test_the_imaging_flags_pass_through_and_a_bad_pair_is_invalid_argument(server: TritonServer) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    flags = [{"code": "THICK_SLICES", "severity": "warning", "message": "thick"}]
+    imaging = {
+        "QUALITY": np.array([json.dumps(flags).encode()], dtype=np.object_),
+        "PROVENANCE": np.array([json.dumps({"lung_seg": {"variant": "full"}}).encode()], dtype=np.object_),
+    }
+    x, _ = generate_clinical(1, seed=5)
+    out = _infer(server, C.CLINICAL_SVM, {"P_COVID_GIVEN_VIRAL": [0.5], "CLINICAL": x[0], **imaging})
+    assert json.loads(out["QUALITY"][0]) == flags  # a trained SVM adds no flag
+    with pytest.raises(InferenceServerException) as exc:
+        _infer(server, C.CLINICAL_SVM, {"P_COVID_GIVEN_VIRAL": [0.5], "QUALITY": imaging["QUALITY"]})
+    assert exc.value.status() == "400" and "[covidet:INVALID_INPUT]" in str(exc.value)
+    assert "come together" in str(exc.value)
+    assert _infer(server, C.CLINICAL_SVM, {"P_COVID_GIVEN_VIRAL": [0.5]})["P_COVID_FUSED"][0] == 0.5
 
 
 def test_bad_clinical_requests_are_invalid_argument(server: TritonServer) -> None:

@@ -86,6 +86,8 @@ def test_identity_names_the_file_it_was_read_from(tmp_path: Path) -> None:
     assert json.loads(json.dumps(ident)) == ident
     other = ClinicalSVM(**{**demo.__dict__, "intercept": demo.intercept + 1e-9})
     assert identity(load_svm(save_svm(other, tmp_path / "o.json")))["sha256"] != ident["sha256"]
+    # the shipped demo is named a demo (the answer's DEMO_MODELS flag); any other file is not
+    assert ident["variant"] == "demo" and identity(other)["variant"] is None
 
 
 def _doc() -> dict[str, Any]:

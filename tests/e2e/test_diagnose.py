@@ -213,6 +213,13 @@ def test_clinical_data_is_fused_and_optional(covidet_server: Any, phantoms: dict
     assert fused.p_svm == pytest.approx(float(svm.p_covid(x)[0]), abs=1e-5)
     expected = float(svm.fused(np.array([fused.p_covid_given_viral]), x)[0])
     assert fused.p_covid_fused == pytest.approx(expected, abs=1e-5)
+    # one DEMO_MODELS flag, naming the demo SVM only where it fused the answer; the rest the same
+    (demo,) = [f for f in fused.quality if f.code == "DEMO_MODELS"]
+    (demo_plain,) = [f for f in plain.quality if f.code == "DEMO_MODELS"]
+    assert C.CLINICAL_SVM.name in demo.message and C.CLINICAL_SVM.name not in demo_plain.message
+    assert fused.provenance[C.CLINICAL_SVM.name]["variant"] == "demo"
+    others = [f for f in fused.quality if f.code != "DEMO_MODELS"]
+    assert others == [f for f in plain.quality if f.code != "DEMO_MODELS"]
 
 
 def test_forecast_through_the_served_gpr(covidet_server: Any) -> None:

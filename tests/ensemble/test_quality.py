@@ -93,3 +93,50 @@ def test_errors_come_first_and_the_json_has_code_severity_message() -> None:
     assert data[0].keys() == {"code", "severity", "message"}
     assert all(d["code"] in QUALITY_CODES for d in data)
     assert quality_from_json(quality_to_json(flags)) == tuple(flags)
+
+
+def test_a_later_step_names_its_demo_model_in_the_one_demo_flag() -> None:
+    from covidet.ensemble import with_step_model
+
+    demo_svm = {"variant": "demo", "trained": True}
+    imaging = {"lung_seg": {"variant": "demo", "trained": True}}
+    flags = check_quality(_normal(spacing=(1.25, 1.6, 1.6), lung_ml=300.0, models=imaging))
+    quality, provenance = quality_to_json(flags), json.dumps(imaging)
+    out = quality_from_json(with_step_model(quality, provenance, "clinical_svm", demo_svm, answered=True))
+    assert [f.code for f in out].count("DEMO_MODELS") == 1  # one flag names every demo model
+    (demo,) = [f for f in out if f.code == "DEMO_MODELS"]
+    assert "clinical_svm" in demo.message and "lung_seg" in demo.message
+    assert [f.severity for f in out] == ["error", "warning", "warning"]  # errors still first
+    # the SVM did not fuse the answer (no clinical data): the flags pass unchanged
+    assert with_step_model(quality, provenance, "clinical_svm", demo_svm, answered=False) == quality
+    # trained imaging models and a demo SVM: the flag appears; a trained SVM adds none
+    trained = quality_to_json(check_quality(_normal()))
+    out = quality_from_json(
+        with_step_model(trained, json.dumps(TRAINED), "clinical_svm", demo_svm, answered=True)
+    )
+    assert [f.code for f in out] == ["DEMO_MODELS"] and "lung_seg" not in out[0].message
+    svm = {"variant": None, "trained": True}
+    assert with_step_model(trained, json.dumps(TRAINED), "clinical_svm", svm, answered=True) == trained
+    # called alone (no imaging step): the SVM's own flag
+    alone = quality_from_json(with_step_model(None, None, "clinical_svm", demo_svm, answered=True))
+    assert [f.code for f in alone] == ["DEMO_MODELS"]
+
+
+@pytest.mark.parametrize(
+    ("quality", "provenance", "message"),
+    [
+        (b"[]", None, "come together"),
+        (None, b"{}", "come together"),
+        (b"not json", b"{}", "imaging step's JSON"),
+        (b"[]", b"[1, 2]", "object of model entries"),
+        (b'[{"code": "X"}]', b"{}", "imaging step's JSON"),
+    ],
+)
+def test_a_later_step_refuses_malformed_imaging_outputs(
+    quality: bytes | None, provenance: bytes | None, message: str
+) -> None:
+    from covidet.ensemble import with_step_model
+    from covidet.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=message):
+        with_step_model(quality, provenance, "clinical_svm", {}, answered=True)

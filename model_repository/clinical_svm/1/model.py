@@ -14,6 +14,8 @@ import triton_python_backend_utils as pb_utils
 
 from covidet import _contract as C
 from covidet.clinical import ClinicalDataError, demo_model_path, identity, load_svm
+from covidet.ensemble import with_step_model
+from covidet.errors import InvalidInputError
 
 
 class TritonPythonModel:
@@ -26,8 +28,8 @@ class TritonPythonModel:
         # A missing, malformed or tampered file raises ModelFileError: the model fails to load.
         self.model = load_svm(path)
         # the answer says which SVM fused it, as PROVENANCE says which imaging models ran
-        ident = json.dumps(identity(self.model), sort_keys=True)
-        self.identity = np.array([ident.encode()], dtype=np.object_)
+        self.ident = identity(self.model)
+        self.identity = np.array([json.dumps(self.ident, sort_keys=True).encode()], dtype=np.object_)
         self.logger = pb_utils.Logger
         self.logger.log_info(
             f"clinical_svm: loaded {path} (kernel {self.model.kernel}, "
@@ -48,11 +50,20 @@ class TritonPythonModel:
             x = clinical.as_numpy().astype(np.float64).reshape(-1)
             p_svm = float(self.model.p_covid(x)[0])
             fused = float(self.model.fusion(p_dl2[0], p_svm))
+        # the imaging step's flags, with a demo SVM named where it fused the answer
+        quality = with_step_model(
+            _text(request, "QUALITY"),
+            _text(request, "PROVENANCE"),
+            C.CLINICAL_SVM.name,
+            self.ident,
+            answered=clinical is not None,
+        )
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("P_SVM", np.array([p_svm], dtype=np.float32)),
                 pb_utils.Tensor("P_COVID_FUSED", np.array([fused], dtype=np.float32)),
                 pb_utils.Tensor("SVM_PROVENANCE", self.identity),
+                pb_utils.Tensor("QUALITY", np.array([quality], dtype=np.object_)),
             ]
         )
 
@@ -61,10 +72,23 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(self._one(request))
-            except ClinicalDataError as exc:
-                code = C.ErrorCode.INVALID_CLINICAL
+            except InvalidInputError as exc:
+                clinical = isinstance(exc, ClinicalDataError)
+                code = C.ErrorCode.INVALID_CLINICAL if clinical else C.ErrorCode.INVALID_INPUT
                 err = pb_utils.TritonError(
                     C.error_message(code, str(exc)), getattr(pb_utils.TritonError, code.triton_status)
                 )
                 responses.append(pb_utils.InferenceResponse(error=err))
         return responses
+
+
+def _text(request: object, name: str) -> bytes | None:
+    """A BYTES input's one value, or None where the request has none."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    value = tensor.as_numpy().reshape(-1)
+    if value.size != 1:
+        raise InvalidInputError(f"{name} must hold one JSON value, got {value.size}")
+    raw = value[0]
+    return raw if isinstance(raw, bytes) else str(raw).encode()

@@ -7,6 +7,7 @@ the hash, the feature schema, shapes and finiteness, and any problem raises `Mod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from covidet.clinical._schema import CLINICAL_SCHEMA, FEATURE_NAMES, N_FEATURES, Feature
-from covidet.clinical._svm import EPS, KERNELS, ClinicalSVM, Fusion
+from covidet.clinical._svm import EPS, KERNELS, ClinicalSVM, Fusion, demo_model_path
 from covidet.errors import ArtifactError
 
 __all__ = [
@@ -86,16 +87,25 @@ def save_svm(model: ClinicalSVM, path: Path | str) -> Path:
 def identity(model: ClinicalSVM) -> dict[str, Any]:
     """The model's identity as an answer's PROVENANCE reports it, with the same keys as the
     imaging models' entries: the model file's hash (of the content it was read from, which
-    `to_dict` rebuilds bit-exactly), its format version and the provenance its trainer wrote."""
+    `to_dict` rebuilds bit-exactly), its format version and the provenance its trainer wrote.
+    ``variant`` is ``"demo"`` for the shipped demo model (trained on synthetic patients), which
+    the answer's quality flags then name (DEMO_MODELS)."""
+    digest = content_hash(to_dict(model))
     return {
         "architecture": f"svm-{model.kernel}",
-        "variant": None,
+        "variant": "demo" if digest == _demo_hash() else None,
         "version": FORMAT_VERSION,
         "trained": True,
         "provenance": model.provenance,
-        "sha256": content_hash(to_dict(model))[:16],
+        "sha256": digest[:16],
         "precision": "float64",
     }
+
+
+@functools.cache
+def _demo_hash() -> str:
+    """The content hash of the shipped demo model (read and checked once)."""
+    return content_hash(to_dict(load_svm(demo_model_path())))
 
 
 def load_svm(path: Path | str) -> ClinicalSVM:
