@@ -83,11 +83,20 @@ class FakeServer:
 
     async def forecast(self, days: Any, ratios: Any, query_days: Any = None, *, levels: Any = ()) -> Any:
         """What the run reads of a `covidet.client.Forecast`: each level reached 2 days after the
-        last fitted scan, the mean 0.01 everywhere."""
+        last fitted scan, within 1-6 days after it, the mean 0.01 everywhere."""
         self.forecasts += 1
         q = np.asarray(query_days, np.float64)
-        crossing = {float(v): float(days[-1]) + 2.0 for v in levels}
-        return SimpleNamespace(query_days=q, mean=np.full(q.size, 0.01), crossing_days=crossing)
+        last = float(days[-1])
+        crossing = {float(v): last + 2.0 for v in levels}
+        ranges = {float(v): (last + 1.0, last + 6.0) for v in levels}
+        reach = {float(v): 0.99 for v in levels}
+        return SimpleNamespace(
+            query_days=q,
+            mean=np.full(q.size, 0.01),
+            crossing_days=crossing,
+            crossing_ranges=ranges,
+            reach_probability=reach,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +216,9 @@ def test_report_from_results_without_a_server(cohort: Path, tmp_path: Path) -> N
     assert m["course"]["crossing_error_days_mean"]["value"] == pytest.approx(-4.0)
     assert m["course"]["crossing_error_days_mae"]["value"] == pytest.approx(4.0)
     assert m["course"]["by_point"]["5"]["crossing_error_days_mae"]["value"] == pytest.approx(6.0)
+    # its stated ranges, days 7-12, hold the scan of day 10, not that of day 14
+    assert m["course"]["range_checks"] == 2 and m["course"]["range_closed"]["value"] == 1.0
+    assert m["course"]["range_coverage"]["value"] == pytest.approx(0.5)
     assert m["quality"]["codes"]["DEMO_MODELS"]["scans"] == 13
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "stand-in" in html
@@ -275,3 +287,32 @@ def test_reference_masks_from_a_dicom_seg(tmp_path: Path) -> None:
     lesion = load_mask(tmp_path / "seg.dcm", volume, "lesion")
     assert np.array_equal(lung, ph.lung_mask > 0) and np.array_equal(lesion, ph.lesion_mask > 0)
     assert lesion.any() and not np.array_equal(lung, lesion)
+
+
+def test_course_results_from_before_the_ranges_were_recorded_still_report() -> None:
+    from covidet.evaluate._report import _course
+
+    def check(day: float, cross: float, **more: Any) -> dict[str, Any]:
+        return {
+            "point": 4,
+            "crossing_day": cross,
+            "crossing_error_days": cross - day,
+            "interval_predicted_days": cross - 6.0,
+            "interval_actual_days": day - 6.0,
+            "ratio_error": 0.01,
+            **more,
+        }
+
+    old = {"status": "ok", "patient_id": "a", "days": [], "ratios": [], "checks": [check(10.0, 9.0)]}
+    new = {
+        "status": "ok",
+        "patient_id": "b",
+        "days": [],
+        "ratios": [],
+        "checks": [check(10.0, 11.0, crossing_range=[8.0, None], in_range=True, reach_probability=0.9)],
+    }
+    kw = {"n_boot": 50, "seed": 0}
+    out = _course([old, new], kw)
+    assert out["checks"] == 2 and out["reached"] == 2 and out["range_checks"] == 1
+    assert out["range_coverage"]["value"] == 1.0 and out["range_closed"]["value"] == 0.0
+    assert "range_coverage" not in _course([old], kw)

@@ -394,6 +394,14 @@ def write_html(path: Path, m: dict[str, Any], *, title: str = "covidet site vali
                     ]
                 ],
             )
+            + (
+                _table(
+                    ["real day inside the stated 95% range", "range closed within the horizon"],
+                    [[_ci(course["range_coverage"], 2), _ci(course["range_closed"], 2)]],
+                )
+                if "range_coverage" in course
+                else ""
+            )
             + _table(
                 ["scan of the course", "checked", "reached", "crossing-day MAE d"],
                 [

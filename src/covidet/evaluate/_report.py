@@ -199,6 +199,9 @@ def _course(courses: list[dict[str, Any]], kw: dict[str, Any]) -> dict[str, Any]
             "crossing_error_days_mean": _mean_ci(err, kw["n_boot"], kw["seed"]),
             "crossing_error_days_mae": _mean_ci(np.abs(err), kw["n_boot"], kw["seed"]),
             "ratio_error_mae": _mean_ci(np.abs(ratio_err), kw["n_boot"], kw["seed"]),
+            # the stated 95 % ranges of the day: does the real day lie in them, and do they close
+            # within the server's horizon (results from before the ranges were recorded: skipped)
+            **_ranges([ch for ch in checks if "in_range" in ch], kw),
             "bland_altman_interval_days": bland_altman(
                 np.array([ch["interval_predicted_days"] for ch in reached], np.float64),
                 np.array([ch["interval_actual_days"] for ch in reached], np.float64),
@@ -224,6 +227,18 @@ def _course(courses: list[dict[str, Any]], kw: dict[str, Any]) -> dict[str, Any]
             "crossing_error_days_mae": _mean_ci(np.abs(np.asarray(pr, np.float64)), kw["n_boot"], kw["seed"]),
         }
     return out
+
+
+def _ranges(checks: list[dict[str, Any]], kw: dict[str, Any]) -> dict[str, Any]:
+    if not checks:
+        return {}
+    inside = np.array([ch["in_range"] for ch in checks], np.float64)
+    closed = np.array([None not in ch["crossing_range"] for ch in checks], np.float64)
+    return {
+        "range_checks": len(checks),
+        "range_coverage": _mean_ci(inside, kw["n_boot"], kw["seed"]),
+        "range_closed": _mean_ci(closed, kw["n_boot"], kw["seed"]),
+    }
 
 
 PER_SCAN_COLUMNS: tuple[str, ...] = (

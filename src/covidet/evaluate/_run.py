@@ -260,7 +260,9 @@ async def run_courses(rows: Sequence[ManifestRow], client: ScanClient, log: Resu
         checks = []
         last_fit = days[N_FIT - 1]
         for j, k in enumerate(later):
-            cross = fc.crossing_days.get(float(ratios[k]))
+            level = float(ratios[k])
+            cross = fc.crossing_days.get(level)
+            earliest, latest = fc.crossing_ranges.get(level, (None, None))
             mean = float(fc.mean[j])
             checks.append(
                 {
@@ -272,6 +274,12 @@ async def run_courses(rows: Sequence[ManifestRow], client: ScanClient, log: Resu
                     "crossing_day": cross,
                     "interval_predicted_days": None if cross is None else cross - last_fit,
                     "crossing_error_days": None if cross is None else cross - days[k],
+                    # the stated 95 % range of the day (an open end: past the server's horizon)
+                    "crossing_range": [earliest, latest],
+                    "in_range": earliest is not None
+                    and earliest <= days[k]
+                    and (latest is None or days[k] <= latest),
+                    "reach_probability": fc.reach_probability.get(level),
                     "mean_at_day": mean,
                     "ratio_error": mean - ratios[k],
                 }
