@@ -426,6 +426,13 @@ def describe_crossing(
     return f"reaches {level:g} around day {day:.0f} ({span})"
 
 
+def range_covers(day: float, early: float | None, late: float | None) -> bool:
+    """Whether ``day`` lies in a level's stated range: from ``early`` (CROSSING_EARLIEST; None:
+    not within the horizon, so no range) to ``late`` (CROSSING_LATEST; None: "may take longer
+    than the horizon", open). What `describe_crossing` says, checked against a real day."""
+    return early is not None and early <= day and (late is None or day <= late)
+
+
 ENSEMBLE = ModelSpec(
     name="covidet",
     max_batch_size=0,

@@ -193,7 +193,7 @@ def test_cli_on_a_courses_csv(
 
 
 def test_range_coverage_counts_an_open_end_as_covering() -> None:
-    from covidet.progression._evaluate import _in_range
+    from covidet._contract import range_covers as _in_range
 
     assert _in_range(10.0, 8.0, 12.0) and _in_range(10.0, 10.0, 10.0)
     assert not _in_range(13.0, 8.0, 12.0) and not _in_range(7.0, 8.0, 12.0)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from covidet._contract import range_covers
 from covidet.errors import CovidetError, RequestTimeoutError, ServerUnavailableError
 from covidet.evaluate._manifest import ManifestRow
 from covidet.evaluate._results import ResultsLog
@@ -276,9 +277,7 @@ async def run_courses(rows: Sequence[ManifestRow], client: ScanClient, log: Resu
                     "crossing_error_days": None if cross is None else cross - days[k],
                     # the stated 95 % range of the day (an open end: past the server's horizon)
                     "crossing_range": [earliest, latest],
-                    "in_range": earliest is not None
-                    and earliest <= days[k]
-                    and (latest is None or days[k] <= latest),
+                    "in_range": range_covers(days[k], earliest, latest),
                     "reach_probability": fc.reach_probability.get(level),
                     "mean_at_day": mean,
                     "ratio_error": mean - ratios[k],

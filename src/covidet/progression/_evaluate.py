@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from covidet._contract import range_covers
 from covidet.progression._gpr import ProgressionError, _first_reach, fit_course
 from covidet.progression._prior import CoursePrior
 from covidet.progression._synthetic import PATTERNS, generate_course, generated_truth
@@ -186,7 +187,7 @@ def evaluate_courses(
             rec[f"gpr_mean_path_possible_only_{k}"] = float(day is None and early is not None)
             actual_day = float(days[k - 1])
             for m, (lo, hi) in (("gpr", (fp.earliest, fp.latest)), ("gpr_mean_path", (early, late))):
-                rec[f"{m}_in_range_{k}"] = float(_in_range(actual_day, lo, hi))
+                rec[f"{m}_in_range_{k}"] = float(range_covers(actual_day, lo, hi))
                 rec[f"{m}_range_closed_{k}"] = float(lo is not None and hi is not None)
             hits = {
                 "gpr": fp.median,
@@ -213,12 +214,6 @@ def evaluate_courses(
     out["all"] = _summary([r for rs in rows.values() for r in rs], horizon_days, methods)
     out["all"]["n_skipped"] = skipped
     return out
-
-
-def _in_range(day: float, lo: float | None, hi: float | None) -> bool:
-    """Whether ``day`` lies in a stated range: from ``lo`` (None: not within the horizon) to
-    ``hi`` (None: "may take longer than the horizon", open)."""
-    return lo is not None and lo <= day and (hi is None or day <= hi)
 
 
 def _paired_p(pred: np.ndarray, act: np.ndarray) -> float:
